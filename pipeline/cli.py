@@ -1,0 +1,210 @@
+"""The `pipeline` command line: thin Typer wrappers over the stage functions.
+
+Each command loads params.yaml (plus command-line overrides) through pipeline.config, calls one plain
+function and prints its result with rich. A PipelineError becomes one line on stderr and its exit
+code; no traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+from ruamel.yaml import YAML
+
+from pipeline import config
+from pipeline.console import console
+from pipeline.errors import ConfigError, PipelineError
+
+app = typer.Typer(
+    help="Reproducible image-classification experiments: fetch, survey, prepare, train, evaluate, compare.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = console.__class__()  # results go to stdout; progress and errors to stderr
+
+
+class State:
+    params_file: Path = config.PARAMS_FILE
+    sets: dict[str, Any] = {}
+
+
+def _parse_set(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
+    return key.strip(), YAML(typ="safe", pure=True).load(io.StringIO(value)) if value else ""
+
+
+@app.callback()
+def main_options(
+    params: Annotated[Path, typer.Option("--params", help="Params file.")] = config.PARAMS_FILE,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", "-S", help="Override a param, as `dvc exp run -S`: train.epochs=2.")] = None,
+) -> None:
+    State.params_file = params
+    State.sets = dict(_parse_set(item) for item in sets or [])
+
+
+def _params(**overrides: Any) -> config.Params:
+    """params.yaml, then --set overrides, then the command's own options (which win)."""
+    return config.load_params(State.params_file, {**State.sets, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def _size(value: Optional[str]) -> Any:
+    if value is None or value == "auto":
+        return value
+    try:
+        height, width = (int(part) for part in value.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size {value!r}: expected HEIGHTxWIDTH (e.g. 94x125) or auto") from None
+    return [height, width]
+
+
+def _raw_dir(params: config.Params) -> Path:
+    return config.RAW_DIR / params.fetch.source
+
+
+@app.command()
+def fetch(
+    source: Annotated[Optional[str], typer.Option(help="Data source (fetch.source).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Dataset folder [default: data/raw/<source>].")] = None,
+    per_class: Annotated[Optional[int], typer.Option(help="Images per class (fetch.<source>.per_class).")] = None,
+) -> None:
+    """Fetch a dataset into <out>/<class>/ with a manifest.csv of every item."""
+    from pipeline.sources import SOURCES
+
+    params = _params(**{"fetch.source": source})
+    name = params.fetch.source
+    if per_class is not None:
+        params = _params(**{"fetch.source": source, f"fetch.{name}.per_class": per_class})
+    result = SOURCES[name].fetch(out_dir or _raw_dir(params), params.fetch.params_for(name))
+    table = Table("status", "items", title=f"{name} -> {result.out}")
+    for status, count in result.counts.items():
+        table.add_row(status, str(count))
+    out.print(table)
+
+
+@app.command("survey-shapes")
+def survey_shapes(
+    root: Annotated[Optional[Path], typer.Argument(help="Folder of images [default: data/raw/<source>].")] = None,
+    sample: Annotated[Optional[int], typer.Option(help="Read a seeded random sample of N images (0 = all).")] = None,
+    json_out: Annotated[Path, typer.Option("--out", help="Survey JSON.")] = config.REPORTS_DIR / "survey.json",
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Shape histogram CSV [default: next to --out].")] = None,
+) -> None:
+    """Survey image shapes from file headers and report the most common one."""
+    from pipeline.survey import survey_shapes as run, write_survey
+
+    params = _params(**{"survey.sample": sample})
+    result = run(root or _raw_dir(params), params.survey.sample, params.survey.seed)
+    write_survey(result, json_out, csv_out or json_out.with_suffix(".csv"))
+    table = Table("height", "width", "count", title=f"{result.images} images, {result.unreadable} unreadable")
+    for shape in result.shapes[:10]:
+        table.add_row(str(shape["height"]), str(shape["width"]), str(shape["count"]))
+    out.print(table)
+    out.print(f"most common shape: {result.most_common_shape}")
+
+
+@app.command()
+def prepare(
+    in_dir: Annotated[Optional[Path], typer.Option("--in", help="Dataset folder [default: data/raw/<source>].")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder for arrays and meta.json.")] = config.PREPARED_DIR,
+    size: Annotated[Optional[str], typer.Option(help="HEIGHTxWIDTH, or auto (most common shape x scale).")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="Scale for --size auto.")] = None,
+    aspect: Annotated[Optional[str], typer.Option(help="stretch, pad or center-crop.")] = None,
+    color: Annotated[Optional[str], typer.Option(help="rgb or grayscale.")] = None,
+    survey: Annotated[Optional[Path], typer.Option(help="Survey JSON whose most common shape --size auto uses.")] = None,
+) -> None:
+    """Resize every image to a fixed input and write train/val uint8 arrays."""
+    from pipeline.prepare import prepare as run
+
+    params = _params(**{"prepare.size": _size(size), "prepare.scale": scale, "prepare.aspect": aspect, "prepare.color": color})
+    result = run(in_dir or _raw_dir(params), out_dir, params.prepare, survey)
+    table = Table("split", "images", title=f"{result.out}: input {'x'.join(map(str, result.input_shape))}, classes {', '.join(result.classes)}")
+    for split, count in result.sizes.items():
+        table.add_row(split, str(count))
+    table.add_row("skipped", str(len(result.skipped)))
+    out.print(table)
+
+
+def _archs(arch: Optional[str], params: config.Params) -> list[str]:
+    return [arch] if arch else list(params.train.archs)
+
+
+@app.command()
+def train(
+    arch: Annotated[Optional[str], typer.Option(help="Architecture [default: each of train.archs].")] = None,
+    data: Annotated[Path, typer.Option(help="Prepared data folder.")] = config.PREPARED_DIR,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model folder [default: models/<arch>].")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Override the epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Override the batch size.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Override the learning rate.")] = None,
+    run_file: Annotated[Optional[Path], typer.Option(help="Run figures JSON [default: metrics/<arch>-run.json].")] = None,
+) -> None:
+    """Train an architecture; save models/<arch>/model.keras and its per-epoch history."""
+    from pipeline.compare import run_file as default_run_file
+    from pipeline.train import train as run, write_run_file
+
+    for name in _archs(arch, _params()):
+        params = _params(**{f"train.{name}.epochs": epochs, f"train.{name}.batch_size": batch_size, f"train.{name}.learning_rate": lr})
+        settings, arch_params = params.train.for_arch(name)
+        result = run(name, data, out_dir or config.MODELS_DIR / name, settings, arch_params)
+        write_run_file(run_file or default_run_file(config.METRICS_DIR, name), result)
+        last = {key: f"{values[-1]:.4f}" for key, values in result.history.items()}
+        out.print(f"{name}: {result.params:,} parameters, {settings.epochs} epochs in {result.train_seconds:.1f} s -> {result.model_path}  {last}")
+
+
+@app.command()
+def evaluate(
+    arch: Annotated[Optional[str], typer.Option(help="Architecture [default: each of train.archs].")] = None,
+    data: Annotated[Path, typer.Option(help="Prepared data folder.")] = config.PREPARED_DIR,
+    model: Annotated[Optional[Path], typer.Option(help="Model file [default: models/<arch>/model.keras].")] = None,
+    metrics_out: Annotated[Optional[Path], typer.Option("--out", help="Metrics JSON [default: metrics/<arch>.json].")] = None,
+    thresholds: Annotated[Optional[int], typer.Option(help="Thresholds swept for best_threshold_accuracy.")] = None,
+) -> None:
+    """Evaluate a trained model on the validation split; write metrics/<arch>.json."""
+    from pipeline.evaluate import evaluate as run, write_metrics
+    from pipeline.train import MODEL_FILE
+
+    params = _params(**{"evaluate.thresholds": thresholds})
+    for name in _archs(arch, params):
+        params.train.for_arch(name)  # validates the name
+        metrics = run(model or config.MODELS_DIR / name / MODEL_FILE, data, params.evaluate.thresholds)
+        write_metrics(metrics_out or config.METRICS_DIR / f"{name}.json", metrics)
+        out.print(f"{name}: " + ", ".join(f"{key}={value:.4g}" for key, value in metrics.items()))
+
+
+@app.command()
+def compare(
+    metrics_dir: Annotated[Path, typer.Option("--metrics", help="Folder of metrics JSON files.")] = config.METRICS_DIR,
+    sort: Annotated[Optional[str], typer.Option(help="Metric to sort by (compare.sort).")] = None,
+    md: Annotated[bool, typer.Option("--md", help="Print Markdown instead of a rich table.")] = False,
+    md_out: Annotated[Optional[Path], typer.Option("--out", help="Also write the Markdown table to this file.")] = None,
+) -> None:
+    """Compare every architecture's metrics side by side."""
+    from pipeline.compare import compare as run, to_markdown
+
+    params = _params(**{"compare.sort": sort})
+    frame = run(metrics_dir, params.compare.sort)
+    if md_out is not None:
+        md_out.parent.mkdir(parents=True, exist_ok=True)
+        md_out.write_text(to_markdown(frame))
+    if md:
+        out.print(to_markdown(frame), end="", markup=False, highlight=False, soft_wrap=True)
+        return
+    table = Table("arch", *frame.columns, title=f"sorted by {params.compare.sort}")
+    for arch, row in frame.iterrows():
+        table.add_row(arch, *("" if value != value else f"{value:.4g}" for value in row))
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except PipelineError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)

@@ -90,20 +90,27 @@ class PrepareConfig(Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _size(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("size"), list):
-            data = {**data, "size": tuple(data["size"])}
+    def _check(cls, data: Any) -> Any:
+        """Union-typed keys get their own message: pydantic's lists every branch of the union."""
+        if not isinstance(data, dict):
+            return data
+        size = data.get("size", "auto")
+        if size != "auto":
+            if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_positive_int(v) for v in size)):
+                raise ConfigError(f"prepare.size: expected auto or [height, width] of positive integers, got {size!r}")
+            data = {**data, "size": tuple(size)}
+        for key in ("train_size", "val_size"):
+            value = data.get(key, 0.5)
+            if not (_positive_int(value) or (isinstance(value, float) and 0 < value <= 1)):
+                raise ConfigError(f"prepare.{key}: expected a count (integer > 0) or a fraction (0 < float <= 1), got {value!r}")
+        train, val = data.get("train_size", 0.8), data.get("val_size", 0.2)
+        if isinstance(train, float) and isinstance(val, float) and train + val > 1 + 1e-9:
+            raise ConfigError(f"prepare.train_size + prepare.val_size = {train + val:g} exceeds 1")
         return data
 
-    @model_validator(mode="after")
-    def _check(self) -> "PrepareConfig":
-        for key in ("train_size", "val_size"):
-            value = getattr(self, key)
-            if isinstance(value, float) and value > 1:
-                raise ValueError(f"prepare.{key}: a fraction must be at most 1, got {value} (use an integer for a count)")
-        if isinstance(self.train_size, float) and isinstance(self.val_size, float) and self.train_size + self.val_size > 1 + 1e-9:
-            raise ValueError(f"prepare.train_size + prepare.val_size = {self.train_size + self.val_size} exceeds 1")
-        return self
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class TrainSettings(Section):

@@ -70,6 +70,13 @@ def _raw_dir(params: config.Params) -> Path:
     return config.RAW_DIR / params.fetch.source
 
 
+@app.command("check-params")
+def check_params() -> None:
+    """Validate params.yaml (and -S overrides) and print the settings every stage will use."""
+    params = _params()
+    out.print_json(data=config.as_dict(params))
+
+
 @app.command()
 def fetch(
     source: Annotated[Optional[str], typer.Option(help="Data source (fetch.source).")] = None,

@@ -224,6 +224,14 @@ def _registry_model(model: type[BaseModel], part: str) -> type[BaseModel] | None
     return None
 
 
+def as_dict(params: Params) -> dict:
+    """The params in params.yaml's own shape (registry sections back under their section)."""
+    data = params.model_dump(mode="json")
+    for section in ("fetch", "train"):
+        data[section].update(data[section].pop("sections"))
+    return data
+
+
 def set_dotted(data: dict, dotted: str, value: Any) -> None:
     """Set `a.b.c` in a nested dict, creating sections as needed (command-line overrides)."""
     *parents, last = dotted.split(".")

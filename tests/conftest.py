@@ -1,0 +1,57 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A whole pipeline in seconds: 2 x 24 synthetic images at 19x25, tiny models, one epoch.
+TINY_PARAMS = """
+fetch:
+  source: synthetic
+  synthetic: {per_class: 24, seed: 0}
+survey: {sample: 0, seed: 0}
+prepare: {size: auto, scale: 0.05, aspect: stretch, color: rgb, train_size: 0.75, val_size: 0.25, seed: 0}
+train:
+  archs: [mlp, cnn]
+  epochs: 1
+  batch_size: 8
+  optimizer: adam
+  learning_rate: 0.001
+  loss: mse
+  head: sigmoid
+  seed: 0
+  mlp: {hidden: [16]}
+  cnn: {filters: [4, 8], dense: [16]}
+evaluate: {thresholds: 10}
+compare: {sort: best_threshold_accuracy}
+"""
+
+
+def run_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline ARGS` in `cwd` as a user would, capturing its output."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pipeline {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path) -> Path:
+    """A scratch folder with tiny params.yaml, ready for the CLI."""
+    (tmp_path / "params.yaml").write_text(TINY_PARAMS)
+    return tmp_path
+
+
+@pytest.fixture
+def dvc_project(tiny_project: Path) -> Path:
+    """A scratch git + DVC repository with this project's dvc.yaml, its code and tiny params."""
+    shutil.copy(ROOT / "dvc.yaml", tiny_project / "dvc.yaml")
+    shutil.copytree(ROOT / "pipeline", tiny_project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=tiny_project, check=True)
+    return tiny_project

@@ -1,0 +1,109 @@
+"""The CLI end to end on a tiny synthetic dataset, and its handling of user errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+
+STAGES = [
+    ("fetch",),
+    ("survey-shapes", "--out", "reports/survey.json"),
+    ("prepare", "--survey", "reports/survey.json"),
+    ("train",),
+    ("evaluate",),
+]
+
+
+def run_pipeline(project):
+    for args in STAGES:
+        run_cli(*args, cwd=project)
+
+
+def test_end_to_end(tiny_project):
+    run_pipeline(tiny_project)
+    raw = tiny_project / "data/raw/synthetic"
+    assert len(list((raw / "vertical").glob("*.jpg"))) == 24 and len(list((raw / "horizontal").glob("*.jpg"))) == 24
+    survey = json.loads((tiny_project / "reports/survey.json").read_text())
+    assert survey["images"] == 48 and survey["unreadable"] == 0
+    assert (tiny_project / "reports/survey.csv").read_text().startswith("height,width,count\n")
+    meta = json.loads((tiny_project / "data/prepared/meta.json").read_text())
+    h, w = survey["most_common_shape"]
+    assert meta["input_shape"] == [round(h * 0.05), round(w * 0.05), 3]
+    assert meta["splits"] == {"train": 36, "val": 12}
+    for arch in ("mlp", "cnn"):
+        assert (tiny_project / f"models/{arch}/model.keras").stat().st_size > 0
+        history = (tiny_project / f"models/{arch}/history.csv").read_text().splitlines()
+        assert history[0].startswith("epoch,") and len(history) == 2
+        metrics = json.loads((tiny_project / f"metrics/{arch}.json").read_text())
+        assert {"mse", "pearson", "accuracy", "best_threshold", "best_threshold_accuracy", "params", "epochs"} <= set(metrics)
+        assert all(isinstance(v, (int, float)) for v in metrics.values())
+        assert 0 <= metrics["best_threshold_accuracy"] <= 1 and metrics["epochs"] == 1
+        run = json.loads((tiny_project / f"metrics/{arch}-run.json").read_text())
+        assert run["train_seconds"] > 0 and run["peak_rss_mb"] > 0
+
+    table = run_cli("compare", "--md", "--sort", "mse", cwd=tiny_project).stdout
+    lines = [line for line in table.splitlines() if line.startswith("| mlp") or line.startswith("| cnn")]
+    assert len(lines) == 2 and "best_threshold_accuracy" in table
+    mse = {arch: json.loads((tiny_project / f"metrics/{arch}.json").read_text())["mse"] for arch in ("mlp", "cnn")}
+    assert lines[0].startswith(f"| {min(mse, key=mse.get)}")  # mse: lower is better, so it sorts first
+    assert "mlp" in run_cli("compare", cwd=tiny_project).stdout
+
+
+def test_same_params_give_byte_identical_outputs(tmp_path, tiny_project):
+    other = tmp_path / "again"
+    other.mkdir()
+    (other / "params.yaml").write_text((tiny_project / "params.yaml").read_text())
+    run_pipeline(tiny_project)
+    run_pipeline(other)
+    for rel in ("data/raw/synthetic/manifest.csv", "data/prepared/train_x.npy", "data/prepared/index.csv", "models/cnn/history.csv", "metrics/mlp.json", "metrics/cnn.json"):
+        assert (tiny_project / rel).read_bytes() == (other / rel).read_bytes(), rel
+
+
+def test_command_line_options_override_params(tiny_project):
+    run_cli("fetch", "--per-class", "5", cwd=tiny_project)
+    assert len(list((tiny_project / "data/raw/synthetic/vertical").glob("*.jpg"))) == 5
+    run_cli("-S", "prepare.train_size=6", "prepare", "--size", "8x12", "--color", "grayscale", "--out", "prep", cwd=tiny_project)
+    x = np.load(tiny_project / "prep/train_x.npy")
+    assert x.shape == (6, 8, 12, 1) and x.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (("-S", "train.epocs=3", "compare"), "train.epocs: unknown key; valid keys: epochs"),
+        (("-S", "train.epochs=ten", "compare"), "train.epochs"),
+        (("train", "--arch", "resnet"), "unknown value 'resnet'; valid choices: cnn, mlp"),
+        (("fetch", "--source", "flickr"), "unknown value 'flickr'; valid choices: synthetic"),
+        (("prepare", "--aspect", "squash"), "'stretch', 'pad' or 'center-crop'"),
+        (("prepare", "--size", "big"), "--size 'big': expected HEIGHTxWIDTH"),
+        (("prepare", "--in", "nowhere"), "input folder not found: nowhere"),
+        (("survey-shapes", "nowhere"), "input folder not found: nowhere"),
+        (("evaluate", "--arch", "mlp"), "not found"),
+        (("-S", "nonsense", "compare"), "expected KEY=VALUE"),
+    ],
+)
+def test_user_errors_are_one_clear_line(tiny_project, args, expected):
+    proc = run_cli(*args, cwd=tiny_project, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_survey_shapes_and_prepare_work_on_any_folder(tmp_path):
+    import cv2
+
+    for cls, n in (("a", 3), ("b", 4)):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(tmp_path / "photos" / cls / f"{i}.png"), np.full((30 + (i if cls == "b" else 0), 40, 3), 50 * i, np.uint8))
+    (tmp_path / "photos/a/notes.txt").write_text("not an image")
+    run_cli("survey-shapes", "photos", "--out", "shapes.json", cwd=tmp_path)
+    survey = json.loads((tmp_path / "shapes.json").read_text())
+    assert survey["images"] == 7 and survey["unreadable"] == 1 and survey["most_common_shape"] == [30, 40]
+    run_cli("prepare", "--in", "photos", "--out", "arrays", "--size", "10x12", cwd=tmp_path)
+    meta = json.loads((tmp_path / "arrays/meta.json").read_text())
+    assert meta["classes"] == ["a", "b"] and meta["input_shape"] == [10, 12, 3]
+    assert sum(meta["splits"].values()) == 7 and meta["skipped"] == 1
+    assert "a/notes.txt" in (tmp_path / "arrays/skipped.csv").read_text()

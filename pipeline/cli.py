@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from ruamel.yaml import YAML
@@ -27,7 +28,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = console.__class__()  # results go to stdout; progress and errors to stderr
+# Results go to stdout (wide when piped, so tables stay readable in logs); progress and errors to stderr.
+out = Console() if sys.stdout.isatty() else Console(width=200)
 
 
 class State:
@@ -162,8 +164,8 @@ def train(
         settings, arch_params = params.train.for_arch(name)
         result = run(name, data, out_dir or config.MODELS_DIR / name, settings, arch_params)
         write_run_file(run_file or default_run_file(config.METRICS_DIR, name), result)
-        last = {key: f"{values[-1]:.4f}" for key, values in result.history.items()}
-        out.print(f"{name}: {result.params:,} parameters, {settings.epochs} epochs in {result.train_seconds:.1f} s -> {result.model_path}  {last}")
+        last = " ".join(f"{key}={values[-1]:.4f}" for key, values in result.history.items())
+        out.print(f"{name}: {result.params:,} parameters, {settings.epochs} epochs in {result.train_seconds:.1f} s -> {result.model_path}; last epoch: {last}")
 
 
 @app.command()
@@ -206,8 +208,14 @@ def compare(
         return
     table = Table("arch", *frame.columns, title=f"sorted by {params.compare.sort}")
     for arch, row in frame.iterrows():
-        table.add_row(arch, *("" if value != value else f"{value:.4g}" for value in row))
+        table.add_row(arch, *(_cell(value) for value in row))
     out.print(table)
+
+
+def _cell(value: float) -> str:
+    if value != value:  # NaN: this architecture lacks the metric
+        return "-"
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) >= 1000 else f"{value:.4g}"
 
 
 def main() -> None:

@@ -96,7 +96,11 @@ def split_items(labels: list[int], fixed: list[str], cfg: PrepareConfig, n_class
     if any(fixed):
         return {split: [i for i, s in enumerate(fixed) if s == split] for split in SPLITS}
     n = len(labels)
-    n_train, n_val = _count(cfg.train_size, n), _count(cfg.val_size, n)
+    n_train = _count(cfg.train_size, n)
+    if isinstance(cfg.train_size, float) and isinstance(cfg.val_size, float):
+        n_val = _count(cfg.train_size + cfg.val_size, n) - n_train  # fractions summing to 1 use every image
+    else:
+        n_val = _count(cfg.val_size, n)
     if n_train + n_val > n:
         raise ConfigError(f"prepare.train_size + prepare.val_size ask for {n_train} + {n_val} images but only {n} are usable")
     members = [[i for i, label in enumerate(labels) if label == c] for c in range(n_classes)]

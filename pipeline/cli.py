@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 
 from pipeline import config
 from pipeline.console import console
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, DataError, PipelineError
 
 app = typer.Typer(
     help="Reproducible image-classification experiments: fetch, survey, prepare, train, evaluate, compare.",
@@ -83,20 +83,40 @@ def check_params() -> None:
 def fetch(
     source: Annotated[Optional[str], typer.Option(help="Data source (fetch.source).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Dataset folder [default: data/raw/<source>].")] = None,
-    per_class: Annotated[Optional[int], typer.Option(help="Images per class (fetch.<source>.per_class).")] = None,
+    per_class: Annotated[Optional[int], typer.Option(help="Images per class (synthetic, imagenet: train images).")] = None,
+    val_per_class: Annotated[Optional[int], typer.Option(help="imagenet: validation images per class.")] = None,
+    wnids: Annotated[Optional[str], typer.Option(help="imagenet: comma-separated synset ids, e.g. n04194289,n02834778.")] = None,
+    api_url: Annotated[Optional[str], typer.Option(help="imagenet: synset URL-list API base (GET <api-url>?wnid=<wnid>).")] = None,
+    url_list: Annotated[Optional[Path], typer.Option(help="imagenet: fall11_urls.txt-style file (<wnid>_<n> TAB <url>), .gz ok.")] = None,
+    url: Annotated[Optional[str], typer.Option(help="Archive URL (cats-dogs, mnist, cifar10: base URL).")] = None,
+    archive: Annotated[Optional[Path], typer.Option(help="cats-dogs: a zip already on disk.")] = None,
+    sha256: Annotated[Optional[str], typer.Option(help="Expected SHA-256 of the archive.")] = None,
+    path: Annotated[Optional[Path], typer.Option(help="folder: a local directory of class subfolders.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Parallel downloads (fetch.download.concurrency).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail when a class gets fewer images than requested.")] = False,
 ) -> None:
-    """Fetch a dataset into <out>/<class>/ with a manifest.csv of every item."""
+    """Fetch a dataset into <out>/<class>/ with a manifest.csv row for every item."""
     from pipeline.sources import SOURCES
 
-    params = _params(**{"fetch.source": source})
-    name = params.fetch.source
-    if per_class is not None:
-        params = _params(**{"fetch.source": source, f"fetch.{name}.per_class": per_class})
-    result = SOURCES[name].fetch(out_dir or _raw_dir(params), params.fetch.params_for(name))
-    table = Table("status", "items", title=f"{name} -> {result.out}")
+    name = _params(**{"fetch.source": source}).fetch.source
+    own = {"per_class": per_class, "val_per_class": val_per_class, "api_url": api_url, "url": url, "sha256": sha256}
+    own |= {"wnids": wnids.split(",") if wnids else None, "url_list": url_list and str(url_list), "archive": archive and str(archive), "path": path and str(path)}
+    params = _params(**{"fetch.source": source, "fetch.download.concurrency": concurrency}, **{f"fetch.{name}.{k}": v for k, v in own.items()})
+    result = SOURCES[name].fetch(out_dir or _raw_dir(params), params.fetch.params_for(name), params.fetch.download)
+    out.print(f"{name} -> {result.out}")
+    table = Table("status", "items")
     for status, count in result.counts.items():
         table.add_row(status, str(count))
     out.print(table)
+    if result.reasons:
+        table = Table("reason (not ok)", "items")
+        for reason, count in sorted(result.reasons.items(), key=lambda item: -item[1])[:15]:
+            table.add_row(reason, str(count))
+        out.print(table)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if strict and result.warnings:
+        raise DataError(f"--strict: {len(result.warnings)} shortfall(s); see {result.out / 'summary.json'}")
 
 
 @app.command("survey-shapes")

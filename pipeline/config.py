@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.download import DownloadSettings
 from pipeline.errors import ConfigError
 from pipeline.models import ARCHITECTURES
 from pipeline.models.common import ArchParams, Loss, Optimizer
@@ -55,6 +56,7 @@ def _split_registry_sections(data: Any, registry: dict, kind: str) -> Any:
 
 class FetchConfig(Section):
     source: str = "synthetic"
+    download: DownloadSettings = Field(default_factory=DownloadSettings)
     sections: dict[str, Any] = {}
 
     @model_validator(mode="before")

@@ -19,5 +19,9 @@ class InputError(PipelineError):
     exit_code = 2
 
 
+class DataError(PipelineError):
+    """The data fell short of what was asked (e.g. --strict and a class short of its count)."""
+
+
 class ImageError(PipelineError):
     """One image that cannot be used; callers record it as a skipped item with this reason."""

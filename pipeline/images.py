@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -29,17 +30,88 @@ _REDUCED = {  # libjpeg decodes directly at 1/2, 1/4 or 1/8 size: far less work 
 }
 
 
-def probe(source: Path | bytes) -> tuple[int, int]:
-    """(height, width) as displayed, read from the file header without decoding pixels."""
+# We cap the pixel count ourselves, from the header, before any decoding (see `validate`).
+Image.MAX_IMAGE_PIXELS = None
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+_HTML = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"<title")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # JPEG, PNG, GIF, BMP, TIFF or WEBP, from the magic bytes
+    height: int  # as displayed (EXIF orientation applied)
+    width: int
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format from the magic bytes (never the extension or Content-Type), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _SIGNATURES if data.startswith(magic)), None)
+
+
+def _open(source: Path | bytes) -> Image.Image:
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-            width, height = im.size
-            orientation = im.getexif().get(_EXIF_ORIENTATION, 1) if im.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"too many pixels: {exc}") from None
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise ImageError("not an image") from None
+
+
+def _displayed_shape(im: Image.Image) -> tuple[int, int]:
+    width, height = im.size
+    # JPEG and TIFF parse EXIF with the header; for other formats Pillow would decode the pixels.
+    try:
+        orientation = im.getexif().get(_EXIF_ORIENTATION, 1) if im.format in ("JPEG", "MPO", "TIFF") else 1
+    except (OSError, SyntaxError, ValueError):
+        orientation = 1
     return (width, height) if orientation in _ROTATED else (height, width)
+
+
+def probe(source: Path | bytes) -> tuple[int, int]:
+    """(height, width) as displayed, read from the file header without decoding pixels."""
+    with _open(source) as im:
+        return _displayed_shape(im)
+
+
+def validate(data: bytes, max_pixels: int = 100_000_000, min_side: int = 16) -> ImageInfo:
+    """Check that `data` is a whole, decodable image of sane size; raise ImageError(reason) if not.
+
+    Order matters: magic bytes first (HTML error pages served as 200 are common), then the pixel
+    count from the header (a tiny file can claim gigapixels), and only then a full decode, at
+    reduced size for JPEG as fastai's verify_images does. Pillow's decoder reports truncated files,
+    which OpenCV 4.x silently returns with grey rows.
+    """
+    if not data:
+        raise ImageError("empty file")
+    fmt = sniff(data)
+    if fmt is None:
+        head = data[:1024].lstrip().lower()
+        if head.startswith(_HTML) or b"<html" in head:
+            raise ImageError("HTML page, not an image")
+        raise ImageError("not an image: unknown file signature")
+    with _open(data) as im:
+        height, width = _displayed_shape(im)
+        if height * width > max_pixels:
+            raise ImageError(f"too many pixels: {width}x{height} > {max_pixels}")
+        if min(height, width) < min_side:
+            raise ImageError(f"too small: {width}x{height}, minimum side {min_side}")
+        if fmt == "JPEG":
+            im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            reason = "truncated" if "truncated" in str(exc) else "corrupt"
+            raise ImageError(f"{reason}: {str(exc).splitlines()[0][:120]}") from None
+    return ImageInfo(fmt, height, width)
 
 
 def _reduction(shape: tuple[int, int], size: tuple[int, int], aspect: Aspect) -> int:
@@ -87,9 +159,30 @@ def load(data: bytes, size: tuple[int, int], aspect: Aspect = "stretch", color: 
     if not data:
         raise ImageError("empty file")
     shape = shape or probe(data)
-    factor = _reduction(shape, size, aspect) if data[:2] == b"\xff\xd8" else 1
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[(color, factor)])
+    buf = np.frombuffer(data, np.uint8)
+    if data[:2] == b"\xff\xd8":  # JPEG (grey, colour or CMYK): libjpeg converts and can decode reduced
+        img = cv2.imdecode(buf, _REDUCED[(color, _reduction(shape, size, aspect))])
+    else:
+        img = _to_8bit_bgr(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED))
+        if img is not None and color == "grayscale":
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     if img is None:
         raise ImageError("cannot decode")
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if color == "rgb" else img[..., None]
     return fit(img, size, aspect)
+
+
+def _to_8bit_bgr(img: np.ndarray | None) -> np.ndarray | None:
+    """Any decoded PNG/GIF/BMP/TIFF/WebP as 8-bit BGR: 16-bit scaled down, alpha flattened onto white."""
+    if img is None:
+        return None
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2 or img.shape[2] == 1:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        alpha = img[..., 3:].astype(np.float32) / 255
+        return (img[..., :3] * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
+    return img

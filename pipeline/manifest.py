@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import pandas as pd
 
 MANIFEST = "manifest.csv"
 DATASET = "dataset.json"
-COLUMNS = ["path", "class", "split", "status", "reason", "width", "height", "bytes", "sha256"]
+SUMMARY = "summary.json"
+COLUMNS = ["url", "path", "class", "split", "status", "reason", "http_status", "bytes", "sha256", "width", "height", "format", "elapsed_ms"]
 STATUSES = ("ok", "duplicate", "skipped", "failed")
 
 
@@ -25,26 +27,37 @@ class FetchResult:
     out: Path
     classes: list[str]
     counts: dict[str, int] = field(default_factory=dict)  # rows by status
+    reasons: dict[str, int] = field(default_factory=dict)  # rows by reason, for rows not `ok`
+    warnings: list[str] = field(default_factory=list)  # e.g. a class short of its requested count
 
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary sibling and rename, so a crash never leaves a partial file at `path`."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as fh:
+        fh.write(data)
+    os.replace(fh.name, path)
 
 
-def write_manifest(out: Path, rows: list[dict], classes: list[str], source: str) -> FetchResult:
-    """Write manifest.csv (rows sorted by path) and dataset.json (class order: label i = classes[i])."""
+def write_manifest(out: Path, rows: list[dict], classes: list[str], source: str, warnings: list[str] | None = None) -> FetchResult:
+    """Write manifest.csv, summary.json and dataset.json (class order: label i = classes[i]).
+
+    Rows are sorted by class, url and path so the file is byte-identical whatever order items
+    finished in.
+    """
     frame = pd.DataFrame(rows)
     for column in COLUMNS:
         if column not in frame:
             frame[column] = ""
     frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
-    frame = frame.sort_values("path", kind="stable").reset_index(drop=True)
+    frame = frame.astype({c: str for c in ("url", "path", "class", "split")}).sort_values(["class", "url", "path"], kind="stable")
     write_atomic(out / MANIFEST, frame.to_csv(index=False, lineterminator="\n").encode())
     write_atomic(out / DATASET, (json.dumps({"source": source, "classes": classes}, indent=2) + "\n").encode())
-    return FetchResult(out, classes, frame["status"].value_counts().sort_index().to_dict())
+    counts = {k: int(v) for k, v in frame["status"].value_counts().sort_index().items()}
+    not_ok = frame[frame["status"] != "ok"]
+    reasons = {k: int(v) for k, v in not_ok["reason"].value_counts().sort_index().items()}
+    summary = {"counts": counts, "reasons": reasons, "warnings": warnings or []}
+    write_atomic(out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
+    return FetchResult(out, classes, counts, reasons, warnings or [])
 
 
 def read_manifest(root: Path) -> pd.DataFrame | None:

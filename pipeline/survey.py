@@ -14,9 +14,9 @@ import numpy as np
 from pipeline.console import progress
 from pipeline.errors import ImageError, InputError
 from pipeline.images import probe
-from pipeline.manifest import DATASET, MANIFEST
+from pipeline.manifest import DATASET, MANIFEST, SUMMARY
 
-SIDECARS = {MANIFEST, DATASET}
+SIDECARS = {MANIFEST, DATASET, SUMMARY}
 
 
 @dataclass(frozen=True)

@@ -361,9 +361,10 @@ def test_synthetic_different_seed_differs(synthetic, tmp_path):
 def test_synthetic_manifest(synthetic):
     manifest = pd.read_csv(synthetic / "manifest.csv", keep_default_na=False)
     assert list(manifest.columns) == COLUMNS
-    assert COLUMNS == ["path", "class", "split", "status", "reason", "width", "height", "bytes", "sha256"]
+    assert {"url", "path", "class", "split", "status", "reason", "http_status", "bytes", "sha256", "width", "height", "format", "elapsed_ms"} == set(COLUMNS)
     assert len(manifest) == 20 and manifest["path"].is_unique
-    assert manifest["path"].tolist() == sorted(manifest["path"])
+    assert manifest["path"].tolist() == sorted(manifest["path"])  # sorted by class, then path
+    assert set(manifest["format"]) == {"JPEG"}
     assert set(manifest["status"]) == {"ok"}
     assert set(manifest["reason"]) == {""} and set(manifest["split"]) == {""}
     assert manifest["class"].value_counts().to_dict() == {"vertical": 10, "horizontal": 10}

@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
 from pipeline.console import progress
+from pipeline.download import DownloadSettings
 from pipeline.images import probe
 from pipeline.manifest import FetchResult, write_atomic, write_manifest
 
@@ -77,8 +78,11 @@ def make_image(label: int, index: int, seed: int = 0) -> bytes:
     return buf.tobytes()
 
 
-def fetch(out: Path, params: SyntheticParams) -> FetchResult:
-    """Generate `per_class` images per class into `<out>/<class>/NNNNN.jpg` with a manifest."""
+def fetch(out: Path, params: SyntheticParams, download: DownloadSettings | None = None) -> FetchResult:
+    """Generate `per_class` images per class into `<out>/<class>/NNNNN.jpg` with a manifest.
+
+    `download` is unused: nothing comes from the network.
+    """
     for name in CLASSES:
         (out / name).mkdir(parents=True, exist_ok=True)
     jobs = [(label, index) for index in range(params.per_class) for label in range(len(CLASSES))]
@@ -90,9 +94,9 @@ def fetch(out: Path, params: SyntheticParams) -> FetchResult:
         write_atomic(out / rel, data)
         height, width = probe(data)
         return {
-            "path": rel, "class": CLASSES[label], "split": "", "status": "ok", "reason": "",
-            "width": width, "height": height,
-            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "url": "", "path": rel, "class": CLASSES[label], "split": "", "status": "ok", "reason": "",
+            "http_status": "", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "width": width, "height": height, "format": "JPEG", "elapsed_ms": "",
         }
 
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:

@@ -1,0 +1,1 @@
+"""Ratio benchmarks: each case measures ours against a baseline in the same run (`python -m benchmarks`)."""

@@ -1,0 +1,65 @@
+"""python -m benchmarks [NAME ...] [--quick] [--out FILE]: run ratio benchmarks and print a table."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import platform
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+CASES = ["fetch"]
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def _environment() -> str:
+    import cv2
+    import numpy
+    import PIL
+
+    return (
+        f"{datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
+        f"Python {platform.python_version()}, numpy {numpy.__version__}, OpenCV {cv2.__version__}, Pillow {PIL.__version__}"
+    )
+
+
+def to_markdown(rows: list[dict], quick: bool) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"{'Quick' if quick else 'Full'} run: {_environment()}.",
+        "Every ratio is against a baseline measured in the same run.",
+        "",
+        "| case | measure | rate | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['case']} | {r['measure']} | {r['rate']:.1f} {r['unit']} | {r['ratio']:.2f} | {r['target']} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("names", nargs="*", choices=[[], *CASES] and CASES, metavar="NAME", help=f"cases to run (default all): {', '.join(CASES)}")
+    parser.add_argument("--quick", action="store_true", help="smaller corpora, a few minutes in all")
+    parser.add_argument("--out", type=Path, help=f"write the Markdown table here [default: {RESULTS} for a full run]")
+    args = parser.parse_args(argv)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        for name in args.names or CASES:
+            rows += importlib.import_module(f"benchmarks.{name}").run(Path(tmp) / name, args.quick)
+    table = Table("case", "measure", "rate", "ratio", "target", title="benchmarks")
+    for r in rows:
+        table.add_row(r["case"], r["measure"], f"{r['rate']:.1f} {r['unit']}", f"{r['ratio']:.2f}", r["target"])
+    Console().print(table)
+    out = args.out or (None if args.quick else RESULTS)
+    if out is not None:
+        out.write_text(to_markdown(rows, args.quick))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-CASES = ["fetch"]
+CASES = ["survey", "prepare", "fetch", "scaling"]
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
@@ -34,26 +34,34 @@ def to_markdown(rows: list[dict], quick: bool) -> str:
         f"{'Quick' if quick else 'Full'} run: {_environment()}.",
         "Every ratio is against a baseline measured in the same run.",
         "",
-        "| case | measure | rate | ratio | target |",
-        "|---|---|---|---|---|",
+        "| case | measure | rate | ratio | target | peak RSS |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['case']} | {r['measure']} | {r['rate']:.1f} {r['unit']} | {r['ratio']:.2f} | {r['target']} |" for r in rows]
+    lines += [f"| {r['case']} | {r['measure']} | {r['rate']:.1f} {r['unit']} | {r['ratio']:.2f} | {r['target']} | {_rss(r)} |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def _rss(row: dict) -> str:
+    return f"{row['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in row else ""
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("names", nargs="*", choices=[[], *CASES] and CASES, metavar="NAME", help=f"cases to run (default all): {', '.join(CASES)}")
-    parser.add_argument("--quick", action="store_true", help="smaller corpora, a few minutes in all")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"cases to run (default all): {', '.join(CASES)}")
+    parser.add_argument("--quick", action="store_true", help="smaller corpora (1,000 images), a few minutes in all")
+    parser.add_argument("--n", type=int, help="corpus size [default: 10,000, or 1,000 with --quick]")
     parser.add_argument("--out", type=Path, help=f"write the Markdown table here [default: {RESULTS} for a full run]")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in CASES]
+    if unknown:
+        parser.error(f"unknown case {', '.join(unknown)}; valid: {', '.join(CASES)}")
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         for name in args.names or CASES:
-            rows += importlib.import_module(f"benchmarks.{name}").run(Path(tmp) / name, args.quick)
-    table = Table("case", "measure", "rate", "ratio", "target", title="benchmarks")
+            rows += importlib.import_module(f"benchmarks.{name}").run(Path(tmp) / name, args.n or (1000 if args.quick else 10_000))
+    table = Table("case", "measure", "rate", "ratio", "target", "peak RSS", title="benchmarks")
     for r in rows:
-        table.add_row(r["case"], r["measure"], f"{r['rate']:.1f} {r['unit']}", f"{r['ratio']:.2f}", r["target"])
+        table.add_row(r["case"], r["measure"], f"{r['rate']:.1f} {r['unit']}", f"{r['ratio']:.2f}", r["target"], _rss(r))
     Console().print(table)
     out = args.out or (None if args.quick else RESULTS)
     if out is not None:

@@ -66,9 +66,9 @@ def seed_loop(urls: list[str]) -> int:
     return ok
 
 
-def run(work: Path, quick: bool) -> list[dict]:
-    n = 200 if quick else 1000
-    n_seed = 20 if quick else 100
+def run(work: Path, n: int) -> list[dict]:
+    n = max(20, n // 10)  # 1,000 URLs for the full run
+    n_seed = max(10, n // 10)  # the sequential baseline is slow: its rate comes from a tenth
     paths = make_corpus(work / "corpus", n)
     queue: Queue = Queue()
     server = Process(target=_serve, args=(str(work / "corpus"), queue), daemon=True)

@@ -1,0 +1,55 @@
+"""prepare: `pipeline prepare` to 94x125 vs a seed-style cv2 loop and vs Keras' directory loader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks.corpus import make_corpus
+from benchmarks.measure import measure
+from benchmarks.survey import read_bytes
+from pipeline.config import PrepareConfig
+from pipeline.prepare import prepare
+from pipeline.survey import list_files
+
+SIZE = (94, 125)
+
+
+def seed_loop(root: Path) -> int:
+    """Seed 000's way: cv2.imread + cv2.resize into a list, one process."""
+    images = [cv2.resize(cv2.imread(str(path)), SIZE[::-1]) for path in list_files(root)]
+    return len(np.stack(images))
+
+
+def keras_loader(root: Path) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    ds = keras.utils.image_dataset_from_directory(root, image_size=SIZE, batch_size=256, shuffle=False, verbose=False)
+    return sum(int(x.shape[0]) for x, _ in ds)
+
+
+def ours(root: Path, out: Path) -> int:
+    result = prepare(root, out, PrepareConfig(size=SIZE, train_size=0.8, val_size=0.2))
+    return sum(result.sizes.values())
+
+
+def run(work: Path, n: int) -> list[dict]:
+    root = work.parent / f"corpus-{n}"
+    make_corpus(root, n)
+    read_bytes(root)
+    baseline = measure(seed_loop, root)
+    keras = measure(keras_loader, root)
+    mine = measure(ours, root, work / "prepared")
+    assert mine["result"] == n and keras["result"] == n
+    rate = lambda m: n / m["seconds"]
+    row = lambda measure_, m, ratio, target: {"case": "prepare", "measure": measure_, "rate": rate(m), "unit": "images/s", "ratio": ratio, "target": target, "peak_rss_mb": m["peak_rss_mb"]}
+    return [
+        row(f"seed: cv2.imread + cv2.resize loop ({n})", baseline, 1.0, ""),
+        row(f"keras image_dataset_from_directory, iterated once ({n})", keras, 1.0, ""),
+        row(f"pipeline prepare to 94x125 vs seed ({n})", mine, rate(mine) / rate(baseline), ">= 4x"),
+        row("pipeline prepare vs keras", mine, rate(mine) / rate(keras), ">= 1.3x"),
+    ]

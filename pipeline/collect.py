@@ -23,11 +23,10 @@ from pathlib import Path
 from pipeline.console import progress
 from pipeline.download import DownloadSettings, fetch_bytes, make_session
 from pipeline.errors import ImageError
-from pipeline.images import validate
+from pipeline.images import EXTENSIONS, validate
 from pipeline.manifest import FetchResult, read_manifest, write_atomic, write_manifest
 
 JOURNAL = ".journal.jsonl"
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp"}
 # Flickr answers deleted photos with a valid 2,051-byte PNG, often after a redirect to this name.
 FLICKR_PLACEHOLDER_MD5 = "880a7a58e05d3e83797f27573bb6d35c"
 PLACEHOLDER_URL_MARK = "photo_unavailable"

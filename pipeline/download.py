@@ -189,6 +189,7 @@ def download_file(session: requests.Session, url: str, dest: Path, settings: Dow
     reason = check_url(url)
     if reason:
         raise DownloadError(f"{url}: {reason}")
+    sha256 = sha256.lower() if sha256 else None
     if dest.exists() and (sha256 is None or sha256_file(dest) == sha256):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -219,8 +220,8 @@ def download_file(session: requests.Session, url: str, dest: Path, settings: Dow
             raise DownloadError(f"{url}: {_short(exc)}") from None
     if sha256 is not None:
         actual = sha256_file(part)
-        if actual != sha256.lower():
-            raise DownloadError(f"{url}: SHA-256 mismatch: expected {sha256.lower()}, got {actual} (file kept at {part})")
+        if actual != sha256:
+            raise DownloadError(f"{url}: SHA-256 mismatch: expected {sha256}, got {actual} (file kept at {part} for inspection; delete it to download again)")
     os.replace(part, dest)
     return dest
 

@@ -42,6 +42,7 @@ _SIGNATURES = (
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
 )
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp"}  # stored file names
 _HTML = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"<title")
 
 

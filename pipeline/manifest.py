@@ -19,6 +19,7 @@ MANIFEST = "manifest.csv"
 DATASET = "dataset.json"
 SUMMARY = "summary.json"
 COLUMNS = ["url", "path", "class", "split", "status", "reason", "http_status", "bytes", "sha256", "width", "height", "format", "elapsed_ms"]
+NUMERIC = ["http_status", "bytes", "width", "height", "elapsed_ms"]
 STATUSES = ("ok", "duplicate", "skipped", "failed")
 
 
@@ -38,6 +39,11 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(fh.name, path)
 
 
+def reason_kind(reason: str) -> str:
+    """The kind of a reason, for counting: "truncated: ... (288 bytes not processed)" -> "truncated"."""
+    return "duplicate" if reason.startswith("duplicate of") else reason.split(":", 1)[0]
+
+
 def write_manifest(out: Path, rows: list[dict], classes: list[str], source: str, warnings: list[str] | None = None) -> FetchResult:
     """Write manifest.csv, summary.json and dataset.json (class order: label i = classes[i]).
 
@@ -50,11 +56,13 @@ def write_manifest(out: Path, rows: list[dict], classes: list[str], source: str,
             frame[column] = ""
     frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
     frame = frame.astype({c: str for c in ("url", "path", "class", "split")}).sort_values(["class", "url", "path"], kind="stable")
+    for column in NUMERIC:  # integers stay integers when some rows have none (no "700.0")
+        frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce").astype("Int64")
     write_atomic(out / MANIFEST, frame.to_csv(index=False, lineterminator="\n").encode())
     write_atomic(out / DATASET, (json.dumps({"source": source, "classes": classes}, indent=2) + "\n").encode())
     counts = {k: int(v) for k, v in frame["status"].value_counts().sort_index().items()}
     not_ok = frame[frame["status"] != "ok"]
-    reasons = {k: int(v) for k, v in not_ok["reason"].value_counts().sort_index().items()}
+    reasons = {k: int(v) for k, v in not_ok["reason"].map(reason_kind).value_counts().sort_index().items()}
     summary = {"counts": counts, "reasons": reasons, "warnings": warnings or []}
     write_atomic(out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
     return FetchResult(out, classes, counts, reasons, warnings or [])
@@ -65,7 +73,7 @@ def read_manifest(root: Path) -> pd.DataFrame | None:
     path = root / MANIFEST
     if not path.exists():
         return None
-    return pd.read_csv(path, dtype={"split": str, "reason": str}, keep_default_na=False)
+    return pd.read_csv(path, dtype={"url": str, "path": str, "class": str, "split": str, "reason": str}, keep_default_na=False)
 
 
 def read_classes(root: Path) -> list[str] | None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from pipeline.download import DownloadSettings
 from pipeline.manifest import FetchResult
-from pipeline.sources import imagenet, synthetic
+from pipeline.sources import catsdogs, cifar10, folder, imagenet, mnist, synthetic
 
 
 @dataclass(frozen=True)
@@ -27,4 +27,8 @@ class Source:
 SOURCES: dict[str, Source] = {
     "synthetic": Source(synthetic.fetch, synthetic.SyntheticParams, "generated two-class JPEGs, offline"),
     "imagenet": Source(imagenet.fetch, imagenet.ImagenetParams, "ImageNet synsets from URL lists (API mirror or fall11_urls.txt)"),
+    "cats-dogs": Source(catsdogs.fetch, catsdogs.CatsDogsParams, "Kaggle cats vs dogs from Microsoft's zip (or --archive FILE)"),
+    "mnist": Source(mnist.fetch, mnist.MnistParams, "MNIST digits from the four IDX files, as PNGs"),
+    "cifar10": Source(cifar10.fetch, cifar10.Cifar10Params, "CIFAR-10 from the python tarball, as PNGs"),
+    "folder": Source(folder.fetch, folder.FolderParams, "a local directory of class subfolders (--path DIR)"),
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-CASES = ["survey", "prepare", "fetch", "scaling"]
+CASES = ["survey", "prepare", "fetch", "train_input", "scaling"]
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 

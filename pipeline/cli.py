@@ -173,19 +173,68 @@ def train(
     epochs: Annotated[Optional[int], typer.Option(help="Override the epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Override the batch size.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Override the learning rate.")] = None,
+    early_stopping: Annotated[Optional[int], typer.Option(help="Stop after this many epochs without a lower val_loss (0 = off).")] = None,
     run_file: Annotated[Optional[Path], typer.Option(help="Run figures JSON [default: metrics/<arch>-run.json].")] = None,
+    live: Annotated[Optional[Path], typer.Option(help="dvclive folder for per-epoch metrics [default: dvclive/<arch>].")] = None,
 ) -> None:
-    """Train an architecture; save models/<arch>/model.keras and its per-epoch history."""
+    """Train an architecture; save models/<arch>/ (model.keras, best.keras, history.csv, tensorboard/).
+
+    An interrupted run resumes from its last finished epoch when rerun with the same params."""
     from pipeline.compare import run_file as default_run_file
     from pipeline.train import train as run, write_run_file
 
     for name in _archs(arch, _params()):
-        params = _params(**{f"train.{name}.epochs": epochs, f"train.{name}.batch_size": batch_size, f"train.{name}.learning_rate": lr})
+        own = {"epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "early_stopping": early_stopping}
+        params = _params(**{f"train.{name}.{key}": value for key, value in own.items()})
         settings, arch_params = params.train.for_arch(name)
-        result = run(name, data, out_dir or config.MODELS_DIR / name, settings, arch_params)
+        result = run(name, data, out_dir or config.MODELS_DIR / name, settings, arch_params, live or config.LIVE_DIR / name)
+        if not result.chief:
+            continue  # another worker of a multi-worker run: the chief reports
         write_run_file(run_file or default_run_file(config.METRICS_DIR, name), result)
         last = " ".join(f"{key}={values[-1]:.4f}" for key, values in result.history.items())
-        out.print(f"{name}: {result.params:,} parameters, {settings.epochs} epochs in {result.train_seconds:.1f} s -> {result.model_path}; last epoch: {last}")
+        resumed = f" (resumed after epoch {result.resumed_from})" if result.resumed_from else ""
+        epochs_run = len(next(iter(result.history.values()), []))
+        out.print(f"{name}: {result.params:,} parameters, {epochs_run} epochs{resumed} in {result.train_seconds:.1f} s on {result.replicas} replica(s) -> {result.model_path}; last epoch: {last}")
+
+
+@app.command()
+def models(
+    arch: Annotated[Optional[list[str]], typer.Option(help="Only this architecture (repeatable) [default: all].")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="HEIGHT,WIDTH,CHANNELS for every architecture [default: each one's seed input].")] = None,
+    classes: Annotated[Optional[int], typer.Option(help="Number of classes [default: each one's seed].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: a list of {arch, params, ...}.")] = False,
+) -> None:
+    """List every architecture and preset with its parameter count (built, not trained)."""
+    import json
+
+    from pipeline.train import describe_models
+
+    if classes is not None and classes < 2:
+        raise ConfigError(f"--classes {classes}: expected 2 or more")
+    train = _params().train
+    for name in arch or []:
+        train.for_arch(name)  # validates the name
+    rows = describe_models(train, _input_shape(input_shape), classes, arch)
+    if as_json:
+        out.print(json.dumps(rows, indent=2), markup=False, highlight=False, soft_wrap=True)
+        return
+    table = Table("arch", "params", "input", "classes", "head", "reproduces", "dataset")
+    for row in rows:
+        count = f"{row['params']:,}" if row["params"] is not None else f"- ({row['note']})"
+        table.add_row(row["arch"], count, "x".join(map(str, row["input_shape"])), str(row["classes"]), row["head"], row["reproduces"], row["dataset"])
+    out.print(table)
+
+
+def _input_shape(value: Optional[str]) -> Optional[tuple[int, int, int]]:
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in value.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"--input-shape {value!r}: expected HEIGHT,WIDTH,CHANNELS of positive integers, e.g. 227,227,3")
+    return shape
 
 
 @app.command()
@@ -195,17 +244,21 @@ def evaluate(
     model: Annotated[Optional[Path], typer.Option(help="Model file [default: models/<arch>/model.keras].")] = None,
     metrics_out: Annotated[Optional[Path], typer.Option("--out", help="Metrics JSON [default: metrics/<arch>.json].")] = None,
     thresholds: Annotated[Optional[int], typer.Option(help="Thresholds swept for best_threshold_accuracy.")] = None,
+    plots_dir: Annotated[Optional[Path], typer.Option("--plots", help="Plots folder [default: plots/<arch>].")] = None,
 ) -> None:
-    """Evaluate a trained model on the validation split; write metrics/<arch>.json."""
+    """Evaluate a trained model on the validation split; write metrics/<arch>.json and plots/<arch>/."""
+    from pipeline.compare import flatten
     from pipeline.evaluate import evaluate as run, write_metrics
-    from pipeline.train import MODEL_FILE
+    from pipeline.plots import write_plots
+    from pipeline.train import MODEL_FILE, load_split
 
     params = _params(**{"evaluate.thresholds": thresholds})
     for name in _archs(arch, params):
         params.train.for_arch(name)  # validates the name
-        metrics = run(model or config.MODELS_DIR / name / MODEL_FILE, data, params.evaluate.thresholds)
-        write_metrics(metrics_out or config.METRICS_DIR / f"{name}.json", metrics)
-        out.print(f"{name}: " + ", ".join(f"{key}={value:.4g}" for key, value in metrics.items()))
+        result = run(model or config.MODELS_DIR / name / MODEL_FILE, data, params.evaluate.thresholds)
+        write_metrics(metrics_out or config.METRICS_DIR / f"{name}.json", result.metrics)
+        write_plots(result, load_split(data, "val")[0], plots_dir or config.PLOTS_DIR / name)
+        out.print(f"{name}: " + ", ".join(f"{key}={value:.4g}" for key, value in flatten(result.metrics).items()))
 
 
 @app.command()
@@ -216,7 +269,7 @@ def compare(
     md_out: Annotated[Optional[Path], typer.Option("--out", help="Also write the Markdown table to this file.")] = None,
 ) -> None:
     """Compare every architecture's metrics side by side."""
-    from pipeline.compare import compare as run, to_markdown
+    from pipeline.compare import compare as run, format_value, to_markdown
 
     params = _params(**{"compare.sort": sort})
     frame = run(metrics_dir, params.compare.sort)
@@ -228,14 +281,93 @@ def compare(
         return
     table = Table("arch", *frame.columns, title=f"sorted by {params.compare.sort}")
     for arch, row in frame.iterrows():
-        table.add_row(arch, *(_cell(value) for value in row))
+        table.add_row(arch, *(format_value(value) for value in row))
     out.print(table)
 
 
-def _cell(value: float) -> str:
-    if value != value:  # NaN: this architecture lacks the metric
-        return "-"
-    return f"{int(value):,}" if float(value).is_integer() and abs(value) >= 1000 else f"{value:.4g}"
+@app.command()
+def report(
+    metrics_dir: Annotated[Path, typer.Option("--metrics", help="Folder of metrics JSON files.")] = config.METRICS_DIR,
+    survey: Annotated[Path, typer.Option(help="Survey JSON.")] = config.REPORTS_DIR / "survey.json",
+    plots_dir: Annotated[Path, typer.Option("--plots", help="Plots folder (plots/<arch>/, and shapes.json is written here).")] = config.PLOTS_DIR,
+    md_out: Annotated[Path, typer.Option("--out", help="Summary Markdown file.")] = config.REPORTS_DIR / "summary.md",
+    compare_md: Annotated[Optional[Path], typer.Option("--compare", help="Comparison table to embed (reports/compare.md) [default: computed from --metrics].")] = None,
+    live: Annotated[Path, typer.Option(help="dvclive folder (one subfolder per arch) whose training curves are linked.")] = config.LIVE_DIR,
+) -> None:
+    """Write reports/summary.md (comparison, survey, links to plots) and the shape histogram plot data."""
+    from pipeline.report import write_report
+
+    result = write_report(metrics_dir, survey, plots_dir, md_out, _params().compare.sort, compare_md, live)
+    out.print(f"{result.summary}: {len(result.archs)} architectures ({', '.join(result.archs)}); {result.shapes}")
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files to classify.", show_default=False)],
+    arch: Annotated[Optional[str], typer.Option(help="Architecture [default: the best in metrics/ by compare.sort, else the first of train.archs].")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="Model file [default: models/<arch>/model.keras].")] = None,
+    data: Annotated[Path, typer.Option(help="Prepared data folder whose meta.json gives the preprocessing.")] = config.PREPARED_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
+) -> None:
+    """Classify image files, preprocessed exactly as `prepare` did for training. Exit code 1 if any file failed."""
+    from dataclasses import asdict
+
+    from pipeline.errors import ImageError
+    from pipeline.predict import default_arch, predict as run
+    from pipeline.train import MODEL_FILE
+
+    params = _params()
+    name = arch or default_arch(config.METRICS_DIR, params.compare.sort, list(params.train.archs))
+    params.train.for_arch(name)  # validates the name
+    results = run(images, model or config.MODELS_DIR / name / MODEL_FILE, data)
+    if as_json:
+        out.print_json(data=[{"arch": name, **asdict(r)} for r in results])
+    else:
+        table = Table("image", "class", "probability", "error", title=f"{name}: {model or config.MODELS_DIR / name / MODEL_FILE}")
+        for r in results:
+            table.add_row(escape(r.path), r.cls or "-", "-" if r.probability is None else f"{r.probability:.4f}", escape(r.error or ""))
+        out.print(table)
+    failed = [r for r in results if r.error]
+    if failed:
+        raise ImageError(f"{len(failed)} of {len(results)} files could not be predicted: " + "; ".join(f"{r.path}: {r.error}" for r in failed[:3]))
+
+
+metrics_app = typer.Typer(help="Metrics across git revisions and DVC experiments.", no_args_is_help=True)
+app.add_typer(metrics_app, name="metrics")
+
+
+@metrics_app.command("diff")
+def metrics_diff(
+    old: Annotated[str, typer.Argument(help="Old side: a git revision or DVC experiment name.")] = "HEAD",
+    new: Annotated[Optional[str], typer.Argument(help="New side [default: the workspace].", show_default=False)] = None,
+    md: Annotated[bool, typer.Option("--md", help="Print a Markdown table (for pull-request comments).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    all_metrics: Annotated[bool, typer.Option("--all", help="Also list unchanged metrics.")] = False,
+) -> None:
+    """Metrics of two revisions or experiments side by side: old, new, delta and percentage change."""
+    from pipeline.metrics_diff import headers, metrics_diff as run, rows, to_markdown
+
+    if md and as_json:
+        raise ConfigError("--md and --json: choose one output format")
+    result = run(old, new, all_metrics)
+    for where, why in result.errors.items():
+        console.print(f"[yellow]warning:[/] cannot read metrics at {escape(where)}: {escape(why)}", highlight=False, soft_wrap=True)
+    if as_json:
+        out.print_json(data=result.to_json())
+        return
+    if md:
+        out.print(to_markdown(result), end="", markup=False, highlight=False, soft_wrap=True)
+        return
+    if not result.changes:
+        out.print(f"No metric changed between {escape(result.old_rev)} and {escape(result.new_rev)}.", highlight=False)
+        return
+    table = Table(*headers(result), title=f"metrics: {escape(result.old_rev)} -> {escape(result.new_rev)}")
+    for column in table.columns[2:]:
+        column.justify = "right"
+    for change, cells in zip(result.changes, rows(result)):
+        style = {"better": "green", "worse": "red"}.get(change.verdict, "")
+        table.add_row(*(escape(c) for c in cells[:4]), *(f"[{style}]{c}[/]" if style else c for c in cells[4:]))
+    out.print(table)
 
 
 def main() -> None:

@@ -10,11 +10,22 @@ import pandas as pd
 from pipeline.errors import ConfigError, InputError
 
 RUN_SUFFIX = "-run"
-LOWER_IS_BETTER = {"mse", "log_loss", "train_seconds", "peak_rss_mb", "params"}
+LOWER_IS_BETTER = {"mse", "log_loss", "loss", "val_loss", "train_seconds", "peak_rss_mb", "params"}
 
 
 def run_file(metrics_dir: Path, arch: str) -> Path:
     return metrics_dir / f"{arch}{RUN_SUFFIX}.json"
+
+
+def flatten(metrics: dict, prefix: str = "") -> dict:
+    """Nested metrics named as DVC shows them: {"per_class_accuracy": {"cat": 1}} -> {"per_class_accuracy.cat": 1}."""
+    flat: dict = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def load_metrics(metrics_dir: Path) -> pd.DataFrame:
@@ -24,10 +35,10 @@ def load_metrics(metrics_dir: Path) -> pd.DataFrame:
         raise InputError(f"no metrics files in {metrics_dir} (run `pipeline evaluate` first)")
     rows = {}
     for path in files:
-        row = json.loads(path.read_text())
+        row = flatten(json.loads(path.read_text()))
         run = run_file(metrics_dir, path.stem)
         if run.exists():
-            row.update(json.loads(run.read_text()))
+            row.update(flatten(json.loads(run.read_text())))
         rows[path.stem] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "arch"
@@ -42,5 +53,13 @@ def compare(metrics_dir: Path, sort: str) -> pd.DataFrame:
     return frame.sort_values(sort, ascending=sort in LOWER_IS_BETTER, kind="stable")
 
 
+def format_value(value: float | None) -> str:
+    """4 significant digits; whole counts (params) in full with separators; "-" where missing."""
+    if value is None or value != value:  # None or NaN: this side lacks the metric
+        return "-"
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) >= 1000 else f"{value:.4g}"
+
+
 def to_markdown(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(floatfmt=".4g") + "\n"
+    cells = frame.astype(object).map(format_value)
+    return cells.to_markdown(colalign=["left"] + ["right"] * len(frame.columns)) + "\n"

@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
@@ -25,7 +26,7 @@ from pydantic import (
 from pipeline.download import DownloadSettings
 from pipeline.errors import ConfigError
 from pipeline.models import ARCHITECTURES
-from pipeline.models.common import ArchParams, Loss, Optimizer
+from pipeline.models.common import ArchParams, Augment, Loss, MixedPrecision, Normalize, Optimizer, Strategy
 from pipeline.sources import SOURCES
 
 PARAMS_FILE = Path("params.yaml")
@@ -34,7 +35,9 @@ RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
 MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
+LIVE_DIR = Path("dvclive")  # per-epoch training metrics (dvclive), one folder per architecture
 REPORTS_DIR = Path("reports")
+PLOTS_DIR = Path("plots")
 
 
 class Section(BaseModel):
@@ -122,9 +125,16 @@ class TrainSettings(Section):
     batch_size: PositiveInt = 32
     optimizer: Optimizer = "adam"
     learning_rate: PositiveFloat = 3e-4
+    momentum: NonNegativeFloat = 0.9  # sgd only (seeds 002 and 004: 0)
     loss: Loss = "mse"
-    seed: int = 0
+    seed: NonNegativeInt = 0
     head: Literal["sigmoid", "softmax"] = "sigmoid"  # for two classes; more classes always use softmax
+    augment: Augment = Field(default_factory=Augment)  # none, seed001, seed003 or a mapping; training only
+    normalize: Normalize = "rescale"  # rescale (x / 255) or standardize (per-channel mean/std, seed 003)
+    early_stopping: NonNegativeInt = 0  # patience in epochs on val_loss; 0 = off
+    mixed_precision: MixedPrecision = "auto"  # auto = on a GPU only
+    jit_compile: bool = False  # XLA
+    strategy: Strategy = "auto"  # auto (all local GPUs when several), mirrored, multi_worker (TF_CONFIG)
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 

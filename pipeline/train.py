@@ -1,10 +1,24 @@
-"""Train one architecture on prepared arrays: seeded, deterministic, fed by tf.data from memory maps."""
+"""Train one architecture on prepared arrays: deterministic, resumable, on whatever hardware is there.
+
+- Input: tf.data over the memory-mapped uint8 arrays, one NumPy gather per batch (no copy of the
+  dataset in RAM); the order of each epoch is a seeded permutation of that epoch's number, so a
+  resumed run sees the same batches as an uninterrupted one.
+- In the graph: augmentation (training only) and normalisation (`pipeline.models.common`).
+- Callbacks: ModelCheckpoint (best model), EarlyStopping (optional), TensorBoard, dvclive, and
+  `Resume` (BackupAndRestore plus what it leaves out) last.
+- Hardware: TensorFlow's default device placement (a GPU when there is one), mixed precision and
+  XLA as options, tf.distribute strategies for several GPUs or several machines.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import resource
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +26,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import TrainSettings
+from pipeline.config import TrainConfig, TrainSettings
 from pipeline.console import console
-from pipeline.models import ARCHITECTURES
-from pipeline.models.common import ArchParams, Head
+from pipeline.errors import ConfigError, InputError
+from pipeline.models import ARCHITECTURES, build_model
+from pipeline.models.common import ArchParams, Head, Preprocess
 from pipeline.prepare import read_meta
 
-MODEL_FILE = "model.keras"
+MODEL_FILE = "model.keras"  # the model after the last epoch
+BEST_FILE = "best.keras"  # the epoch with the lowest validation loss (training loss without a val split)
 HISTORY_FILE = "history.csv"
+TENSORBOARD_DIR = "tensorboard"
+BACKUP_DIR = ".backup"  # beside the model folder, not in it: DVC deletes a stage's outputs before rerunning it
 
 
 @dataclass(frozen=True)
@@ -29,17 +47,68 @@ class Trained:
     history: dict[str, list[float]]
     train_seconds: float
     peak_rss_mb: float
+    resumed_from: int = 0  # epochs restored from an interrupted run's backup
+    chief: bool = True  # False on the other workers of a multi-worker run (they write no outputs)
+    replicas: int = 1
+    mixed_precision: bool = False
+
+
+def _tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
 
 
 def keras_seeded(seed: int):
     """Import Keras with TensorFlow quiet, seeded and deterministic (same params -> same bytes)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf = _tensorflow()
     import keras
-    import tensorflow as tf
+
+    import pipeline.models.layers  # noqa: F401  (registers custom layers, so saved models load)
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     return keras
+
+
+_STRATEGIES: dict[str, object] = {}
+
+
+def distribution(name: str):
+    """The tf.distribute strategy for `train.strategy`, made once per process (a multi-worker
+    strategy must exist before any other TensorFlow op runs).
+
+    auto: MirroredStrategy over the local GPUs when there are several, else TensorFlow's default
+    (one GPU when present, else the CPU); mirrored: MirroredStrategy over the GPUs, or over the
+    logical CPU devices when there is no GPU; multi_worker: MultiWorkerMirroredStrategy, its
+    cluster read from TF_CONFIG.
+    """
+    if name == "multi_worker" and not os.environ.get("TF_CONFIG"):
+        raise ConfigError("train.strategy: multi_worker needs TF_CONFIG (the cluster and this task) in the environment")
+    if name not in _STRATEGIES:
+        tf = _tensorflow()
+        if name == "multi_worker":
+            _STRATEGIES[name] = tf.distribute.MultiWorkerMirroredStrategy()
+        else:
+            gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+            if name == "mirrored":
+                _STRATEGIES[name] = tf.distribute.MirroredStrategy(gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
+            elif len(gpus) > 1:
+                _STRATEGIES[name] = tf.distribute.MirroredStrategy(gpus)
+            else:
+                _STRATEGIES[name] = tf.distribute.get_strategy()
+    return _STRATEGIES[name]
+
+
+def task(strategy) -> tuple[bool, str]:
+    """(is this the chief, a name for this task). Only the chief writes outputs."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True, "chief"
+    kind, index = resolver.task_type, resolver.task_id or 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return kind == "chief" or (kind == "worker" and index == 0 and not has_chief), f"{kind}-{index}"
 
 
 def head_for(n_classes: int, settings: TrainSettings) -> Head:
@@ -61,60 +130,290 @@ def load_split(data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.load(data / f"{split}_x.npy", mmap_mode="r"), np.load(data / f"{split}_y.npy")
 
 
+def _gathered(index_batches, x: np.ndarray, y: np.ndarray, head: Head | None = None):
+    """Map batches of indices to (images, targets) batches, each gathered from the memory map in one
+    call. `y` are the targets, or with `head` the integer labels (made into targets per batch)."""
+    import tensorflow as tf
+
+    def gather(idx: np.ndarray):
+        idx = np.sort(idx)  # ascending reads from the memory map
+        return np.ascontiguousarray(x[idx]), (y[idx] if head is None else targets(y[idx], head))
+
+    y_shape = y.shape[1:] if head is None else (head.units,)
+    y_type = tf.as_dtype(y.dtype) if head is None else tf.float32
+
+    def fetch(idx):
+        images, labels = tf.numpy_function(gather, [idx], [tf.as_dtype(x.dtype), y_type], stateful=False)
+        return tf.ensure_shape(images, (None, *x.shape[1:])), tf.ensure_shape(labels, (None, *y_shape))
+
+    ds = index_batches.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
-    """tf.data over index batches; each batch is gathered from the memory map in one NumPy call."""
+    """tf.data over `x` in order (or shuffled once per iteration with `shuffle_seed`), for evaluation."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.range(len(x))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-
-    def gather(idx: np.ndarray):
-        idx = np.sort(idx)  # ascending reads from the memory map
-        return np.ascontiguousarray(x[idx]), y[idx]
-
-    def fetch(idx):
-        images, labels = tf.numpy_function(gather, [idx], [tf.uint8, tf.float32])
-        return tf.ensure_shape(images, (None, *x.shape[1:])), tf.ensure_shape(labels, (None, *y.shape[1:]))
-
-    return ds.batch(batch_size).map(fetch).prefetch(tf.data.AUTOTUNE)
+    return _gathered(ds.batch(batch_size), x, y)
 
 
-def build_model(arch: str, input_shape: tuple[int, int, int], head: Head, params: ArchParams):
-    return ARCHITECTURES[arch].build(tuple(input_shape), head, params)
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the training examples in `epoch`: depends on nothing but (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def training_dataset(x: np.ndarray, labels: np.ndarray, head: Head, batch_size: int, seed: int, first_epoch: int, epochs: int):
+    """Epochs `first_epoch` .. `epochs - 1` back to back, each in its own seeded order; use with
+    `steps_per_epoch = ceil(len(x) / batch_size)`."""
+    import tensorflow as tf
+
+    n = len(x)
+
+    def order(epoch):
+        return epoch_order(n, seed, int(epoch))
+
+    def epoch_batches(epoch):
+        idx = tf.numpy_function(order, [epoch], tf.int64, stateful=False)
+        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(idx, (n,))).batch(batch_size)
+
+    return _gathered(tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches), x, labels, head)
+
+
+def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images, streamed from the memory map."""
+    total = np.zeros(x.shape[-1])
+    squares = np.zeros(x.shape[-1])
+    for start in range(0, len(x), chunk):
+        block = np.asarray(x[start : start + chunk], dtype=np.float64).reshape(-1, x.shape[-1])
+        total += block.sum(0)
+        squares += (block * block).sum(0)
+    count = len(x) * math.prod(x.shape[1:-1])
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    return tuple(float(v) for v in mean), tuple(float(max(v, 1.0)) for v in std)
 
 
 def _optimizer(keras, settings: TrainSettings):
     if settings.optimizer == "sgd":
-        return keras.optimizers.SGD(settings.learning_rate, momentum=0.9)
+        return keras.optimizers.SGD(settings.learning_rate, momentum=settings.momentum)
     return keras.optimizers.Adam(settings.learning_rate)
 
 
-def train(arch: str, data: Path, out: Path, settings: TrainSettings, params: ArchParams) -> Trained:
-    """Fit `arch` on `data`'s train split (validating on val); save the model and per-epoch history."""
+def _fingerprint(arch: str, settings: TrainSettings, params: ArchParams, data: Path, meta: dict, replicas: int) -> str:
+    """What a backup must match to be resumed from: the same model, settings, data and devices."""
+    files = {p.name: p.stat().st_size for p in sorted(data.glob("*.npy"))}
+    blob = {"arch": arch, "settings": settings.model_dump(mode="json"), "params": params.model_dump(mode="json"), "meta": meta, "files": files, "replicas": replicas}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def _claim_backup(backup: Path, fingerprint: str) -> None:
+    """Keep a backup made with the same fingerprint; discard any other."""
+    stamp = backup / "fingerprint"
+    if backup.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        console.print(f"note: discarding {backup}: it was made with other settings or data")
+        shutil.rmtree(backup)
+    backup.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+
+
+def default_backup_dir(out: Path) -> Path:
+    return out.parent / BACKUP_DIR / out.name
+
+
+def _live_callback(live_dir: Path, history: list[dict[str, float]]):
+    """dvclive's Keras callback on a fresh log in `live_dir`, replaying the epochs a resumed run
+    restored, so the log always holds every epoch once."""
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
+    from dvclive.utils import standardize_metric_name
+    from scmrepo.exceptions import SCMError
+
+    class FileLive(Live):
+        """dvclive writing its files only (dvc.yaml declares them; no experiment saving, no
+        dvc.yaml of its own). dvclive 3.49 asks git for HEAD before checking that the repository
+        has a commit, so `git init && dvc init && dvc repro` would crash; there its git and DVC
+        integration, which we do not use, is left off."""
+
+        def _init_dvc(self):
+            try:
+                super()._init_dvc()
+            except SCMError:
+                self._dvc_repo = None
+
+    live = FileLive(str(live_dir), save_dvc_exp=False, dvcyaml=False)
+    for row in history:
+        for name, value in row.items():
+            if name != "epoch":
+                live.log_metric(standardize_metric_name(name, "dvclive.keras"), value)
+        live.next_step()
+    return DVCLiveCallback(live=live)
+
+
+def _multi_worker_fixes(model, x: np.ndarray, y: np.ndarray) -> None:
+    """Work around keras-team/keras#20585 (Keras 3 fit under MultiWorkerMirroredStrategy):
+
+    - fit and evaluate take their first batch to build the model by reducing it across workers,
+      which fails for an (images, targets) pair: a local batch of the same shapes builds it as well;
+    - each step's metric values are reduced with `strategy.reduce("MEAN", v, axis=0)`, which fails
+      for scalars: inside the step they are handed over as shape (1,), which that reduce averages
+      across the replicas into the scalar Keras expects. (Epoch logs are read from the metric
+      variables, which TensorFlow sums over the workers.)
+    """
+    import tensorflow as tf
+
+    build, metrics_result = model._maybe_symbolic_build, model.get_metrics_result
+
+    def local_build(iterator=None, data_batch=None):
+        return build(data_batch=(x, y))
+
+    def metrics_per_replica():
+        result = metrics_result()
+        if not (tf.distribute.has_strategy() and tf.distribute.get_replica_context() is not None):
+            return result  # not inside a step
+        return {name: tf.reshape(value, [1]) for name, value in result.items()}
+
+    model._maybe_symbolic_build = local_build
+    model.get_metrics_result = metrics_per_replica
+
+
+def train(
+    arch: str,
+    data: Path,
+    out: Path,
+    settings: TrainSettings,
+    params: ArchParams,
+    live_dir: Path | None = None,
+    backup_dir: Path | None = None,
+) -> Trained:
+    """Fit `arch` on `data`'s train split (validating on val). Writes `out/model.keras`, `best.keras`,
+    `history.csv` and `tensorboard/`, and per-epoch dvclive logs in `live_dir` when given.
+
+    An interrupted run leaves a backup in `backup_dir` (default `<out>/../.backup/<out name>`); the
+    next run with the same settings and data continues from its last finished epoch.
+    """
     meta = read_meta(data)
+    strategy = distribution(settings.strategy)  # first: a multi-worker strategy must precede other TF ops
     keras = keras_seeded(settings.seed)
+    tf = _tensorflow()
     head = head_for(len(meta["classes"]), settings)
+    if settings.loss == "categorical_crossentropy" and head.units == 1:
+        raise ConfigError("train.loss: categorical_crossentropy needs a softmax output; set train.head: softmax (or use mse, binary_crossentropy)")
     x_train, y_train = load_split(data, "train")
     x_val, y_val = load_split(data, "val")
-    train_ds = make_dataset(x_train, targets(y_train, head), settings.batch_size, shuffle_seed=settings.seed)
-    val_ds = make_dataset(x_val, targets(y_val, head), settings.batch_size) if len(x_val) else None
+    if not len(x_train):
+        raise InputError(f"{data}: the training split is empty; set prepare.train_size")
+    mixed = bool(tf.config.list_physical_devices("GPU")) if settings.mixed_precision == "auto" else settings.mixed_precision
 
-    model = build_model(arch, meta["input_shape"], head, params)
-    accuracy = keras.metrics.BinaryAccuracy(name="accuracy") if head.units == 1 else keras.metrics.CategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=_optimizer(keras, settings), loss=settings.loss, metrics=[accuracy])
+    chief, task_name = task(strategy)
+    backup, scratch = backup_dir or default_backup_dir(out), None
+    if not chief:  # the other workers do the same work (collective ops need them) into throwaway folders
+        scratch = Path(tempfile.mkdtemp(prefix=f"pipeline-{task_name}-"))
+        out, backup, live_dir = scratch / "out", backup.with_name(f"{backup.name}.{task_name}"), None
+    _claim_backup(backup, _fingerprint(arch, settings, params, data, meta, strategy.num_replicas_in_sync))
+    callbacks, resume = _callbacks(keras, settings, backup, out, live_dir, "val_loss" if len(x_val) else "loss", chief)
 
-    start = time.perf_counter()
-    fit = model.fit(train_ds, validation_data=val_ds, epochs=settings.epochs, shuffle=False, verbose=1 if console.is_terminal else 0)
-    seconds = time.perf_counter() - start
+    keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
+    try:
+        with strategy.scope():
+            stats = channel_stats(x_train) if settings.normalize == "standardize" else (None, None)
+            model = build_model(arch, meta["input_shape"], head, params, Preprocess(settings.augment, *stats))
+            accuracy = keras.metrics.BinaryAccuracy(name="accuracy") if head.units == 1 else keras.metrics.CategoricalAccuracy(name="accuracy")
+            model.compile(optimizer=_optimizer(keras, settings), loss=settings.loss, metrics=[accuracy], jit_compile=settings.jit_compile)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            _multi_worker_fixes(model, x_train[:1], targets(y_train[:1], head))
+        # (a backup of the very last epoch trains no more, but Keras still wants a first batch to look at)
+        first_epoch = min(resume.start_epoch, settings.epochs - 1)
+        train_ds = training_dataset(x_train, y_train, head, settings.batch_size, settings.seed, first_epoch, settings.epochs)
+        val_ds = _gathered(tf.data.Dataset.range(len(x_val)).batch(settings.batch_size), x_val, y_val, head) if len(x_val) else None
+        start = time.perf_counter()
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=settings.epochs,
+            steps_per_epoch=math.ceil(len(x_train) / settings.batch_size),
+            callbacks=callbacks,
+            shuffle=False,  # the dataset orders each epoch itself
+            verbose=1 if console.is_terminal and chief else 0,
+        )
+        seconds = time.perf_counter() - start
+        model.save(out / MODEL_FILE)
+    finally:
+        keras.config.set_dtype_policy("float32")
 
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / MODEL_FILE)
-    history = {name: [float(v) for v in values] for name, values in fit.history.items()}
-    frame = pd.DataFrame({"epoch": range(1, settings.epochs + 1), **history})
-    frame.to_csv(out / HISTORY_FILE, index=False, lineterminator="\n")
+    history = _finish(out, backup, scratch, resume.history)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return Trained(out / MODEL_FILE, model.count_params(), history, seconds, peak_rss_mb)
+    return Trained(out / MODEL_FILE, model.count_params(), history, seconds, peak_rss_mb, resume.start_epoch, chief, strategy.num_replicas_in_sync, mixed)
+
+
+def _callbacks(keras, settings: TrainSettings, backup: Path, out: Path, live_dir: Path | None, monitor: str, chief: bool):
+    """ModelCheckpoint (best model), EarlyStopping, TensorBoard and dvclive (chief only), and
+    `Resume` last, so its snapshot of an epoch includes what the others did in it."""
+    from pipeline.resume import Resume
+
+    tracked = [keras.callbacks.ModelCheckpoint(str(backup / BEST_FILE), monitor=monitor, save_best_only=True)]
+    if settings.early_stopping:
+        tracked.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.early_stopping))
+    resume = Resume(backup / "keras", tracked)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume.start_epoch:  # a fresh run: no leftovers of an earlier one in its folder
+        shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
+    callbacks = [*tracked]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / TENSORBOARD_DIR), write_graph=False))
+    if live_dir is not None:
+        callbacks.append(_live_callback(live_dir, resume.history))
+    return [*callbacks, resume], resume
+
+
+def _finish(out: Path, backup: Path, scratch: Path | None, rows: list[dict[str, float]]) -> dict[str, list[float]]:
+    """Move the best model out of the backup, write the history, delete the backup (it has served)."""
+    if (backup / BEST_FILE).exists():
+        os.replace(backup / BEST_FILE, out / BEST_FILE)
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out / HISTORY_FILE, index=False, lineterminator="\n")
+    shutil.rmtree(backup, ignore_errors=True)  # (its parent stays: other runs may be using it)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {name: frame[name].tolist() for name in frame.columns if name != "epoch"}
+
+
+def describe_models(train_config: TrainConfig, input_shape: tuple[int, int, int] | None = None, classes: int | None = None, archs: list[str] | None = None) -> list[dict]:
+    """Each architecture and preset (or those in `archs`) with its parameter count, built (not
+    trained) at `input_shape` and `classes`, or at its seed's own input and classes. The head and
+    the hyperparameters are the params' (`train.<arch>`); `params` is None where the input is too small."""
+    keras = keras_seeded(0)
+    rows = []
+    for name, arch in ARCHITECTURES.items():
+        if archs and name not in archs:
+            continue
+        shape, n_classes = tuple(input_shape or arch.input_shape), classes or arch.classes
+        settings, params = train_config.for_arch(name)
+        head = head_for(n_classes, settings)
+        try:
+            count, note = build_model(name, shape, head, params).count_params(), ""
+        except ValueError:  # a feature map shrank below zero
+            count, note = None, f"input {'x'.join(map(str, shape))} is too small for it"
+        finally:
+            keras.backend.clear_session()
+        rows.append(
+            {
+                "arch": name,
+                "params": count,
+                "input_shape": list(shape),
+                "classes": n_classes,
+                "head": f"{head.units} {head.activation}",
+                "layers": arch.summary,
+                "reproduces": arch.reproduces,
+                "dataset": arch.dataset,
+                **({"note": note} if note else {}),
+            }
+        )
+    return rows
 
 
 def write_run_file(path: Path, trained: Trained) -> None:

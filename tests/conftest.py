@@ -24,6 +24,13 @@ train:
   loss: mse
   head: sigmoid
   seed: 0
+  momentum: 0.9
+  augment: none
+  normalize: rescale
+  early_stopping: 0
+  mixed_precision: auto
+  jit_compile: false
+  strategy: auto
   mlp: {hidden: [16]}
   cnn: {filters: [4, 8], dense: [16]}
 evaluate: {thresholds: 10}
@@ -45,6 +52,17 @@ def tiny_project(tmp_path: Path) -> Path:
     """A scratch folder with tiny params.yaml, ready for the CLI."""
     (tmp_path / "params.yaml").write_text(TINY_PARAMS)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def evaluated_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline run once, up to `evaluate` (models, metrics, plots), shared by the tests that
+    only read it (plots, predict). Copy it before changing anything in it."""
+    root = tmp_path_factory.mktemp("evaluated")
+    (root / "params.yaml").write_text(TINY_PARAMS)
+    for args in (["fetch"], ["survey-shapes", "--out", "reports/survey.json"], ["prepare", "--survey", "reports/survey.json"], ["train"], ["evaluate"]):
+        run_cli(*args, cwd=root)
+    return root
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ def test_command_line_options_override_params(tiny_project):
     [
         (("-S", "train.epocs=3", "compare"), "train.epocs: unknown key; valid keys: epochs"),
         (("-S", "train.epochs=ten", "compare"), "train.epochs"),
-        (("train", "--arch", "resnet"), "unknown value 'resnet'; valid choices: cnn, mlp"),
+        (("train", "--arch", "resnet"), "unknown value 'resnet'; valid choices: alexnet, cnn, cnn-128x2"),
         (("fetch", "--source", "flickr"), "unknown value 'flickr'; valid choices: "),
         (("prepare", "--aspect", "squash"), "'stretch', 'pad' or 'center-crop'"),
         (("prepare", "--size", "big"), "--size 'big': expected HEIGHTxWIDTH"),

@@ -131,7 +131,7 @@ def test_unknown_architecture(tmp_path):
     message = config_error(tmp_path, "train:\n  archs: [mlp, resnet]\n")
     assert message.startswith("train.archs:")
     assert "'resnet'" in message
-    assert "valid choices: cnn, mlp" in message
+    assert "valid choices: alexnet, cnn, cnn-128x2, cnn-24, cnn-48x2, cnn-64-128-fc512, convnet, lenet5, mlp, preact" in message
 
 
 def test_unknown_source(tmp_path):
@@ -275,7 +275,7 @@ def test_for_arch_rejects_unknown(tmp_path):
     params = load_params(tmp_path / "absent.yaml")
     with pytest.raises(ConfigError) as info:
         params.train.for_arch("resnet")
-    assert "'resnet'" in str(info.value) and "cnn, mlp" in str(info.value)
+    assert "'resnet'" in str(info.value) and "cnn, cnn-128x2" in str(info.value) and "mlp, preact" in str(info.value)
 
 
 def test_params_for_rejects_unknown_source(tmp_path):

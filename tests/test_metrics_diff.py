@@ -1,0 +1,187 @@
+"""`pipeline metrics diff` between git revisions and DVC experiments, checked against the files
+themselves and against `dvc metrics diff`; and the DVC pipeline's plots."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.metrics_diff import Change
+from tests.conftest import run_cli
+
+
+def git(project, *args):
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=project, check=True, capture_output=True, text=True).stdout
+
+
+def dvc(project, *args):
+    proc = subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, f"dvc {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def diff_json(project, *revs):
+    return json.loads(run_cli("metrics", "diff", *revs, "--json", cwd=project).stdout)
+
+
+def by_key(result):
+    return {(c["arch"], c["metric"]): c for c in result["changes"]}
+
+
+def test_change_delta_percentage_and_verdict():
+    c = Change("cnn", "accuracy", 0.8, 0.9)
+    assert (c.delta, c.pct, c.verdict) == (0.1, 12.5, "better")  # 0.9 - 0.8 without float noise
+    assert Change("cnn", "mse", 0.2, 0.3).verdict == "worse"  # lower is better
+    assert Change("cnn", "per_class_accuracy.cat", 0.5, 0.25).pct == -50.0
+    assert Change("cnn", "epochs", 8, 10).verdict == ""  # neither better nor worse
+    assert Change("cnn", "pearson", 0.0, 0.5).pct is None  # no percentage of zero
+    missing = Change("lenet5", "accuracy", None, 0.7)
+    assert (missing.delta, missing.pct, missing.verdict) == (None, None, "")
+
+
+@pytest.fixture
+def metrics_repo(tmp_path):
+    """A git + DVC repo whose dvc.yaml declares metrics files, with two commits written by hand."""
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/mlp.json\n  - metrics/cnn.json\n  - metrics/lenet5.json\n")
+    (tmp_path / "metrics").mkdir()
+
+    def commit(files, message):
+        for name, data in files.items():
+            path = tmp_path / "metrics" / name
+            path.unlink(missing_ok=True) if data is None else path.write_text(json.dumps(data))
+        git(tmp_path, "add", "-A")
+        git(tmp_path, "commit", "-qm", message)
+
+    commit({"mlp.json": {"mse": 0.25, "accuracy": 0.5, "params": 1000, "per_class_accuracy": {"a": 0.4, "b": 0.6}}, "cnn.json": {"mse": 0.1, "accuracy": 0.9, "pearson": 0.8}}, "one")
+    commit({"mlp.json": {"mse": 0.2, "accuracy": 0.625, "params": 1500, "per_class_accuracy": {"a": 0.5, "b": 0.6}, "roc_auc": 0.7}, "cnn.json": None, "lenet5.json": {"accuracy": 0.95}}, "two")
+    return tmp_path
+
+
+def test_diff_between_commits_with_missing_archs_and_metrics(metrics_repo):
+    result = diff_json(metrics_repo, "HEAD~1", "HEAD")
+    assert (result["old"], result["new"]) == ("HEAD~1", "HEAD")
+    changes = by_key(result)
+    assert changes[("mlp", "mse")] == {"arch": "mlp", "metric": "mse", "old": 0.25, "new": 0.2, "delta": -0.05, "pct": -20.0}
+    assert changes[("mlp", "accuracy")]["delta"] == 0.125 and changes[("mlp", "accuracy")]["pct"] == 25.0
+    assert changes[("mlp", "params")]["delta"] == 500
+    assert changes[("mlp", "per_class_accuracy.a")]["delta"] == pytest.approx(0.1)
+    assert ("mlp", "per_class_accuracy.b") not in changes  # unchanged: listed only with --all
+    assert changes[("mlp", "roc_auc")] == {"arch": "mlp", "metric": "roc_auc", "old": None, "new": 0.7, "delta": None, "pct": None}
+    assert changes[("cnn", "accuracy")]["new"] is None and changes[("cnn", "accuracy")]["old"] == 0.9  # arch gone
+    assert changes[("lenet5", "accuracy")]["old"] is None  # arch new
+    assert [c["arch"] for c in result["changes"]] == sorted(c["arch"] for c in result["changes"])
+
+    # DVC's own diff of the same files agrees on every delta.
+    theirs = json.loads(dvc(metrics_repo, "metrics", "diff", "HEAD~1", "HEAD", "--json"))
+    for path, metrics in theirs.items():
+        arch = path.split("/")[-1].removesuffix(".json")
+        for metric, values in metrics.items():
+            if values.get("diff") is not None:
+                assert changes[(arch, metric)]["delta"] == pytest.approx(values["diff"])
+
+    every = by_key(diff_json(metrics_repo, "HEAD~1", "HEAD", "--all"))
+    assert every[("mlp", "per_class_accuracy.b")]["delta"] == 0
+
+    md = run_cli("metrics", "diff", "HEAD~1", "HEAD", "--md", cwd=metrics_repo).stdout
+    assert md.startswith("| arch | metric | HEAD~1 | HEAD | delta | change |")
+    assert "| mlp | accuracy | 0.5 | 0.625 | +0.125 (better) | +25% |" in md
+    assert "| mlp | mse | 0.25 | 0.2 | -0.05 (better) | -20% |" in md
+    assert "| cnn | accuracy | 0.9 | - | - | - |" in md
+    table = run_cli("metrics", "diff", "HEAD~1", "HEAD", cwd=metrics_repo).stdout
+    assert re.search(r"mlp\s*│\s*accuracy\s*│\s*0\.5\s*│\s*0\.625\s*│\s*\+0\.125\s*│\s*\+25%", table), table
+
+
+def test_diff_defaults_to_head_against_the_workspace(metrics_repo):
+    assert "No metric changed between HEAD and workspace" in run_cli("metrics", "diff", cwd=metrics_repo).stdout
+    (metrics_repo / "metrics/lenet5.json").write_text(json.dumps({"accuracy": 0.9}))
+    result = diff_json(metrics_repo)
+    assert (result["old"], result["new"]) == ("HEAD", "workspace")
+    assert [(c["arch"], c["metric"], c["delta"]) for c in result["changes"]] == [("lenet5", "accuracy", -0.05)]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (("metrics", "diff", "nosuchrev"), "unknown Git revision 'nosuchrev'"),
+        (("metrics", "diff", "HEAD~1", "HEAD", "--md", "--json"), "--md and --json: choose one"),
+    ],
+)
+def test_diff_user_errors_are_one_line(metrics_repo, args, expected):
+    proc = run_cli(*args, cwd=metrics_repo, check=False)
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_diff_against_a_dvc_experiment(metrics_repo):
+    """An experiment name from `dvc exp run -n` is a revision too (a one-line stage stands in for training)."""
+    (metrics_repo / "params.yaml").write_text("scale: 1\n")
+    (metrics_repo / "score.py").write_text(
+        "import json\n"
+        "scale = int(open('params.yaml').read().split(':')[1])\n"
+        "json.dump({'accuracy': 0.95, 'params': 100 * scale}, open('metrics/lenet5.json', 'w'))\n"
+    )
+    (metrics_repo / "dvc.yaml").write_text(
+        f"stages:\n  score:\n    cmd: {sys.executable} score.py\n    deps: [score.py]\n    params: [scale]\n"
+        "    metrics:\n      - metrics/lenet5.json:\n          cache: false\n"
+    )
+    (metrics_repo / "metrics/lenet5.json").unlink()
+    dvc(metrics_repo, "repro")
+    git(metrics_repo, "add", "-A")
+    git(metrics_repo, "commit", "-qm", "stage")
+    dvc(metrics_repo, "exp", "run", "-n", "triple", "-S", "scale=3")
+    result = diff_json(metrics_repo, "HEAD", "triple")
+    assert result["new"] == "triple"
+    assert [(c["arch"], c["metric"], c["old"], c["new"], c["delta"], c["pct"]) for c in result["changes"]] == [("lenet5", "params", 100, 300, 200, 200.0)]
+
+
+def test_diff_outside_a_dvc_project(tmp_path):
+    proc = run_cli("metrics", "diff", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "not inside a DVC project" in proc.stderr
+
+
+def test_pipeline_plots_and_diff_between_two_commits(dvc_project):
+    """The tiny pipeline twice with different params: every declared plot renders, and the diff of the
+    two commits has the deltas of the files themselves, as `dvc metrics diff` does."""
+    git(dvc_project, "add", "-A")
+    git(dvc_project, "commit", "-qm", "code and params")
+    dvc(dvc_project, "repro")
+    assert (dvc_project / "reports/summary.md").read_text().startswith("# Summary")
+
+    dvc(dvc_project, "plots", "show", "-o", "html")
+    html = (dvc_project / "html/index.html").read_text()
+    declared = json.loads(dvc(dvc_project, "plots", "show", "--json"))["data"]
+    assert len(declared) >= 9  # per arch: thresholds, ROC, confusion, predictions; and the shapes
+    for plot_id in declared:
+        assert re.sub(r"[^a-zA-Z0-9]", "_", plot_id) in html, plot_id
+    for arch in ("mlp", "cnn"):
+        for name in ("thresholds.json", "roc.json", "confusion.json", "predictions.png"):
+            assert f"plots/{arch}/{name}" in declared
+        assert (dvc_project / f"html/static/workspace_plots_{arch}_predictions.png").stat().st_size > 10_000
+    assert "plots/shapes.json" in declared
+
+    git(dvc_project, "add", "-A")
+    git(dvc_project, "commit", "-qm", "one epoch")
+    params = dvc_project / "params.yaml"
+    params.write_text(params.read_text().replace("epochs: 1", "epochs: 2"))
+    dvc(dvc_project, "repro")
+    git(dvc_project, "add", "-A")
+    git(dvc_project, "commit", "-qm", "two epochs")
+
+    result = by_key(diff_json(dvc_project, "HEAD~1", "HEAD"))
+    theirs = json.loads(dvc(dvc_project, "metrics", "diff", "HEAD~1", "HEAD", "--json"))
+    for arch in ("mlp", "cnn"):
+        old = json.loads(git(dvc_project, "show", f"HEAD~1:metrics/{arch}.json"))
+        new = json.loads((dvc_project / f"metrics/{arch}.json").read_text())
+        assert result[(arch, "epochs")]["delta"] == 1
+        changed = {m for m in old if old[m] != new[m]}
+        assert changed >= {"epochs", "mse"}
+        assert {m for (a, m) in result if a == arch and not m.startswith("dvclive.")} == changed
+        assert result[(arch, "dvclive.step")]["delta"] == 1  # dvclive's summary of training, under the same arch
+        for metric in changed:
+            assert result[(arch, metric)]["delta"] == pytest.approx(new[metric] - old[metric], abs=1e-9)
+            assert theirs[f"metrics/{arch}.json"][metric]["diff"] == pytest.approx(result[(arch, metric)]["delta"])
+

@@ -1,0 +1,295 @@
+"""The training engine: input pipeline, in-graph preprocessing, determinism across processes, resume
+after a killed run, and the tf.distribute strategies (two logical CPUs; two workers on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import TrainSettings, load_params
+from pipeline.models.common import Augment, Head, Preprocess
+from tests.conftest import ROOT, run_cli
+from tests.test_models import write_prepared
+
+# --- input pipeline ------------------------------------------------------------------------------
+
+
+def batches(ds) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(np.asarray(x), np.asarray(y)) for x, y in ds]
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    from pipeline.train import epoch_order
+
+    first = epoch_order(50, 0, 3)
+    assert sorted(first.tolist()) == list(range(50))
+    assert np.array_equal(first, epoch_order(50, 0, 3))
+    assert not np.array_equal(first, epoch_order(50, 0, 4)) and not np.array_equal(first, epoch_order(50, 1, 3))
+
+
+def test_training_dataset_resumes_mid_run_with_the_same_batches(tmp_path):
+    from pipeline.train import load_split, training_dataset
+
+    data = write_prepared(tmp_path, 20, 2, (4, 4, 1), 3)
+    x, labels = load_split(data, "train")
+    assert isinstance(x, np.memmap)  # read from disk batch by batch, never loaded whole
+    head = Head(3, "softmax")
+    full = batches(training_dataset(x, labels, head, 8, seed=5, first_epoch=0, epochs=3))
+    assert len(full) == 9  # 3 epochs x ceil(20 / 8) batches, the last of each epoch short
+    seen = np.concatenate([b[0] for b in full[:3]]).reshape(20, -1)
+    assert sorted(map(bytes, seen)) == sorted(map(bytes, np.asarray(x).reshape(20, -1)))  # each example once per epoch
+    for images, targets in full:
+        rows = [np.flatnonzero((np.asarray(x).reshape(20, -1) == img.reshape(-1)).all(1))[0] for img in images]
+        np.testing.assert_array_equal(targets, np.eye(3, dtype=np.float32)[labels[rows]])  # images keep their labels
+    resumed = batches(training_dataset(x, labels, head, 8, seed=5, first_epoch=2, epochs=3))
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(full[6:], resumed, strict=True))
+    assert not np.array_equal(full[0][0], full[3][0])  # reshuffled every epoch
+
+
+def test_channel_stats_streams_the_memory_map(tmp_path):
+    from pipeline.train import channel_stats
+
+    x = np.random.default_rng(0).integers(0, 256, (37, 5, 6, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    mean, std = channel_stats(np.load(tmp_path / "x.npy", mmap_mode="r"), chunk=10)
+    np.testing.assert_allclose(mean, x.reshape(-1, 3).mean(0), rtol=1e-9)
+    np.testing.assert_allclose(std, x.reshape(-1, 3).std(0), rtol=1e-9)
+
+
+# --- preprocessing in the graph --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset, layers", [("seed001", ["RandomRotation", "RandomTranslation", "RandomShear", "RandomZoom"]), ("seed003", ["RandomRotation", "RandomTranslation", "RandomFlip"])])
+def test_augmentation_changes_inputs_only_in_training(preset, layers):
+    from pipeline.models import build_model
+    from pipeline.models.mlp import MlpParams
+    from pipeline.train import keras_seeded
+
+    keras_seeded(0)
+    model = build_model("mlp", (24, 24, 3), Head(1, "sigmoid"), MlpParams(hidden=[4]), Preprocess(Augment.model_validate(preset)))
+    augment = model.get_layer("augment")
+    assert [layer.__class__.__name__ for layer in augment.layers] == layers
+    x = np.random.default_rng(0).integers(0, 256, (8, 24, 24, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(augment(x, training=False)), x)
+    assert not np.allclose(np.asarray(augment(x, training=True)), x)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))  # inference is not random
+    plain = build_model("mlp", (24, 24, 3), Head(1, "sigmoid"), MlpParams(hidden=[4]))
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(model.predict(x, verbose=0), plain.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_no_augmentation_by_default():
+    from pipeline.models import build_model
+    from pipeline.models.mlp import MlpParams
+
+    model = build_model("mlp", (8, 8, 1), Head(1, "sigmoid"), MlpParams(hidden=[4]))
+    assert "augment" not in [layer.name for layer in model.layers]
+    assert TrainSettings().augment == Augment() and not TrainSettings().augment.active
+    assert load_params(ROOT / "params.yaml").train.for_arch("cnn")[0].augment == Augment()  # the default run stays as it was
+
+
+def test_standardize_uses_the_training_split_statistics():
+    from pipeline.models import build_model
+    from pipeline.models.mlp import MlpParams
+
+    x = np.random.default_rng(1).integers(0, 256, (64, 6, 6, 3)).astype(np.uint8)
+    x[..., 2] //= 4  # a dark channel
+    from pipeline.train import channel_stats
+
+    model = build_model("mlp", (6, 6, 3), Head(1, "sigmoid"), MlpParams(hidden=[4]), Preprocess(Augment(), *channel_stats(x)))
+    z = np.asarray(model.get_layer("normalize")(x.astype(np.float32))).reshape(-1, 3)
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(z.std(0), 1, atol=1e-3)
+
+
+# --- determinism and resume, in fresh processes ------------------------------------------------------
+
+# A small pre-activation net with augmentation, dropout and batch norm: every source of randomness
+# and state the engine has to reproduce. About a second per epoch on two cores.
+ENGINE_ARGS = (
+    "-S", "train.epochs=4", "-S", "train.batch_size=16", "-S", "train.augment=seed003", "-S", "train.normalize=standardize",
+    "-S", "train.early_stopping=3", "-S", "train.preact.filters=[8,16]", "-S", "train.preact.units=2",
+)  # fmt: skip
+
+
+def train_cmd(out: str, *extra: str) -> list[str]:
+    return [*ENGINE_ARGS, *extra, "train", "--arch", "preact", "--data", "data", "--out", out, "--run-file", f"{out}-run.json", "--live", f"{out}-live"]
+
+
+def weights(path: Path) -> list[np.ndarray]:
+    from pipeline.train import keras_seeded
+
+    return keras_seeded(0).models.load_model(path).get_weights()
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = weights(a), weights(b)
+    return len(wa) == len(wb) and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(wa, wb))
+
+
+@pytest.fixture(scope="module")
+def engine_runs(tmp_path_factory):
+    """Four trainings of the same net: A and B with the same params in two processes, C with
+    another seed, D killed after its second epoch and rerun (A and C run beside the kill)."""
+    root = tmp_path_factory.mktemp("engine")
+    write_prepared(root / "data", 480, 64, (20, 20, 3), 3)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def start(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    a, c, d = start(*train_cmd("A")), start(*train_cmd("C", "-S", "train.seed=1")), start(*train_cmd("D"))
+    metadata = root / ".backup" / "D" / "keras" / "training_metadata.json"  # BackupAndRestore's record of D's epochs
+    def backed_up_epochs() -> int:
+        try:
+            return json.loads(metadata.read_text())["epoch"]
+        except (OSError, ValueError, KeyError):  # not there yet, or caught mid-write
+            return 0
+
+    deadline = time.monotonic() + 120
+    while backed_up_epochs() < 2 and d.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the next epoch
+    d.send_signal(signal.SIGKILL)
+    killed = d.wait()
+    backed_up = backed_up_epochs()
+    for proc in (a, c):
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err
+    b = start(*train_cmd("B"))
+    resumed = run_cli(*train_cmd("D"), cwd=root)
+    b_stdout, b_err = b.communicate()
+    assert b.returncode == 0, b_err
+    return {"root": root, "killed_returncode": killed, "backed_up": backed_up, "resumed_stdout": resumed.stdout, "b_stdout": b_stdout}
+
+
+def test_same_params_in_two_processes_give_identical_bytes_and_weights(engine_runs):
+    root = engine_runs["root"]
+    for rel in ("history.csv",):
+        assert (root / "A" / rel).read_bytes() == (root / "B" / rel).read_bytes()
+    assert (root / "A-live/metrics.json").read_bytes() == (root / "B-live/metrics.json").read_bytes()
+    assert same_weights(root / "A/model.keras", root / "B/model.keras")
+    assert same_weights(root / "A/best.keras", root / "B/best.keras")
+    history = (root / "A/history.csv").read_text().splitlines()
+    assert history[0] == "epoch,accuracy,loss,val_accuracy,val_loss" and len(history) == 5
+
+
+def test_another_seed_gives_other_results(engine_runs):
+    root = engine_runs["root"]
+    assert (root / "A/history.csv").read_bytes() != (root / "C/history.csv").read_bytes()
+    assert not same_weights(root / "A/model.keras", root / "C/model.keras")
+
+
+def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(engine_runs):
+    root = engine_runs["root"]
+    assert engine_runs["killed_returncode"] == -signal.SIGKILL, "the run finished before it could be killed"
+    assert engine_runs["backed_up"] in (2, 3)  # killed during epoch 3 or 4 of 4
+    assert f"resumed after epoch {engine_runs['backed_up']}" in engine_runs["resumed_stdout"]
+    assert "resumed" not in engine_runs["b_stdout"]
+    assert (root / "D/history.csv").read_bytes() == (root / "A/history.csv").read_bytes()
+    assert same_weights(root / "D/model.keras", root / "A/model.keras")
+    assert same_weights(root / "D/best.keras", root / "A/best.keras")
+    # dvclive holds every epoch once, as in the uninterrupted run
+    for name in ("train/loss.tsv", "eval/accuracy.tsv"):
+        assert (root / "D-live/plots/metrics" / name).read_text() == (root / "A-live/plots/metrics" / name).read_text()
+    assert len((root / "D-live/plots/metrics/train/loss.tsv").read_text().splitlines()) == 5
+    assert not (root / ".backup" / "D").exists()  # finished: the backup is gone
+    assert list((root / "D/tensorboard").iterdir())  # TensorBoard event files
+    run = json.loads((root / "D-run.json").read_text())
+    assert run["peak_rss_mb"] > 0 and run["train_seconds"] > 0
+
+
+def test_a_backup_of_other_settings_is_not_resumed(tmp_path):
+    from pipeline.train import train
+
+    data = write_prepared(tmp_path / "data", 16, 4, (8, 8, 3), 2)
+    backup = tmp_path / ".backup" / "m"
+    (backup / "keras").mkdir(parents=True)
+    (backup / "fingerprint").write_text("made with other settings")
+    (backup / "keras" / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    settings, params = load_params(Path("/nonexistent"), {"train.epochs": 1, "train.mlp.hidden": [4]}).train.for_arch("mlp")
+    result = train("mlp", data, tmp_path / "m", settings, params)
+    assert result.resumed_from == 0 and len(result.history["loss"]) == 1
+    assert not backup.exists()
+
+
+# --- strategies ------------------------------------------------------------------------------------
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    write_prepared(tmp_path / "data", 40, 8, (12, 12, 1), 2)
+    script = (
+        "import sys, tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "from pipeline.cli import main\n"
+        "sys.argv = ['pipeline'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+    args = ["-S", "train.strategy=mirrored", "-S", "train.epochs=2", "-S", "train.batch_size=8", "train", "--arch", "convnet", "--data", "data", "--out", "m", "--run-file", "m-run.json", "--live", "m-live"]
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert "on 2 replica(s)" in proc.stdout
+    assert len((tmp_path / "m/history.csv").read_text().splitlines()) == 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_strategy_two_processes_on_localhost(tmp_path):
+    write_prepared(tmp_path / "data", 40, 8, (12, 12, 1), 2)
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    args = ["-S", "train.strategy=multi_worker", "-S", "train.epochs=2", "-S", "train.batch_size=8", "train", "--arch", "convnet", "--data", "data", "--out", "mw", "--run-file", "mw-run.json", "--live", "mw-live"]
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+    assert "on 2 replica(s)" in outputs[0][0] and outputs[1][0] == ""  # worker 0 is the chief and reports
+    assert len((tmp_path / "mw/history.csv").read_text().splitlines()) == 3
+    assert json.loads((tmp_path / "mw-live/metrics.json").read_text())["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".backup", "data", "mw", "mw-live", "mw-run.json"]  # the other worker left nothing
+    assert not list((tmp_path / ".backup").iterdir())  # both backups deleted at the end
+
+
+def test_multi_worker_without_tf_config_is_a_clear_error(tmp_path):
+    write_prepared(tmp_path / "data", 8, 4, (8, 8, 1), 2)
+    env_without = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "-S", "train.strategy=multi_worker", "train", "--arch", "convnet", "--data", "data"],
+        cwd=tmp_path, capture_output=True, text=True, env={**env_without, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 2 and "multi_worker needs TF_CONFIG" in proc.stderr
+
+
+def test_mixed_precision_and_xla_are_options(tmp_path):
+    import keras
+
+    from pipeline.train import keras_seeded, train
+
+    data = write_prepared(tmp_path / "data", 16, 8, (12, 12, 1), 10)
+    overrides = {"train.epochs": 1, "train.batch_size": 8, "train.mixed_precision": True, "train.jit_compile": True}
+    settings, params = load_params(Path("/nonexistent"), overrides).train.for_arch("convnet")
+    result = train("convnet", data, tmp_path / "m", settings, params)
+    assert result.mixed_precision and np.isfinite(result.history["loss"][0])
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored afterwards
+    model = keras_seeded(0).models.load_model(result.model_path)
+    assert model.get_layer("head").dtype_policy.name == "float32"
+    assert any(layer.dtype_policy.name == "mixed_float16" for layer in model.layers if layer.name != "head")
+    assert model.predict(np.zeros((1, 12, 12, 1), np.uint8), verbose=0).dtype == np.float32
+    auto, _ = load_params(Path("/nonexistent")).train.for_arch("convnet")
+    assert auto.mixed_precision == "auto" and not auto.jit_compile  # off by default (on a GPU, auto turns it on)

@@ -23,8 +23,7 @@ from pathlib import Path
 from pipeline.console import progress
 from pipeline.download import DownloadSettings, fetch_bytes, make_session
 from pipeline.errors import ImageError
-from pipeline.images import EXTENSIONS, validate
-from pipeline.manifest import FetchResult, read_manifest, write_atomic, write_manifest
+from pipeline.manifest import FetchResult, read_manifest, store_image, write_manifest
 
 JOURNAL = ".journal.jsonl"
 # Flickr answers deleted photos with a valid 2,051-byte PNG, often after a redirect to this name.
@@ -60,13 +59,10 @@ def process(session, url: str, cls: str, out: Path, settings: DownloadSettings) 
     if hashlib.md5(data).hexdigest() == FLICKR_PLACEHOLDER_MD5 or fields["sha256"] in settings.placeholder_sha256:
         return _row(url, cls, "skipped", "placeholder image", **fields)
     try:
-        info = validate(data, settings.max_pixels, settings.min_side)
+        stored = store_image(out, cls, data, fields["sha256"], settings.max_pixels, settings.min_side)
     except ImageError as exc:
         return _row(url, cls, "skipped", str(exc), **fields)
-    rel = f"{cls}/{fields['sha256']}.{EXTENSIONS[info.format]}"
-    if not (out / rel).exists():
-        write_atomic(out / rel, data)
-    return _row(url, cls, "ok", path=rel, width=info.width, height=info.height, format=info.format, **fields)
+    return _row(url, cls, "ok", **stored, **fields)
 
 
 def _load_done(out: Path) -> dict[str, dict]:

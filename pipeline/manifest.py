@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.images import EXTENSIONS, validate
+
 MANIFEST = "manifest.csv"
 DATASET = "dataset.json"
 SUMMARY = "summary.json"
@@ -42,6 +44,18 @@ def write_atomic(path: Path, data: bytes) -> None:
 def reason_kind(reason: str) -> str:
     """The kind of a reason, for counting: "truncated: ... (288 bytes not processed)" -> "truncated"."""
     return "duplicate" if reason.startswith("duplicate of") else reason.split(":", 1)[0]
+
+
+def store_image(out: Path, cls: str, data: bytes, digest: str, max_pixels: int, min_side: int) -> dict:
+    """Validate `data` and write it once to `<cls>/<sha256>.<ext>`: the manifest fields of the stored
+    image. Raises ImageError for data that is not a usable image. Shared by every source that stores
+    bytes it did not make (downloads, archives, folders)."""
+    info = validate(data, max_pixels, min_side)
+    rel = f"{cls}/{digest}.{EXTENSIONS[info.format]}"
+    dest = out / rel
+    if not (dest.is_file() and dest.stat().st_size == len(data)):  # a rerun finds the same content-named file
+        write_atomic(dest, data)
+    return {"path": rel, "width": info.width, "height": info.height, "format": info.format}
 
 
 def write_manifest(out: Path, rows: list[dict], classes: list[str], source: str, warnings: list[str] | None = None) -> FetchResult:

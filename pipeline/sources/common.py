@@ -34,8 +34,7 @@ from pydantic import AfterValidator, Field
 from pipeline.console import progress
 from pipeline.download import DownloadSettings
 from pipeline.errors import ImageError
-from pipeline.images import EXTENSIONS, validate
-from pipeline.manifest import write_atomic
+from pipeline.manifest import store_image, write_atomic
 
 # A SHA-256 pin in params; "" (`-S fetch.<source>.sha256=`) means no check, as null does in params.yaml.
 Sha256 = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{64})?$"), AfterValidator(str.lower)]
@@ -75,16 +74,11 @@ def _row(origin: str, cls: str, status: str, reason: str, **fields) -> dict:
 
 def _store(out: Path, cand: Candidate, digest: str, settings: DownloadSettings) -> dict:
     """Validate one item and write it to `<class>/<sha256>.<ext>`: its manifest row."""
-    data = cand.data
     try:
-        info = validate(data, settings.max_pixels, settings.min_side)
+        stored = store_image(out, cand.cls, cand.data, digest, settings.max_pixels, settings.min_side)
     except ImageError as exc:
-        return _row(cand.origin, cand.cls, "skipped", str(exc), bytes=len(data), sha256=digest)
-    rel = f"{cand.cls}/{digest}.{EXTENSIONS[info.format]}"
-    dest = out / rel
-    if not (dest.is_file() and dest.stat().st_size == len(data)):  # a rerun finds the same content-named file
-        write_atomic(dest, data)
-    return _row(cand.origin, cand.cls, "ok", "", path=rel, bytes=len(data), sha256=digest, width=info.width, height=info.height, format=info.format)
+        return _row(cand.origin, cand.cls, "skipped", str(exc), bytes=len(cand.data), sha256=digest)
+    return _row(cand.origin, cand.cls, "ok", "", bytes=len(cand.data), sha256=digest, **stored)
 
 
 def store_images(

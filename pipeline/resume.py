@@ -1,17 +1,17 @@
-"""Exact resume after an interruption: Keras' BackupAndRestore plus what it leaves out.
+"""Exact resume after an interruption: a backup of every finished epoch that a kill cannot corrupt.
 
-BackupAndRestore backs up the weights, the optimizer state and the epoch at every epoch end and
-restores them when training starts again. A resumed run still would not end like an uninterrupted
-one, because three things are missing from that backup:
+Keras' BackupAndRestore writes its weights file in place, so a process killed while writing it
+leaves a truncated HDF5 file that no rerun can load. It also leaves out what an exact resume needs:
 
 - the state of the random layers' seed generators (augmentation, dropout);
 - the per-epoch history (Keras' History only sees the epochs after the restart);
 - what ModelCheckpoint and EarlyStopping have seen so far (their best value, patience count).
 
-`Resume` keeps those in `state-<epoch>.json` beside Keras' files. Keras writes its own
-`training_metadata.json` last, so the epoch it names is a complete backup; our state for that
-epoch is written before it and kept until the next one is complete. The order of the training
-data is a function of the epoch number (see `pipeline.train.epoch_order`), so it needs no state.
+`Resume` keeps, per finished epoch n, `epoch-<n>.weights.h5` (weights and optimizer state) and
+`state-<n>.json` (the rest), each written to a temporary name and renamed; `epoch.json` names the
+last complete epoch and is replaced last, so whatever instant a kill lands on, it names a complete
+backup. The files of epoch n - 1 are deleted only after that. The order of the training data is a
+function of the epoch number (see `pipeline.train.epoch_order`), so it needs no state.
 
 Imports Keras: import this module only where training happens.
 """
@@ -20,23 +20,26 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
-METADATA = "training_metadata.json"  # BackupAndRestore's own record of the last backed-up epoch
+from pipeline.manifest import write_atomic
+
+POINTER = "epoch.json"  # {"epoch": n}: the last finished epoch with a complete backup
 TRACKED_ATTRS = ("best", "wait", "best_epoch", "stopped_epoch")
 
 
 def saved_epoch(backup_dir: Path) -> int:
     """The number of finished epochs a backup holds (0 when there is none)."""
-    path = Path(backup_dir) / METADATA
+    path = Path(backup_dir) / POINTER
     return int(json.loads(path.read_text())["epoch"]) if path.exists() else 0
 
 
-def _state_path(backup_dir: Path, epoch: int) -> Path:
-    return Path(backup_dir) / f"state-{epoch}.json"
+def _files(backup_dir: Path, epoch: int) -> tuple[Path, Path]:
+    return Path(backup_dir) / f"epoch-{epoch}.weights.h5", Path(backup_dir) / f"state-{epoch}.json"
 
 
 def _random_states(model) -> list:
@@ -45,22 +48,27 @@ def _random_states(model) -> list:
     return [v for v in model.variables if id(v) not in weights]
 
 
-class Resume(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that also restores random-layer seeds, the history and `tracked` callbacks'
-    best-so-far. Put it last in the callback list: it snapshots what the others did this epoch."""
+class Resume(keras.callbacks.Callback):
+    """Backs up each finished epoch; restores the last one when training starts again: weights,
+    optimizer state, random-layer seeds, the history and `tracked` callbacks' best-so-far. Pass
+    `start_epoch` as `fit(initial_epoch=...)`. Put it last in the callback list: it snapshots what
+    the others did this epoch."""
 
     def __init__(self, backup_dir: Path, tracked: list | tuple = ()):
-        super().__init__(str(backup_dir))
+        super().__init__()
         self.dir = Path(backup_dir)
         self.tracked = list(tracked)
         self.start_epoch = saved_epoch(self.dir)
-        self._state = json.loads(_state_path(self.dir, self.start_epoch).read_text()) if self.start_epoch else {}
+        self._state = json.loads(_files(self.dir, self.start_epoch)[1].read_text()) if self.start_epoch else {}
         self.history: list[dict[str, float]] = self._state.get("history", [])
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)  # weights, optimizer state, initial epoch
         if not self._state:
             return
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:  # its variables must exist to be loaded
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(_files(self.dir, self.start_epoch)[0])
         for variable, value in zip(_random_states(self.model), self._state["random"]):
             variable.assign(np.asarray(value, dtype=variable.dtype))
         for callback, attrs in zip(self.tracked, self._state["callbacks"]):
@@ -75,14 +83,15 @@ class Resume(keras.callbacks.BackupAndRestore):
             "callbacks": [{name: _plain(getattr(cb, name)) for name in TRACKED_ATTRS if hasattr(cb, name)} for cb in self.tracked],
         }
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = _state_path(self.dir, epoch + 1)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, path)
-        super().on_epoch_end(epoch, logs)  # weights, then metadata: the backup of epoch + 1 is complete
-        previous = _state_path(self.dir, epoch)
-        if previous.exists():
-            previous.unlink()
+        weights, state_path = _files(self.dir, epoch + 1)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".weights.h5")  # Keras wants that suffix
+        os.close(fd)
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, weights)
+        write_atomic(state_path, json.dumps(state).encode())
+        write_atomic(self.dir / POINTER, json.dumps({"epoch": epoch + 1}).encode())  # the backup of epoch + 1 is complete
+        for path in _files(self.dir, epoch):
+            path.unlink(missing_ok=True)
 
 
 def _plain(value):

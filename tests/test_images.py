@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -88,6 +89,83 @@ def test_probe_non_image_and_empty_files(tmp_path):
     for path in (text, empty):
         with pytest.raises(ImageError):
             probe(path)
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _after_soi(jpeg: bytes, *segments: bytes) -> bytes:
+    return jpeg[:2] + b"".join(segments) + jpeg[2:]
+
+
+def _exif_block(order: bytes, tag_type: int, count: int, value: int) -> bytes:
+    """An EXIF APP1 payload with one IFD0 entry: the orientation, of the given type and count."""
+    end = "little" if order == b"II" else "big"
+    entry = ORIENTATION.to_bytes(2, end) + tag_type.to_bytes(2, end) + count.to_bytes(4, end) + value.to_bytes(2, end) + bytes(2)
+    return b"Exif\x00\x00" + order + (42).to_bytes(2, end) + (8).to_bytes(4, end) + (1).to_bytes(2, end) + entry + bytes(4)
+
+
+def _jpeg_variants() -> dict[str, bytes]:
+    """JPEGs whose headers take every branch of the fast reader, and its fall-backs to Pillow."""
+    base = encode(gradient(40, 60))
+    big_exif = Image.Exif()
+    big_exif[ORIENTATION] = 6
+    big_exif[0x010E] = "x" * 30000  # ImageDescription: an APP1 longer than the first read
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    return {
+        "baseline": base,
+        "progressive": encode(gradient(40, 60), progressive=True),
+        "grayscale": encode(gradient(40, 60)[..., 0]),
+        "cmyk": _cmyk_jpeg(40, 60),
+        **{f"orientation-{o}": encode(gradient(40, 60), orientation=o) for o in range(1, 9)},
+        "exif-beyond-first-read": encode(gradient(40, 60), exif=big_exif),
+        "xmp-orientation": encode(gradient(40, 60), xmp=xmp),
+        "big-endian-exif": _after_soi(base, _segment(0xE1, _exif_block(b"MM", 3, 1, 6))),
+        "orientation-as-long": _after_soi(base, _segment(0xE1, _exif_block(b"II", 4, 1, 6))),
+        "two-exif-blocks": _after_soi(base, _segment(0xE1, _exif_block(b"II", 3, 1, 6)), _segment(0xE1, _exif_block(b"II", 3, 1, 1))),
+        "not-tiff-exif": _after_soi(base, _segment(0xE1, b"Exif\x00\x00garbage!")),
+        "fill-bytes": base[:2] + b"\xff\xff" + base[2:],
+        "comment": _after_soi(base, _segment(0xFE, b"made by a test")),
+        "truncated-pixels": encode(gradient(200, 300))[:-500],
+        "truncated-header": base[:40],
+        "no-frame": base[:2] + _segment(0xFE, b"no frame") + b"\xff\xda",
+    }
+
+
+def _cmyk_jpeg(h: int, w: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(gradient(h, w)).convert("CMYK").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _pillow_shape(data: bytes) -> tuple[int, int] | None:
+    """The reference: Pillow's size and orientation (EXIF, else XMP); None where Pillow cannot open it."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            orientation = im.getexif().get(ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+@pytest.mark.parametrize("name", sorted(_jpeg_variants()))
+def test_probe_agrees_with_pillow_on_every_kind_of_jpeg_header(tmp_path, name):
+    data = _jpeg_variants()[name]
+    path = tmp_path / "img.jpg"
+    path.write_bytes(data)
+    expected = _pillow_shape(data)
+    for source in (data, path):
+        if expected is None:
+            with pytest.raises(ImageError):
+                probe(source)
+        else:
+            assert probe(source) == expected, source if isinstance(source, Path) else "bytes"
+    if not name.startswith(("truncated", "no-frame")):  # decodable: the displayed pixels agree too
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = ImageOps.exif_transpose(im).size
+        assert (height, width) == expected
 
 
 # --- load: shapes and aspect modes ---------------------------------------------------------------

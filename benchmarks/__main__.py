@@ -6,6 +6,7 @@ import argparse
 import datetime
 import importlib
 import platform
+import re
 import tempfile
 from pathlib import Path
 
@@ -34,11 +35,26 @@ def to_markdown(rows: list[dict], quick: bool) -> str:
         f"{'Quick' if quick else 'Full'} run: {_environment()}.",
         "Every ratio is against a baseline measured in the same run.",
         "",
-        "| case | measure | rate | ratio | target | peak RSS |",
-        "|---|---|---|---|---|---|",
+        "| case | measure | rate | ratio | target | met | peak RSS |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['case']} | {r['measure']} | {r['rate']:.1f} {r['unit']} | {r['ratio']:.2f} | {r['target']} | {_rss(r)} |" for r in rows]
+    lines += [f"| {r['case']} | {r['measure']} | {r['rate']:.1f} {r['unit']} | {r['ratio']:.2f} | {r['target']} | {met(r)} | {_rss(r)} |" for r in rows]
+    targets = [r for r in rows if met(r)]
+    missed = [r for r in targets if met(r) == "no"]
+    lines += ["", f"Targets met: {len(targets) - len(missed)} of {len(targets)}."]
+    for case in dict.fromkeys(r["case"] for r in missed):
+        gap = getattr(importlib.import_module(f"benchmarks.{case}"), "GAP", "")
+        lines += ["", f"**{case}** misses its target. {gap}".rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def met(row: dict) -> str:
+    """"yes"/"no" for a row with a target ("">= 20x", "<= 1.15 (linear)"...), "" for one without."""
+    target = re.match(r"([<>]=)\s*([\d.]+)", row["target"])
+    if target is None:
+        return ""
+    bound = float(target[2])
+    return "yes" if (row["ratio"] >= bound if target[1] == ">=" else row["ratio"] <= bound) else "no"
 
 
 def _rss(row: dict) -> str:
@@ -50,6 +66,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"cases to run (default all): {', '.join(CASES)}")
     parser.add_argument("--quick", action="store_true", help="smaller corpora (1,000 images), a few minutes in all")
     parser.add_argument("--n", type=int, help="corpus size [default: 10,000, or 1,000 with --quick]")
+    parser.add_argument("--rounds", type=int, help="measure each contender this many times, interleaved, keeping its best [default: 3, or 1 with --quick]")
     parser.add_argument("--out", type=Path, help=f"write the Markdown table here [default: {RESULTS} for a full run]")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in CASES]
@@ -58,10 +75,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         for name in args.names or CASES:
-            rows += importlib.import_module(f"benchmarks.{name}").run(Path(tmp) / name, args.n or (1000 if args.quick else 10_000))
-    table = Table("case", "measure", "rate", "ratio", "target", "peak RSS", title="benchmarks")
+            rows += importlib.import_module(f"benchmarks.{name}").run(Path(tmp) / name, args.n or (1000 if args.quick else 10_000), args.rounds or (1 if args.quick else 3))
+    table = Table("case", "measure", "rate", "ratio", "target", "met", "peak RSS", title="benchmarks")
     for r in rows:
-        table.add_row(r["case"], r["measure"], f"{r['rate']:.1f} {r['unit']}", f"{r['ratio']:.2f}", r["target"], _rss(r))
+        table.add_row(r["case"], r["measure"], f"{r['rate']:.1f} {r['unit']}", f"{r['ratio']:.2f}", r["target"], met(r), _rss(r))
     Console().print(table)
     out = args.out or (None if args.quick else RESULTS)
     if out is not None:

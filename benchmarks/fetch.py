@@ -66,7 +66,7 @@ def seed_loop(urls: list[str]) -> int:
     return ok
 
 
-def run(work: Path, n: int) -> list[dict]:
+def run(work: Path, n: int, rounds: int) -> list[dict]:
     n = max(20, n // 10)  # 1,000 URLs for the full run
     n_seed = max(10, n // 10)  # the sequential baseline is slow: its rate comes from a tenth
     paths = make_corpus(work / "corpus", n)
@@ -83,14 +83,15 @@ def run(work: Path, n: int) -> list[dict]:
             list(pool.map(validate, data))
         decode_rate = n / (time.perf_counter() - start)
 
-        start = time.perf_counter()
-        seed_ok = seed_loop(urls[:n_seed])
-        seed_rate = n_seed / (time.perf_counter() - start)
+        seed_rate = ours_rate = 0.0
+        for round_ in range(rounds):  # interleaved, best of each: noise only ever slows a run down
+            start = time.perf_counter()
+            seed_ok = seed_loop(urls[:n_seed])
+            seed_rate = max(seed_rate, n_seed / (time.perf_counter() - start))
 
-        out = work / "fetched"
-        start = time.perf_counter()
-        result = collect({"bench": urls}, {"bench": Quota(n)}, out, DownloadSettings(concurrency=CONCURRENCY), "bench")
-        ours_rate = n / (time.perf_counter() - start)
+            start = time.perf_counter()
+            result = collect({"bench": urls}, {"bench": Quota(n)}, work / f"fetched-{round_}", DownloadSettings(concurrency=CONCURRENCY), "bench")
+            ours_rate = max(ours_rate, n / (time.perf_counter() - start))
     finally:
         server.terminate()
     assert seed_ok == n_seed and result.counts == {"ok": n}, result.counts

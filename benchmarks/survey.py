@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 
 from benchmarks.corpus import make_corpus
-from benchmarks.measure import measure
+from benchmarks.measure import best_of
 from pipeline.survey import list_files, survey_shapes
 
 
@@ -23,13 +23,12 @@ def ours(root: Path) -> int:
     return survey_shapes(root).images
 
 
-def run(work: Path, n: int) -> list[dict]:
+def run(work: Path, n: int, rounds: int) -> list[dict]:
     root = work.parent / f"corpus-{n}"
     make_corpus(root, n)
     read_bytes(root)  # warm the page cache so every contender reads from memory
-    baseline = measure(seed_survey, root)
-    floor = measure(read_bytes, root)
-    mine = measure(ours, root)
+    best = best_of(rounds, {"seed": (seed_survey, root), "floor": (read_bytes, root), "ours": (ours, root)})
+    baseline, floor, mine = best["seed"], best["floor"], best["ours"]
     assert mine["result"] == n
     rate = lambda m: n / m["seconds"]
     return [

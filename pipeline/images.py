@@ -19,6 +19,9 @@ Color = Literal["rgb", "grayscale"]
 
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _EXIF_ORIENTATION = 0x0112
+_HEAD_BYTES = 16384  # holds the markers up to the first scan of a JPEG without a large thumbnail
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # start-of-frame markers
+_SOS, _APP1, _APP2, _EXIF = 0xDA, 0xE1, 0xE2, b"Exif\x00\x00"
 _REDUCED = {  # libjpeg decodes directly at 1/2, 1/4 or 1/8 size: far less work than a full decode
     ("rgb", 1): cv2.IMREAD_COLOR,
     ("rgb", 2): cv2.IMREAD_REDUCED_COLOR_2,
@@ -95,14 +98,9 @@ def probe(source: Path | bytes) -> tuple[int, int]:
         return _displayed_shape(im)
 
 
-_HEAD_BYTES = 16384  # holds the markers up to the first scan of a JPEG without a large thumbnail
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_SOS, _APP1, _APP2, _EXIF = 0xDA, 0xE1, 0xE2, b"Exif\x00\x00"
-
-
 def _read_head(path: Path, size: int = _HEAD_BYTES) -> bytes:
     """The first `size` bytes of a file (all of it for -1); b"" when it cannot be read (Pillow then
-    reports it). os.read: a third of the cost of open() for a few KB."""
+    reports it). Plain os calls: no buffered file object to build for one read."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -145,9 +143,7 @@ def _jpeg_shape(data: bytes) -> tuple[int, int] | None:
             if 0 in shape:
                 return None
         elif marker == _APP1:
-            if not body.startswith(_EXIF):  # XMP can carry an orientation too
-                return None
-            if exif_seen:
+            if exif_seen or not body.startswith(_EXIF):  # (XMP can carry an orientation too)
                 return None
             exif_seen, orientation = True, _exif_orientation(body[6:])
             if orientation is None:

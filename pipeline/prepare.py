@@ -1,7 +1,7 @@
 """Decode, convert and resize every usable image into fixed-size uint8 arrays with a stratified split.
 
 Output (`out/`): `<split>_x.npy` (N, H, W, C) uint8 and `<split>_y.npy` (N,) int32 for split in
-train/val, written as memory-mapped files so no split is ever held in RAM; `index.csv` (which file
+train/val, written row by row at their offsets so no split is ever held in RAM; `index.csv` (which file
 went to which row); `skipped.csv` (files left out, each with its reason); `meta.json`.
 """
 

@@ -53,6 +53,16 @@ class Trained:
     mixed_precision: bool = False
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. On Linux from VmHWM: ru_maxrss survives fork and exec there, so a
+    process started by a bigger one (DVC, a benchmark) would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -347,8 +357,7 @@ def train(
         keras.config.set_dtype_policy("float32")
 
     history = _finish(out, backup, scratch, resume.history)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return Trained(out / MODEL_FILE, model.count_params(), history, seconds, peak_rss_mb, resume.start_epoch, chief, strategy.num_replicas_in_sync, mixed)
+    return Trained(out / MODEL_FILE, model.count_params(), history, seconds, peak_rss_mb(), resume.start_epoch, chief, strategy.num_replicas_in_sync, mixed)
 
 
 def _callbacks(keras, settings: TrainSettings, backup: Path, out: Path, live_dir: Path | None, monitor: str, chief: bool):

@@ -1,6 +1,6 @@
 """The benchmark harness runs end to end on a tiny corpus (speed is not asserted here)."""
 
-from benchmarks.__main__ import CASES, main
+from benchmarks.__main__ import CASES, main, met
 
 
 def test_quick_harness_produces_a_table(tmp_path):
@@ -9,5 +9,15 @@ def test_quick_harness_produces_a_table(tmp_path):
     assert {row["case"] for row in rows} == set(CASES)
     assert all(row["rate"] > 0 and row["ratio"] > 0 for row in rows)
     text = out.read_text()
-    assert "| case | measure | rate | ratio | target | peak RSS |" in text
+    assert "| case | measure | rate | ratio | target | met | peak RSS |" in text
     assert text.count("\n| ") == len(rows) + 1
+    assert {met(row) for row in rows if row["target"]} <= {"yes", "no"}  # every target is judged
+    assert "Targets met: " in text
+
+
+def test_targets_are_judged_from_the_ratio():
+    row = lambda ratio, target: {"ratio": ratio, "target": target}
+    assert met(row(28.6, ">= 20x")) == "yes" and met(row(15.2, ">= 20x")) == "no"
+    assert met(row(0.82, ">= 0.8 of bound")) == "yes"
+    assert met(row(1.18, "<= 1.15 (linear)")) == "no" and met(row(0.95, "<= 1.15 (linear)")) == "yes"
+    assert met(row(1.0, "")) == ""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pipeline.manifest import write_atomic
-from pipeline.sources.synthetic import CLASSES, make_image
+from pipeline.core.files import write_atomic
+from pipeline.fetch.sources.synthetic import CLASSES, make_image
 
 
 def make_corpus(root: Path, n: int, seed: int = 1) -> list[Path]:

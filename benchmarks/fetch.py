@@ -18,9 +18,9 @@ import numpy as np
 import requests
 
 from benchmarks.corpus import make_corpus
-from pipeline.collect import Quota, collect
-from pipeline.download import DownloadSettings
-from pipeline.images import validate
+from pipeline.fetch.collect import Quota, collect
+from pipeline.core.config import DownloadSettings
+from pipeline.core.images import validate
 
 LATENCY = 0.05
 CONCURRENCY = 32

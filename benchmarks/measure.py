@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
 
-from pipeline.train import peak_rss_mb
+from pipeline.train.loop import peak_rss_mb
 
 
 def _timed(fn: Callable, args: tuple) -> tuple[float, float, object]:

@@ -11,10 +11,10 @@ import numpy as np
 from benchmarks.corpus import make_corpus
 from benchmarks.measure import best_of
 from benchmarks.survey import read_bytes
-from pipeline.config import PrepareConfig
-from pipeline.images import load, probe
-from pipeline.prepare import prepare
-from pipeline.survey import list_files
+from pipeline.core.config import PrepareConfig
+from pipeline.core.images import load, probe
+from pipeline.prepare.prepare import prepare
+from pipeline.prepare.survey import list_files
 
 SIZE = (94, 125)
 GAP = (

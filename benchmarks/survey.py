@@ -8,7 +8,7 @@ import cv2
 
 from benchmarks.corpus import make_corpus
 from benchmarks.measure import best_of
-from pipeline.survey import list_files, survey_shapes
+from pipeline.prepare.survey import list_files, survey_shapes
 
 
 def seed_survey(root: Path) -> int:

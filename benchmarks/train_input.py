@@ -27,10 +27,12 @@ BATCH = 32
 def fit_rates(data: Path, turns: int) -> dict[str, float]:
     """Median images per second of an epoch of `fit` with the default cnn per feed, and the median
     pipeline / memory ratio within a turn, over `turns` timed turns."""
-    from pipeline.models import build_model
-    from pipeline.models.cnn import CnnParams
-    from pipeline.models.common import Head
-    from pipeline.train import keras_seeded, load_split, targets, training_dataset
+    from pipeline.train.models import build_model
+    from pipeline.train.models.cnn import CnnParams
+    from pipeline.train.models.common import Head
+    from pipeline.core.prepared import load_split
+    from pipeline.train.loop import training_dataset
+    from pipeline.train.runtime import keras_seeded, targets
 
     keras = keras_seeded(0)
     import tensorflow as tf

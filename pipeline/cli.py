@@ -1,6 +1,6 @@
 """The `pipeline` command line: thin Typer wrappers over the stage functions.
 
-Each command loads params.yaml (plus command-line overrides) through pipeline.config, calls one plain
+Each command loads params.yaml (plus command-line overrides) through pipeline.core.config, calls one plain
 function and prints its result with rich. A PipelineError becomes one line on stderr and its exit
 code; no traceback.
 """
@@ -10,18 +10,22 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from ruamel.yaml import YAML
 
-from pipeline import config
-from pipeline.console import console
-from pipeline.errors import ConfigError, DataError, PipelineError
+from pipeline.core import paths
+from pipeline.core.console import console
+from pipeline.core.errors import ConfigError, DataError, PipelineError
 
+if TYPE_CHECKING:
+    from pipeline.core.config import Params, TrainConfig
+
+# Startup matters (every DVC stage and every --help pays it): this module imports the command-line
+# toolkit only; the config (pydantic) and each command's libraries are imported where they are used.
 app = typer.Typer(
     help="Reproducible image-classification experiments: fetch, survey, prepare, train, evaluate, compare.",
     no_args_is_help=True,
@@ -33,7 +37,7 @@ out = Console() if sys.stdout.isatty() else Console(width=200)
 
 
 class State:
-    params_file: Path = config.PARAMS_FILE
+    params_file: Path = paths.PARAMS_FILE
     sets: dict[str, Any] = {}
 
 
@@ -41,21 +45,38 @@ def _parse_set(item: str) -> tuple[str, Any]:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
+    from ruamel.yaml import YAML
+
     return key.strip(), YAML(typ="safe", pure=True).load(io.StringIO(value)) if value else ""
 
 
 @app.callback()
 def main_options(
-    params: Annotated[Path, typer.Option("--params", help="Params file.")] = config.PARAMS_FILE,
+    params: Annotated[Path, typer.Option("--params", help="Params file.")] = paths.PARAMS_FILE,
     sets: Annotated[Optional[list[str]], typer.Option("--set", "-S", help="Override a param, as `dvc exp run -S`: train.epochs=2.")] = None,
 ) -> None:
     State.params_file = params
     State.sets = dict(_parse_set(item) for item in sets or [])
 
 
-def _params(**overrides: Any) -> config.Params:
-    """params.yaml, then --set overrides, then the command's own options (which win)."""
-    return config.load_params(State.params_file, {**State.sets, **{k: v for k, v in overrides.items() if v is not None}})
+def _overrides(own: dict[str, Any]) -> dict[str, Any]:
+    """--set overrides, then the command's own options (which win)."""
+    return {**State.sets, **{k: v for k, v in own.items() if v is not None}}
+
+
+def _params(**overrides: Any) -> Params:
+    """Every section: params.yaml, then --set overrides, then the command's own options."""
+    from pipeline.core.config import load_params
+
+    return load_params(State.params_file, _overrides(overrides))
+
+
+def _section(name: str, **overrides: Any) -> Any:
+    """One section, as `_params` would give it; a stage reads only its own (and imports only what
+    that needs)."""
+    from pipeline.core.config import load_section
+
+    return load_section(name, State.params_file, _overrides(overrides))
 
 
 def _size(value: Optional[str]) -> Any:
@@ -68,15 +89,17 @@ def _size(value: Optional[str]) -> Any:
     return [height, width]
 
 
-def _raw_dir(params: config.Params) -> Path:
-    return config.RAW_DIR / params.fetch.source
+def _raw_dir() -> Path:
+    """The fetch stage's default output, data/raw/<fetch.source>: the other stages' default input."""
+    return paths.RAW_DIR / _section("fetch").source
 
 
 @app.command("check-params")
 def check_params() -> None:
     """Validate params.yaml (and -S overrides) and print the settings every stage will use."""
-    params = _params()
-    out.print_json(data=config.as_dict(params))
+    from pipeline.core.config import as_dict
+
+    out.print_json(data=as_dict(_params()))
 
 
 @app.command()
@@ -96,13 +119,11 @@ def fetch(
     strict: Annotated[bool, typer.Option("--strict", help="Fail when a class gets fewer images than requested.")] = False,
 ) -> None:
     """Fetch a dataset into <out>/<class>/ with a manifest.csv row for every item."""
-    from pipeline.sources import SOURCES
-
-    name = _params(**{"fetch.source": source}).fetch.source
+    name = _section("fetch", **{"fetch.source": source}).source
     own = {"per_class": per_class, "val_per_class": val_per_class, "api_url": api_url, "url": url, "sha256": sha256}
     own |= {"wnids": wnids.split(",") if wnids else None, "url_list": url_list and str(url_list), "archive": archive and str(archive), "path": path and str(path)}
-    params = _params(**{"fetch.source": source, "fetch.download.concurrency": concurrency}, **{f"fetch.{name}.{k}": v for k, v in own.items()})
-    result = SOURCES[name].fetch(out_dir or _raw_dir(params), params.fetch.params_for(name), params.fetch.download)
+    cfg = _section("fetch", **{"fetch.source": source, "fetch.download.concurrency": concurrency}, **{f"fetch.{name}.{k}": v for k, v in own.items()})
+    result = cfg.registry()[name].fetch(out_dir or paths.RAW_DIR / name, cfg.section(name), cfg.download)
     out.print(f"{name} -> {result.out}")
     table = Table("status", "items")
     for status, count in result.counts.items():
@@ -123,15 +144,14 @@ def fetch(
 def survey_shapes(
     root: Annotated[Optional[Path], typer.Argument(help="Folder of images [default: data/raw/<source>].")] = None,
     sample: Annotated[Optional[int], typer.Option(help="Read a seeded random sample of N images (0 = all).")] = None,
-    json_out: Annotated[Path, typer.Option("--out", help="Survey JSON.")] = config.REPORTS_DIR / "survey.json",
+    json_out: Annotated[Path, typer.Option("--out", help="Survey JSON.")] = paths.REPORTS_DIR / "survey.json",
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Shape histogram CSV [default: next to --out].")] = None,
 ) -> None:
     """Survey image shapes from file headers and report the most common one."""
-    from pipeline.survey import survey_shapes as run, write_survey
+    from pipeline.prepare.survey import run
 
-    params = _params(**{"survey.sample": sample})
-    result = run(root or _raw_dir(params), params.survey.sample, params.survey.seed)
-    write_survey(result, json_out, csv_out or json_out.with_suffix(".csv"))
+    cfg = _section("survey", **{"survey.sample": sample})
+    result = run(root or _raw_dir(), cfg.sample, cfg.seed, json_out, csv_out or json_out.with_suffix(".csv"))
     table = Table("height", "width", "count", title=f"{result.images} images, {result.unreadable} unreadable")
     for shape in result.shapes[:10]:
         table.add_row(str(shape["height"]), str(shape["width"]), str(shape["count"]))
@@ -142,7 +162,7 @@ def survey_shapes(
 @app.command()
 def prepare(
     in_dir: Annotated[Optional[Path], typer.Option("--in", help="Dataset folder [default: data/raw/<source>].")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder for arrays and meta.json.")] = config.PREPARED_DIR,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder for arrays and meta.json.")] = paths.PREPARED_DIR,
     size: Annotated[Optional[str], typer.Option(help="HEIGHTxWIDTH, or auto (most common shape x scale).")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Scale for --size auto.")] = None,
     aspect: Annotated[Optional[str], typer.Option(help="stretch, pad or center-crop.")] = None,
@@ -150,10 +170,10 @@ def prepare(
     survey: Annotated[Optional[Path], typer.Option(help="Survey JSON whose most common shape --size auto uses.")] = None,
 ) -> None:
     """Resize every image to a fixed input and write train/val uint8 arrays."""
-    from pipeline.prepare import prepare as run
+    from pipeline.prepare.prepare import prepare as run
 
-    params = _params(**{"prepare.size": _size(size), "prepare.scale": scale, "prepare.aspect": aspect, "prepare.color": color})
-    result = run(in_dir or _raw_dir(params), out_dir, params.prepare, survey)
+    cfg = _section("prepare", **{"prepare.size": _size(size), "prepare.scale": scale, "prepare.aspect": aspect, "prepare.color": color})
+    result = run(in_dir or _raw_dir(), out_dir, cfg, survey)
     table = Table("split", "images", title=f"{result.out}: input {'x'.join(map(str, result.input_shape))}, classes {', '.join(result.classes)}")
     for split, count in result.sizes.items():
         table.add_row(split, str(count))
@@ -161,14 +181,17 @@ def prepare(
     out.print(table)
 
 
-def _archs(arch: Optional[str], params: config.Params) -> list[str]:
-    return [arch] if arch else list(params.train.archs)
+def _archs(arch: Optional[str], train: TrainConfig) -> list[str]:
+    """The architecture asked for (validated), else each of train.archs."""
+    if arch:
+        train.section(arch)
+    return [arch] if arch else list(train.archs)
 
 
 @app.command()
 def train(
     arch: Annotated[Optional[str], typer.Option(help="Architecture [default: each of train.archs].")] = None,
-    data: Annotated[Path, typer.Option(help="Prepared data folder.")] = config.PREPARED_DIR,
+    data: Annotated[Path, typer.Option(help="Prepared data folder.")] = paths.PREPARED_DIR,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model folder [default: models/<arch>].")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override the epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Override the batch size.")] = None,
@@ -180,17 +203,15 @@ def train(
     """Train an architecture; save models/<arch>/ (model.keras, best.keras, history.csv, tensorboard/).
 
     An interrupted run resumes from its last finished epoch when rerun with the same params."""
-    from pipeline.compare import run_file as default_run_file
-    from pipeline.train import train as run, write_run_file
+    from pipeline.train.loop import train as run
 
-    for name in _archs(arch, _params()):
+    for name in _archs(arch, _section("train")):
         own = {"epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "early_stopping": early_stopping}
-        params = _params(**{f"train.{name}.{key}": value for key, value in own.items()})
-        settings, arch_params = params.train.for_arch(name)
-        result = run(name, data, out_dir or config.MODELS_DIR / name, settings, arch_params, live or config.LIVE_DIR / name)
+        settings, arch_params = _section("train", **{f"train.{name}.{key}": value for key, value in own.items()}).for_arch(name)
+        result = run(name, data, out_dir or paths.MODELS_DIR / name, settings, arch_params, live or paths.LIVE_DIR / name,
+                     run_file=run_file or paths.run_file(paths.METRICS_DIR, name))
         if not result.chief:
             continue  # another worker of a multi-worker run: the chief reports
-        write_run_file(run_file or default_run_file(config.METRICS_DIR, name), result)
         last = " ".join(f"{key}={values[-1]:.4f}" for key, values in result.history.items())
         resumed = f" (resumed after epoch {result.resumed_from})" if result.resumed_from else ""
         epochs_run = len(next(iter(result.history.values()), []))
@@ -207,11 +228,11 @@ def models(
     """List every architecture and preset with its parameter count (built, not trained)."""
     import json
 
-    from pipeline.train import describe_models
+    from pipeline.train.models import describe_models
 
     if classes is not None and classes < 2:
         raise ConfigError(f"--classes {classes}: expected 2 or more")
-    train = _params().train
+    train = _section("train")
     for name in arch or []:
         train.for_arch(name)  # validates the name
     rows = describe_models(train, _input_shape(input_shape), classes, arch)
@@ -240,46 +261,39 @@ def _input_shape(value: Optional[str]) -> Optional[tuple[int, int, int]]:
 @app.command()
 def evaluate(
     arch: Annotated[Optional[str], typer.Option(help="Architecture [default: each of train.archs].")] = None,
-    data: Annotated[Path, typer.Option(help="Prepared data folder.")] = config.PREPARED_DIR,
+    data: Annotated[Path, typer.Option(help="Prepared data folder.")] = paths.PREPARED_DIR,
     model: Annotated[Optional[Path], typer.Option(help="Model file [default: models/<arch>/model.keras].")] = None,
     metrics_out: Annotated[Optional[Path], typer.Option("--out", help="Metrics JSON [default: metrics/<arch>.json].")] = None,
     thresholds: Annotated[Optional[int], typer.Option(help="Thresholds swept for best_threshold_accuracy.")] = None,
     plots_dir: Annotated[Optional[Path], typer.Option("--plots", help="Plots folder [default: plots/<arch>].")] = None,
 ) -> None:
     """Evaluate a trained model on the validation split; write metrics/<arch>.json and plots/<arch>/."""
-    from pipeline.compare import flatten
-    from pipeline.evaluate import evaluate as run, write_metrics
-    from pipeline.plots import write_plots
-    from pipeline.train import MODEL_FILE, load_split
+    from pipeline.report.compare import flatten
+    from pipeline.report.evaluate import run
+    from pipeline.train.runtime import MODEL_FILE
 
-    params = _params(**{"evaluate.thresholds": thresholds})
-    for name in _archs(arch, params):
-        params.train.for_arch(name)  # validates the name
-        result = run(model or config.MODELS_DIR / name / MODEL_FILE, data, params.evaluate.thresholds)
-        write_metrics(metrics_out or config.METRICS_DIR / f"{name}.json", result.metrics)
-        write_plots(result, load_split(data, "val")[0], plots_dir or config.PLOTS_DIR / name)
+    cfg = _section("evaluate", **{"evaluate.thresholds": thresholds})
+    for name in _archs(arch, _section("train")):
+        result = run(model or paths.MODELS_DIR / name / MODEL_FILE, data, cfg.thresholds, metrics_out or paths.METRICS_DIR / f"{name}.json", plots_dir or paths.PLOTS_DIR / name)
         out.print(f"{name}: " + ", ".join(f"{key}={value:.4g}" for key, value in flatten(result.metrics).items()))
 
 
 @app.command()
 def compare(
-    metrics_dir: Annotated[Path, typer.Option("--metrics", help="Folder of metrics JSON files.")] = config.METRICS_DIR,
+    metrics_dir: Annotated[Path, typer.Option("--metrics", help="Folder of metrics JSON files.")] = paths.METRICS_DIR,
     sort: Annotated[Optional[str], typer.Option(help="Metric to sort by (compare.sort).")] = None,
     md: Annotated[bool, typer.Option("--md", help="Print Markdown instead of a rich table.")] = False,
     md_out: Annotated[Optional[Path], typer.Option("--out", help="Also write the Markdown table to this file.")] = None,
 ) -> None:
     """Compare every architecture's metrics side by side."""
-    from pipeline.compare import compare as run, format_value, to_markdown
+    from pipeline.report.compare import format_value, run, to_markdown
 
-    params = _params(**{"compare.sort": sort})
-    frame = run(metrics_dir, params.compare.sort)
-    if md_out is not None:
-        md_out.parent.mkdir(parents=True, exist_ok=True)
-        md_out.write_text(to_markdown(frame))
+    cfg = _section("compare", **{"compare.sort": sort})
+    frame = run(metrics_dir, cfg.sort, md_out)
     if md:
         out.print(to_markdown(frame), end="", markup=False, highlight=False, soft_wrap=True)
         return
-    table = Table("arch", *frame.columns, title=f"sorted by {params.compare.sort}")
+    table = Table("arch", *frame.columns, title=f"sorted by {cfg.sort}")
     for arch, row in frame.iterrows():
         table.add_row(arch, *(format_value(value) for value in row))
     out.print(table)
@@ -287,17 +301,17 @@ def compare(
 
 @app.command()
 def report(
-    metrics_dir: Annotated[Path, typer.Option("--metrics", help="Folder of metrics JSON files.")] = config.METRICS_DIR,
-    survey: Annotated[Path, typer.Option(help="Survey JSON.")] = config.REPORTS_DIR / "survey.json",
-    plots_dir: Annotated[Path, typer.Option("--plots", help="Plots folder (plots/<arch>/, and shapes.json is written here).")] = config.PLOTS_DIR,
-    md_out: Annotated[Path, typer.Option("--out", help="Summary Markdown file.")] = config.REPORTS_DIR / "summary.md",
+    metrics_dir: Annotated[Path, typer.Option("--metrics", help="Folder of metrics JSON files.")] = paths.METRICS_DIR,
+    survey: Annotated[Path, typer.Option(help="Survey JSON.")] = paths.REPORTS_DIR / "survey.json",
+    plots_dir: Annotated[Path, typer.Option("--plots", help="Plots folder (plots/<arch>/, and shapes.json is written here).")] = paths.PLOTS_DIR,
+    md_out: Annotated[Path, typer.Option("--out", help="Summary Markdown file.")] = paths.REPORTS_DIR / "summary.md",
     compare_md: Annotated[Optional[Path], typer.Option("--compare", help="Comparison table to embed (reports/compare.md) [default: computed from --metrics].")] = None,
-    live: Annotated[Path, typer.Option(help="dvclive folder (one subfolder per arch) whose training curves are linked.")] = config.LIVE_DIR,
+    live: Annotated[Path, typer.Option(help="dvclive folder (one subfolder per arch) whose training curves are linked.")] = paths.LIVE_DIR,
 ) -> None:
     """Write reports/summary.md (comparison, survey, links to plots) and the shape histogram plot data."""
-    from pipeline.report import write_report
+    from pipeline.report.report import write_report
 
-    result = write_report(metrics_dir, survey, plots_dir, md_out, _params().compare.sort, compare_md, live)
+    result = write_report(metrics_dir, survey, plots_dir, md_out, _section("compare").sort, compare_md, live)
     out.print(f"{result.summary}: {len(result.archs)} architectures ({', '.join(result.archs)}); {result.shapes}")
 
 
@@ -306,24 +320,23 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files to classify.", show_default=False)],
     arch: Annotated[Optional[str], typer.Option(help="Architecture [default: the best in metrics/ by compare.sort, else the first of train.archs].")] = None,
     model: Annotated[Optional[Path], typer.Option(help="Model file [default: models/<arch>/model.keras].")] = None,
-    data: Annotated[Path, typer.Option(help="Prepared data folder whose meta.json gives the preprocessing.")] = config.PREPARED_DIR,
+    data: Annotated[Path, typer.Option(help="Prepared data folder whose meta.json gives the preprocessing.")] = paths.PREPARED_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
 ) -> None:
     """Classify image files, preprocessed exactly as `prepare` did for training. Exit code 1 if any file failed."""
     from dataclasses import asdict
 
-    from pipeline.errors import ImageError
-    from pipeline.predict import default_arch, predict as run
-    from pipeline.train import MODEL_FILE
+    from pipeline.core.errors import ImageError
+    from pipeline.report.predict import default_arch, predict as run
+    from pipeline.train.runtime import MODEL_FILE
 
-    params = _params()
-    name = arch or default_arch(config.METRICS_DIR, params.compare.sort, list(params.train.archs))
-    params.train.for_arch(name)  # validates the name
-    results = run(images, model or config.MODELS_DIR / name / MODEL_FILE, data)
+    train = _section("train")
+    name = _archs(arch or default_arch(paths.METRICS_DIR, _section("compare").sort, list(train.archs)), train)[0]
+    results = run(images, model or paths.MODELS_DIR / name / MODEL_FILE, data)
     if as_json:
         out.print_json(data=[{"arch": name, **asdict(r)} for r in results])
     else:
-        table = Table("image", "class", "probability", "error", title=f"{name}: {model or config.MODELS_DIR / name / MODEL_FILE}")
+        table = Table("image", "class", "probability", "error", title=f"{name}: {model or paths.MODELS_DIR / name / MODEL_FILE}")
         for r in results:
             table.add_row(escape(r.path), r.cls or "-", "-" if r.probability is None else f"{r.probability:.4f}", escape(r.error or ""))
         out.print(table)
@@ -345,7 +358,7 @@ def metrics_diff(
     all_metrics: Annotated[bool, typer.Option("--all", help="Also list unchanged metrics.")] = False,
 ) -> None:
     """Metrics of two revisions or experiments side by side: old, new, delta and percentage change."""
-    from pipeline.metrics_diff import headers, metrics_diff as run, rows, to_markdown
+    from pipeline.report.metrics_diff import headers, metrics_diff as run, rows, to_markdown
 
     if md and as_json:
         raise ConfigError("--md and --json: choose one output format")

@@ -65,11 +65,16 @@ def evaluated_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def dvc_project(tiny_project: Path) -> Path:
+def make_dvc_project(root: Path) -> Path:
     """A scratch git + DVC repository with this project's dvc.yaml, its code and tiny params."""
-    shutil.copy(ROOT / "dvc.yaml", tiny_project / "dvc.yaml")
-    shutil.copytree(ROOT / "pipeline", tiny_project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "params.yaml").write_text(TINY_PARAMS)
+    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    shutil.copytree(ROOT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
-        subprocess.run(cmd, cwd=tiny_project, check=True)
-    return tiny_project
+        subprocess.run(cmd, cwd=root, check=True)
+    return root
+
+
+@pytest.fixture
+def dvc_project(tmp_path: Path) -> Path:
+    return make_dvc_project(tmp_path)

@@ -1,4 +1,4 @@
-"""pipeline.archives: members are read one at a time, and unsafe or oversized ones are refused."""
+"""pipeline.fetch.archives: members are read one at a time, and unsafe or oversized ones are refused."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.archives import iter_tar, iter_zip, unsafe_name
-from pipeline.errors import InputError
+from pipeline.fetch.archives import iter_tar, iter_zip, unsafe_name
+from pipeline.core.errors import InputError
 
 BIG = 1 << 30
 

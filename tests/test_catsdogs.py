@@ -16,9 +16,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.download import DownloadError, DownloadSettings
-from pipeline.errors import InputError
-from pipeline.sources.catsdogs import CatsDogsParams, fetch
+from pipeline.core.config import DownloadSettings
+from pipeline.fetch.download import DownloadError
+from pipeline.core.errors import InputError
+from pipeline.fetch.sources import CatsDogsParams
+from pipeline.fetch.sources.catsdogs import fetch
 from tests.conftest import run_cli
 from tests.httpserver import Failure, FileServer
 

@@ -107,3 +107,30 @@ def test_survey_shapes_and_prepare_work_on_any_folder(tmp_path):
     assert meta["classes"] == ["a", "b"] and meta["input_shape"] == [10, 12, 3]
     assert sum(meta["splits"].values()) == 7 and meta["skipped"] == 1
     assert "a/notes.txt" in (tmp_path / "arrays/skipped.csv").read_text()
+
+
+HEAVY = {"numpy", "pandas", "bs4", "tensorflow", "keras", "dvc", "cv2", "requests", "sklearn", "matplotlib"}
+# Runs the command line in-process and lists, at exit, the top-level packages it imported.
+LIST_IMPORTS = """
+import atexit, runpy, sys
+listing = sys.argv.pop(1)
+atexit.register(lambda: open(listing, "w").write(" ".join(sorted({m.split(".")[0] for m in sys.modules}))))
+sys.argv = ["pipeline", *sys.argv[1:]]
+runpy.run_module("pipeline", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["check-params"], *[[cmd, "--help"] for cmd in ("fetch", "survey-shapes", "prepare", "train", "models", "evaluate", "compare", "report", "predict")], ["metrics", "diff", "--help"]],
+)
+def test_help_and_check_params_import_no_heavy_library(tiny_project, args):
+    """What every stage and every help screen pays before it starts: no numpy, pandas, TensorFlow, DVC..."""
+    import subprocess
+    import sys
+
+    listing = tiny_project / "modules.txt"
+    proc = subprocess.run([sys.executable, "-c", LIST_IMPORTS, str(listing), *args], cwd=tiny_project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+    assert not HEAVY & set(listing.read_text().split())

@@ -1,4 +1,4 @@
-"""pipeline.config: params.yaml -> typed, strictly validated config."""
+"""pipeline.core.config: params.yaml -> typed, strictly validated config."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Params, PrepareConfig, TrainSettings, load_params
-from pipeline.errors import ConfigError, InputError, PipelineError
-from pipeline.models.cnn import CnnParams
-from pipeline.models.mlp import MlpParams
-from pipeline.sources.synthetic import SyntheticParams
+from pipeline.core.config import Params, PrepareConfig, TrainSettings, load_params, load_section
+from pipeline.core.errors import ConfigError, InputError, PipelineError
+from pipeline.train.models.cnn import CnnParams
+from pipeline.train.models.mlp import MlpParams
+from pipeline.fetch.sources import SyntheticParams
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -47,7 +47,7 @@ def test_empty_file_gives_defaults(tmp_path):
 def test_repo_params_yaml_loads():
     params = load_params(REPO_PARAMS)
     assert params.fetch.source == "synthetic"
-    synthetic = params.fetch.params_for("synthetic")
+    synthetic = params.fetch.section("synthetic")
     assert isinstance(synthetic, SyntheticParams)
     assert synthetic.per_class == 1000
     assert params.prepare.aspect == "stretch"
@@ -68,7 +68,7 @@ def test_sections_parse_to_typed_values(tmp_path):
             "train:\n  archs: [cnn]\n  epochs: 2\n",
         )
     )
-    assert params.fetch.params_for("synthetic") == SyntheticParams(per_class=7, seed=3)
+    assert params.fetch.section("synthetic") == SyntheticParams(per_class=7, seed=3)
     assert params.prepare.size == (40, 60)
     assert params.prepare.aspect == "pad" and params.prepare.color == "grayscale"
     assert params.prepare.train_size == 10 and isinstance(params.prepare.train_size, int)
@@ -278,10 +278,29 @@ def test_for_arch_rejects_unknown(tmp_path):
     assert "'resnet'" in str(info.value) and "cnn, cnn-128x2" in str(info.value) and "mlp, preact" in str(info.value)
 
 
-def test_params_for_rejects_unknown_source(tmp_path):
+def test_source_section_rejects_unknown_source(tmp_path):
     params = load_params(tmp_path / "absent.yaml")
     with pytest.raises(ConfigError, match="'kaggle'"):
-        params.fetch.params_for("kaggle")
+        params.fetch.section("kaggle")
+
+
+def test_load_section_validates_its_own_section_and_any_overridden_one(tmp_path):
+    path = write_params(tmp_path, "fetch:\n  source: synthetic\ntrain:\n  epochs: -1\n")
+    assert load_section("fetch", path).source == "synthetic"  # the broken train section is check-params' business
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_section("train", path)
+    with pytest.raises(ConfigError, match="train.epocs: unknown key"):
+        load_section("compare", write_params(tmp_path, ""), {"train.epocs": 3})  # a typo in -S fails whatever the command
+    with pytest.raises(ConfigError, match="trian: unknown key; valid keys: fetch, survey"):
+        load_section("fetch", write_params(tmp_path, "trian:\n  epochs: 3\n"))
+
+
+def test_a_preset_section_changes_only_what_it_names(tmp_path):
+    params = load_params(write_params(tmp_path, "train:\n  cnn-24:\n    filters: [8]\n"))
+    _, arch = params.train.for_arch("cnn-24")
+    assert (arch.filters, arch.dense, arch.padding) == ([8], [256, 256], "valid")
+    _, default = params.train.for_arch("cnn-48x2")
+    assert (default.filters, default.dense, default.padding) == ([48, 48], [256, 256], "valid")
 
 
 # --- errors ------------------------------------------------------------------------------------

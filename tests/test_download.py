@@ -17,9 +17,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.collect import FLICKR_PLACEHOLDER_MD5, Quota, collect
-from pipeline.download import DownloadSettings, fetch_bytes, make_session
-from pipeline.sources.imagenet import parse_url_lines, urls_from_file
+from pipeline.fetch.collect import FLICKR_PLACEHOLDER_MD5, Quota, collect
+from pipeline.core.config import DownloadSettings
+from pipeline.fetch.download import fetch_bytes, make_session
+from pipeline.fetch.sources.imagenet import parse_url_lines, urls_from_file
 from tests.conftest import ROOT, run_cli
 
 FAST = DownloadSettings(concurrency=8, connect_timeout=2, read_timeout=1, total_timeout=5, retries=2, backoff=0.01)
@@ -252,7 +253,7 @@ def big_header_png() -> bytes:
 
 def test_flickr_placeholder_md5_is_built_in(server, tmp_path, monkeypatch):
     body = placeholder_png()
-    monkeypatch.setattr("pipeline.collect.FLICKR_PLACEHOLDER_MD5", hashlib.md5(body).hexdigest())
+    monkeypatch.setattr("pipeline.fetch.collect.FLICKR_PLACEHOLDER_MD5", hashlib.md5(body).hexdigest())
     url = server.file("/p.png", body, "image/png")
     collect({"n00000001": [url]}, {"n00000001": Quota(1)}, tmp_path, FAST, "imagenet")
     row = pd.read_csv(tmp_path / "manifest.csv", keep_default_na=False).iloc[0]
@@ -284,7 +285,7 @@ def test_url_lists_from_html_and_files(tmp_path):
 
 
 def test_cli_imagenet_from_api(server, tmp_path):
-    urls = {w: [server.file(f"/{w}/{i}.jpg", jpeg(hash((w, i)) % 1000)) for i in range(6)] for w in ("n00000001", "n00000002")}
+    urls = {w: [server.file(f"/{w}/{i}.jpg", jpeg(10 * k + i)) for i in range(6)] for k, w in enumerate(("n00000001", "n00000002"))}
 
     def api(h):
         wnid = h.path.split("wnid=")[1]

@@ -1,36 +1,124 @@
-"""The DVC pipeline itself: dvc repro, nothing rerun the second time, metrics, experiments."""
+"""The DVC pipeline itself: dvc repro, nothing rerun the second time, honest dependencies, metrics,
+experiments."""
 
 import json
+import os
 import subprocess
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from pipeline.core.config import TrainSettings
+from tests.conftest import ROOT, make_dvc_project
+
+# Loaded by every Python process started with it on PYTHONPATH: a process that DVC runs for a stage
+# (DVC sets DVC_STAGE) records, at exit, every module of this project it imported.
+RECORD_IMPORTS = '''
+import atexit, json, os, sys
+
+def _record():
+    stage = os.environ.get("DVC_STAGE")
+    if stage:
+        files = sorted({m.__file__ for name, m in list(sys.modules.items()) if name.split(".")[0] == "pipeline" and getattr(m, "__file__", None)})
+        with open(os.environ["PIPELINE_IMPORT_LOG"], "a") as log:
+            log.write(json.dumps({"stage": stage, "files": files}) + "\\n")
+
+atexit.register(_record)
+'''
 
 
-def dvc(project, *args, check=True):
-    proc = subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True)
+def dvc(project, *args, check=True, env=None):
+    proc = subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-def test_repro_then_up_to_date_then_experiment(dvc_project):
-    dvc(dvc_project, "repro")
-    metrics = {arch: (dvc_project / f"metrics/{arch}.json").read_bytes() for arch in ("mlp", "cnn")}
-    assert (dvc_project / "reports/compare.md").read_text().count("|") > 10
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """A tiny project after one `dvc repro`, and for each stage the project files its command imported."""
+    project = make_dvc_project(tmp_path_factory.mktemp("dvc"))
+    hook = tmp_path_factory.mktemp("hook")
+    (hook / "sitecustomize.py").write_text(RECORD_IMPORTS)
+    log = hook / "imports.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])), "PIPELINE_IMPORT_LOG": str(log)}
+    dvc(project, "repro", env=env)
+    imports: dict[str, set[str]] = {}
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        imports.setdefault(record["stage"], set()).update(Path(f).resolve().relative_to(ROOT).as_posix() for f in record["files"])
+    return project, imports
 
-    second = dvc(dvc_project, "repro")
+
+def declared_deps() -> dict[str, list[str]]:
+    """Each stage's declared dependencies (foreach stages: their `do`)."""
+    stages = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: (stage.get("do", stage)).get("deps", []) for name, stage in stages.items()}
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+def test_every_imported_module_is_a_declared_dependency(reproduced):
+    _, imports = reproduced
+    deps = declared_deps()
+    assert {stage.split("@")[0] for stage in imports} == set(deps)  # every stage ran and was recorded
+    missing = {stage: sorted(f for f in files if not covered(f, deps[stage.split("@")[0]])) for stage, files in imports.items()}
+    assert not {stage: files for stage, files in missing.items() if files}, "imported by the stage but not in its dvc.yaml deps"
+
+
+def test_touching_an_imported_module_marks_its_stages_changed(reproduced, monkeypatch):
+    """What DVC itself concludes: after appending a comment to any module a stage imports, `dvc
+    status` names that stage; after restoring it, nothing."""
+    from dvc.repo import Repo
+
+    project, imports = reproduced
+    monkeypatch.chdir(project)  # DVC names stages relative to the working directory
+    importers: dict[str, set[str]] = {}
+    for stage, files in imports.items():
+        for file in files:
+            importers.setdefault(file, set()).add(stage)
+    with Repo(str(project)) as repo:
+        assert repo.status() == {}
+        for file, stages in sorted(importers.items()):
+            path = project / file
+            original = path.read_bytes()
+            path.write_bytes(original + b"\n# touched\n")
+            try:
+                changed = set(repo.status())
+            finally:
+                path.write_bytes(original)
+            assert stages <= changed, f"{file}: {sorted(stages - changed)} not reported as changed"
+        assert repo.status() == {}
+
+
+def test_train_stage_params_are_the_training_settings():
+    train = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]["params"]
+    assert sorted(train) == sorted([f"train.{name}" for name in TrainSettings.model_fields] + ["train.${item}"])
+
+
+def test_repro_then_up_to_date_then_experiment(reproduced):
+    project, _ = reproduced
+    metrics = {arch: (project / f"metrics/{arch}.json").read_bytes() for arch in ("mlp", "cnn")}
+    assert (project / "reports/compare.md").read_text().count("|") > 10
+
+    second = dvc(project, "repro")
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout
 
-    shown = json.loads(dvc(dvc_project, "metrics", "show", "--json").stdout)
+    shown = json.loads(dvc(project, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
     assert {"metrics/mlp.json", "metrics/cnn.json"} <= set(files)
 
-    subprocess.run(["git", "add", "-A"], cwd=dvc_project, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny run"], cwd=dvc_project, check=True)
-    dvc(dvc_project, "exp", "run", "-S", "train.epochs=2")
-    assert json.loads((dvc_project / "metrics/cnn.json").read_text())["epochs"] == 2
-    assert (dvc_project / "metrics/mlp.json").read_bytes() != metrics["mlp"]
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny run"], cwd=project, check=True)
+    dvc(project, "exp", "run", "-S", "train.epochs=2")
+    assert json.loads((project / "metrics/cnn.json").read_text())["epochs"] == 2
+    assert (project / "metrics/mlp.json").read_bytes() != metrics["mlp"]
 
     # DVC refuses a new key unless it is forced with `+`; the stage itself must then refuse it.
-    typo = dvc(dvc_project, "exp", "run", "-S", "+train.epocs=2", check=False)
+    typo = dvc(project, "exp", "run", "-S", "+train.epocs=2", check=False)
     assert typo.returncode != 0
     assert "train.epocs: unknown key" in typo.stdout + typo.stderr

@@ -9,8 +9,9 @@ import pytest
 from scipy.stats import mannwhitneyu, pearsonr
 from sklearn.metrics import accuracy_score, mean_squared_error
 
-from pipeline.compare import flatten
-from pipeline.evaluate import binary_metrics, compute_metrics, multiclass_metrics, pearson, thresholds, write_metrics
+from pipeline.report.compare import flatten
+from pipeline.core.files import write_json
+from pipeline.report.evaluate import binary_metrics, compute_metrics, multiclass_metrics, pearson, thresholds
 
 BINARY_KEYS = {"mse", "pearson", "accuracy", "best_threshold", "best_threshold_accuracy", "roc_auc", "log_loss", "precision", "recall", "f1"}
 
@@ -197,6 +198,6 @@ def test_compute_metrics_picks_binary_for_two_columns_and_rounds():
 
 def test_write_metrics_refuses_nan(tmp_path):
     with pytest.raises(ValueError):
-        write_metrics(tmp_path / "m.json", {"pearson": float("nan")})
-    write_metrics(tmp_path / "m.json", {"accuracy": 0.5, "per_class_accuracy": {"a": 1.0}})
+        write_json(tmp_path / "m.json", {"pearson": float("nan")})
+    write_json(tmp_path / "m.json", {"accuracy": 0.5, "per_class_accuracy": {"a": 1.0}})
     assert json.loads((tmp_path / "m.json").read_text()) == {"accuracy": 0.5, "per_class_accuracy": {"a": 1.0}}

@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.download import DownloadSettings
-from pipeline.errors import ConfigError, InputError
-from pipeline.sources.folder import FolderParams, fetch
+from pipeline.core.config import DownloadSettings
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.fetch.sources import FolderParams
+from pipeline.fetch.sources.folder import fetch
 from tests.conftest import run_cli
 from tests.test_catsdogs import catalogue
 

@@ -1,4 +1,4 @@
-"""pipeline.images: header-only probe and the decode + resize used by prepare."""
+"""pipeline.core.images: header-only probe and the decode + resize used by prepare."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from pipeline.errors import ImageError
-from pipeline.images import load, probe
+from pipeline.core.errors import ImageError
+from pipeline.core.images import load, probe, validate
 
 ORIENTATION = 0x0112
 
@@ -326,3 +326,14 @@ def test_reduced_decode_grayscale():
     ref = cv2.resize(full, (40, 30), interpolation=cv2.INTER_AREA)
     assert out.shape == (30, 40, 1)
     assert np.abs(out[..., 0].astype(int) - ref.astype(int)).mean() < 6
+
+
+@pytest.mark.parametrize("h, w, ok", [(16, 40, True), (40, 16, True), (15, 40, False), (40, 15, False)])
+def test_validate_min_side_is_inclusive(h, w, ok):
+    """min_side is the smallest side allowed: an image exactly that small is kept."""
+    data = encode(gradient(h, w), "PNG")
+    if ok:
+        assert validate(data, min_side=16).height == h
+    else:
+        with pytest.raises(ImageError, match=f"too small: {w}x{h}, minimum side 16"):
+            validate(data, min_side=16)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pipeline.metrics_diff import Change
+from pipeline.report.metrics_diff import Change
 from tests.conftest import run_cli
 
 

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.download import DownloadError, DownloadSettings
-from pipeline.errors import InputError
-from pipeline.sources import cifar10, mnist
+from pipeline.core.config import DownloadSettings
+from pipeline.fetch.download import DownloadError
+from pipeline.core.errors import InputError
+from pipeline.fetch.sources import CIFAR10_SHA256, Cifar10Params, MnistParams, cifar10, mnist
 from tests.conftest import run_cli
 from tests.httpserver import FileServer
 
@@ -58,7 +59,7 @@ def test_mnist_class_folders_with_fixed_splits(tmp_path):
     files, arrays = fake_mnist()
     with FileServer({f"/mnist/{name}": data for name, data in files.items()}) as server:
         out = tmp_path / "raw" / "mnist"
-        result = mnist.fetch(out, mnist.MnistParams(url=server.url("/mnist"), sha256=pins(files)), FAST)
+        result = mnist.fetch(out, MnistParams(url=server.url("/mnist"), sha256=pins(files)), FAST)
     assert result.counts == {"ok": 42} and result.classes == [str(d) for d in range(10)]
     frame = manifest(out)
     assert (frame["split"] == "train").sum() == 30 and (frame["split"] == "val").sum() == 12
@@ -77,7 +78,7 @@ def test_mnist_default_pins_are_the_published_files(tmp_path):
     files, _ = fake_mnist()
     with FileServer({f"/{name}": data for name, data in files.items()}) as server:
         with pytest.raises(DownloadError, match="SHA-256 mismatch: expected 440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"):
-            mnist.fetch(tmp_path / "out", mnist.MnistParams(url=server.url("/")), FAST)
+            mnist.fetch(tmp_path / "out", MnistParams(url=server.url("/")), FAST)
     assert (tmp_path / "downloads" / "train-images-idx3-ubyte.gz.part").read_bytes() == files["train-images-idx3-ubyte.gz"]
 
 
@@ -96,7 +97,7 @@ def test_mnist_malformed_files(tmp_path, name, data, message):
     files[name] = data
     with FileServer({f"/{n}": d for n, d in files.items()}) as server:
         with pytest.raises(InputError, match=message):
-            mnist.fetch(tmp_path / "out", mnist.MnistParams(url=server.url("/"), sha256={}), FAST)
+            mnist.fetch(tmp_path / "out", MnistParams(url=server.url("/"), sha256={}), FAST)
 
 
 def test_mnist_cli_then_prepare_28x28_grayscale(tiny_project):
@@ -183,7 +184,7 @@ def test_cifar10_class_folders_with_fixed_splits(tmp_path):
     data = archive.read_bytes()
     with FileServer({"/kriz/cifar-10-python.tar.gz": data}) as server:
         out = tmp_path / "raw" / "cifar10"
-        params = cifar10.Cifar10Params(url=server.url("/kriz/"), sha256=hashlib.sha256(data).hexdigest())
+        params = Cifar10Params(url=server.url("/kriz/"), sha256=hashlib.sha256(data).hexdigest())
         result = cifar10.fetch(out, params, FAST)
     assert result.counts == {"ok": 18} and result.classes == cifar10.CLASSES
     frame = manifest(out)
@@ -201,14 +202,14 @@ def test_cifar10_default_pin_is_the_published_tarball(tmp_path):
     archive = tmp_path / "c.tar.gz"
     fake_cifar(archive)
     with FileServer({"/cifar-10-python.tar.gz": archive.read_bytes()}) as server:
-        with pytest.raises(DownloadError, match=f"SHA-256 mismatch: expected {cifar10.SHA256}"):
-            cifar10.fetch(tmp_path / "out", cifar10.Cifar10Params(url=server.url("/cifar-10-python.tar.gz")), FAST)
+        with pytest.raises(DownloadError, match=f"SHA-256 mismatch: expected {CIFAR10_SHA256}"):
+            cifar10.fetch(tmp_path / "out", Cifar10Params(url=server.url("/cifar-10-python.tar.gz")), FAST)
 
 
 def serve_and_fetch(tmp_path: Path, archive: Path, **params) -> None:
     shutil.rmtree(tmp_path / "downloads", ignore_errors=True)  # unpinned, a cached tarball would be used again
     with FileServer({"/c.tar.gz": archive.read_bytes()}) as server:
-        cifar10.fetch(tmp_path / "out", cifar10.Cifar10Params(url=server.url("/c.tar.gz"), sha256="", **params), FAST)
+        cifar10.fetch(tmp_path / "out", Cifar10Params(url=server.url("/c.tar.gz"), sha256="", **params), FAST)
 
 
 def test_cifar10_refuses_a_pickle_that_would_run_code(tmp_path):

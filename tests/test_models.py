@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import load_params
-from pipeline.errors import ConfigError
-from pipeline.models import ARCHITECTURES, build_model
-from pipeline.models.alexnet import AlexnetParams
-from pipeline.models.common import Head
-from pipeline.models.mlp import MlpParams
+from pipeline.core.config import load_params
+from pipeline.core.errors import ConfigError
+from pipeline.train.models import ARCHITECTURES, build_model
+from pipeline.train.models.alexnet import AlexnetParams
+from pipeline.train.models.common import Head
+from pipeline.train.models.mlp import MlpParams
 from tests.conftest import run_cli
 
 # Reference counts (DESIGN.md), measured in Keras on the seeds' code.
@@ -50,7 +50,7 @@ def defaults():
 @pytest.mark.parametrize("arch", sorted(REFERENCE))
 def test_reference_parameter_counts(arch):
     shape, classes, expected = REFERENCE[arch]
-    model = build_model(arch, shape, Head(classes, "softmax"), ARCHITECTURES[arch].params())
+    model = build_model(arch, shape, Head(classes, "softmax"), ARCHITECTURES[arch].parse({}))
     assert model.count_params() == expected
 
 
@@ -69,7 +69,7 @@ def test_alexnet_paper_extras_add_layers_not_parameters():
 
 
 def test_local_response_normalization_matches_the_paper():
-    from pipeline.models.layers import LocalResponseNormalization
+    from pipeline.train.models.layers import LocalResponseNormalization
 
     x = np.random.default_rng(0).normal(0, 30, (2, 3, 3, 9)).astype(np.float32)
     got = np.asarray(LocalResponseNormalization()(x))
@@ -84,7 +84,7 @@ def test_local_response_normalization_matches_the_paper():
 def test_presets_are_the_seed_000_variants():
     counts = {}
     for name in ("cnn-24", "cnn-48x2", "cnn-128x2", "cnn-64-128-fc512"):
-        model = build_model(name, (94, 125, 3), Head(1, "sigmoid"), ARCHITECTURES[name].params())
+        model = build_model(name, (94, 125, 3), Head(1, "sigmoid"), ARCHITECTURES[name].parse({}))
         convs = [layer.filters for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
         dense = [layer.units for layer in model.layers if layer.__class__.__name__ == "Dense"]
         counts[name] = (convs, dense)
@@ -100,12 +100,11 @@ def test_presets_are_the_seed_000_variants():
 
 
 def test_head_follows_the_data_and_the_choice():
-    from pipeline.config import TrainSettings
-    from pipeline.train import head_for
+    from pipeline.train.runtime import head_for
 
-    assert head_for(2, TrainSettings(head="sigmoid")) == Head(1, "sigmoid")
-    assert head_for(2, TrainSettings(head="softmax")) == Head(2, "softmax")
-    assert head_for(10, TrainSettings(head="sigmoid")) == Head(10, "softmax")
+    assert head_for(2, "sigmoid") == Head(1, "sigmoid")
+    assert head_for(2, "softmax") == Head(2, "softmax")
+    assert head_for(10, "sigmoid") == Head(10, "softmax")
     settings, _ = defaults().train.for_arch("alexnet")
     assert settings.head == "softmax"  # seed 001's two-way softmax is alexnet's own default
 
@@ -163,7 +162,7 @@ def test_model_option_errors_are_one_line(tmp_path, args, expected):
 
 
 def test_categorical_crossentropy_needs_a_softmax_head(tmp_path):
-    from pipeline.train import train
+    from pipeline.train.loop import train
 
     data = write_prepared(tmp_path / "data", 8, 4, (8, 8, 3), 2)
     settings, params = load_params(Path("/nonexistent"), {"train.loss": "categorical_crossentropy"}).train.for_arch("mlp")
@@ -186,7 +185,8 @@ def datasets(tmp_path_factory):
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_each_architecture_trains_one_epoch(arch, datasets, tmp_path):
-    from pipeline.train import BEST_FILE, HISTORY_FILE, keras_seeded, train
+    from pipeline.train.loop import train
+    from pipeline.train.runtime import BEST_FILE, HISTORY_FILE, keras_seeded
 
     shape, classes = TRAIN_SHAPES.get(arch, ((32, 32, 3), 2))
     overrides = {f"train.{arch}.epochs": 1, f"train.{arch}.batch_size": 8, "train.head": "softmax" if arch == "cnn-24" else "sigmoid"}

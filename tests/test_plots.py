@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
-from pipeline.evaluate import Evaluation
-from pipeline.plots import (
+from pipeline.report.evaluate import Evaluation
+from pipeline.report.plots import (
     confusion_records,
     predictions_figure,
     roc_records,
@@ -18,7 +18,7 @@ from pipeline.plots import (
     worst_mistakes,
     write_plots,
 )
-from pipeline.report import shape_records, write_report
+from pipeline.report.report import shape_records, write_report
 from tests.conftest import run_cli
 
 

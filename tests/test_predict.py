@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.errors import ImageError
-from pipeline.predict import default_arch, read_image
+from pipeline.core.errors import ImageError
+from pipeline.report.predict import default_arch, read_image
 from tests.conftest import run_cli
 
 

@@ -1,4 +1,4 @@
-"""pipeline.prepare on plain class folders and on the synthetic source, and the synthetic source itself."""
+"""pipeline.prepare.prepare on plain class folders and on the synthetic source, and the synthetic source itself."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.config import PrepareConfig
-from pipeline.errors import ConfigError, InputError
-from pipeline.images import load, probe
-from pipeline.manifest import COLUMNS
-from pipeline.prepare import auto_size, prepare
-from pipeline.sources.synthetic import CLASSES, SyntheticParams, fetch
-from pipeline.survey import survey_shapes, write_survey
+from pipeline.core.config import PrepareConfig
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.images import load, probe
+from pipeline.core.dataset import COLUMNS
+from pipeline.prepare.prepare import _allocate, auto_size, prepare
+from pipeline.fetch.sources import SyntheticParams
+from pipeline.fetch.sources.synthetic import CLASSES, fetch
+from pipeline.prepare.survey import survey_shapes, write_survey
 
 SMALL = (20, 30)
 
@@ -168,6 +169,20 @@ def test_split_deterministic_for_seed(plain, tmp_path):
     assert (tmp_path / "a" / "index.csv").read_bytes() == (tmp_path / "b" / "index.csv").read_bytes()
     assert split_paths(tmp_path / "a") != split_paths(tmp_path / "c")
     assert per_class(tmp_path / "c", "train") == {"apple": 8, "zebra": 4}  # still stratified
+
+
+@pytest.mark.parametrize(
+    "total, weights, caps, expected",
+    [
+        (3, [4, 2, 4], [9, 9, 9], [1, 1, 1]),  # exact 1.2, 0.6, 1.2: the largest remainder (0.6) gets the last one
+        (10, [7, 7, 6], [9, 9, 9], [4, 3, 3]),  # equal remainders: the first class
+        (4, [1, 1, 1, 1, 4], [9, 9, 9, 9, 9], [1, 1, 0, 0, 2]),  # 0.5 each and 2.0: equal remainders go in class order
+        (6, [1, 5], [1, 2], [1, 2]),  # caps win: no class gets more than it has
+        (3, [1, 1], [0, 5], [0, 3]),  # a class at its cap passes its share on
+    ],
+)
+def test_allocate_by_largest_remainder(total, weights, caps, expected):
+    assert _allocate(total, weights, caps) == expected
 
 
 def test_too_many_requested(plain, tmp_path):

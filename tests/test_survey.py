@@ -1,4 +1,4 @@
-"""pipeline.survey: image shapes from file headers."""
+"""pipeline.prepare.survey: image shapes from file headers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import InputError
-from pipeline.survey import list_files, survey_shapes, write_survey
+from pipeline.core.errors import InputError
+from pipeline.prepare.survey import list_files, summarise, survey_shapes, write_survey
 
 
 def save(path, h, w, fmt="JPEG"):
@@ -55,13 +55,23 @@ def test_hidden_files_and_sidecars_ignored(folder):
     assert all(s["height"] != 99 for s in survey_shapes(folder).shapes)
 
 
-def test_ties_ordered_stably(tmp_path):
+def test_ties_broken_by_larger_then_wider_shape(tmp_path):
+    # Listed (and so counted) first: the smaller shapes. Only the tie-break rule puts the larger
+    # height first, and at the same height the wider shape first.
     for i in range(2):
-        save(tmp_path / f"s{i}.jpg", 20, 30)
-        save(tmp_path / f"l{i}.jpg", 30, 20)
+        save(tmp_path / f"a{i}.jpg", 20, 30)
+        save(tmp_path / f"b{i}.jpg", 20, 40)
+        save(tmp_path / f"c{i}.jpg", 30, 20)
     survey = survey_shapes(tmp_path)
-    assert [(s["height"], s["width"]) for s in survey.shapes] == [(30, 20), (20, 30)]
+    assert [(s["height"], s["width"]) for s in survey.shapes] == [(30, 20), (20, 40), (20, 30)]
     assert survey.most_common_shape == [30, 20]
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_tie_break_does_not_depend_on_input_order(order):
+    shapes = [(20, 30), (20, 40), (30, 20), (20, 30), (20, 40), (30, 20), (10, 10)]
+    survey = summarise(shapes[::order])
+    assert [(s["height"], s["width"]) for s in survey.shapes] == [(30, 20), (20, 40), (20, 30), (10, 10)]
 
 
 @pytest.fixture

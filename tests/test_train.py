@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import TrainSettings, load_params
-from pipeline.models.common import Augment, Head, Preprocess
-from pipeline.resume import POINTER
+from pipeline.core.config import TrainSettings, load_params
+from pipeline.train.models.common import Augment, Head, Preprocess
+from pipeline.train.resume import POINTER
 from tests.conftest import ROOT, run_cli
 from tests.test_models import write_prepared
 
@@ -29,7 +29,7 @@ def batches(ds) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only():
-    from pipeline.train import epoch_order
+    from pipeline.train.loop import epoch_order
 
     first = epoch_order(50, 0, 3)
     assert sorted(first.tolist()) == list(range(50))
@@ -38,7 +38,8 @@ def test_epoch_order_depends_on_seed_and_epoch_only():
 
 
 def test_training_dataset_resumes_mid_run_with_the_same_batches(tmp_path):
-    from pipeline.train import load_split, training_dataset
+    from pipeline.core.prepared import load_split
+    from pipeline.train.loop import training_dataset
 
     data = write_prepared(tmp_path, 20, 2, (4, 4, 1), 3)
     x, labels = load_split(data, "train")
@@ -57,7 +58,7 @@ def test_training_dataset_resumes_mid_run_with_the_same_batches(tmp_path):
 
 
 def test_channel_stats_streams_the_memory_map(tmp_path):
-    from pipeline.train import channel_stats
+    from pipeline.train.loop import channel_stats
 
     x = np.random.default_rng(0).integers(0, 256, (37, 5, 6, 3), dtype=np.uint8)
     np.save(tmp_path / "x.npy", x)
@@ -71,9 +72,9 @@ def test_channel_stats_streams_the_memory_map(tmp_path):
 
 @pytest.mark.parametrize("preset, layers", [("seed001", ["RandomRotation", "RandomTranslation", "RandomShear", "RandomZoom"]), ("seed003", ["RandomRotation", "RandomTranslation", "RandomFlip"])])
 def test_augmentation_changes_inputs_only_in_training(preset, layers):
-    from pipeline.models import build_model
-    from pipeline.models.mlp import MlpParams
-    from pipeline.train import keras_seeded
+    from pipeline.train.models import build_model
+    from pipeline.train.models.mlp import MlpParams
+    from pipeline.train.runtime import keras_seeded
 
     keras_seeded(0)
     model = build_model("mlp", (24, 24, 3), Head(1, "sigmoid"), MlpParams(hidden=[4]), Preprocess(Augment.model_validate(preset)))
@@ -89,8 +90,8 @@ def test_augmentation_changes_inputs_only_in_training(preset, layers):
 
 
 def test_no_augmentation_by_default():
-    from pipeline.models import build_model
-    from pipeline.models.mlp import MlpParams
+    from pipeline.train.models import build_model
+    from pipeline.train.models.mlp import MlpParams
 
     model = build_model("mlp", (8, 8, 1), Head(1, "sigmoid"), MlpParams(hidden=[4]))
     assert "augment" not in [layer.name for layer in model.layers]
@@ -99,12 +100,12 @@ def test_no_augmentation_by_default():
 
 
 def test_standardize_uses_the_training_split_statistics():
-    from pipeline.models import build_model
-    from pipeline.models.mlp import MlpParams
+    from pipeline.train.models import build_model
+    from pipeline.train.models.mlp import MlpParams
 
     x = np.random.default_rng(1).integers(0, 256, (64, 6, 6, 3)).astype(np.uint8)
     x[..., 2] //= 4  # a dark channel
-    from pipeline.train import channel_stats
+    from pipeline.train.loop import channel_stats
 
     model = build_model("mlp", (6, 6, 3), Head(1, "sigmoid"), MlpParams(hidden=[4]), Preprocess(Augment(), *channel_stats(x)))
     z = np.asarray(model.get_layer("normalize")(x.astype(np.float32))).reshape(-1, 3)
@@ -127,7 +128,7 @@ def train_cmd(out: str, *extra: str) -> list[str]:
 
 
 def weights(path: Path) -> list[np.ndarray]:
-    from pipeline.train import keras_seeded
+    from pipeline.train.runtime import keras_seeded
 
     return keras_seeded(0).models.load_model(path).get_weights()
 
@@ -207,7 +208,7 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(engine_runs):
 
 
 def test_a_backup_of_other_settings_is_not_resumed(tmp_path):
-    from pipeline.train import train
+    from pipeline.train.loop import train
 
     data = write_prepared(tmp_path / "data", 16, 4, (8, 8, 3), 2)
     backup = tmp_path / ".backup" / "m"
@@ -225,7 +226,7 @@ def test_a_kill_while_a_backup_is_written_leaves_the_previous_one_usable(tmp_pat
     rerun found a truncated HDF5 file and could not start. Here the third backup dies half-written."""
     import keras
 
-    from pipeline.train import train
+    from pipeline.train.loop import train
 
     data = write_prepared(tmp_path / "data", 32, 8, (8, 8, 3), 2)
     settings, params = load_params(Path("/nonexistent"), {"train.epochs": 4, "train.batch_size": 8, "train.mlp.hidden": [4]}).train.for_arch("mlp")
@@ -312,7 +313,8 @@ def test_multi_worker_without_tf_config_is_a_clear_error(tmp_path):
 def test_mixed_precision_and_xla_are_options(tmp_path):
     import keras
 
-    from pipeline.train import keras_seeded, train
+    from pipeline.train.loop import train
+    from pipeline.train.runtime import keras_seeded
 
     data = write_prepared(tmp_path / "data", 16, 8, (12, 12, 1), 10)
     overrides = {"train.epochs": 1, "train.batch_size": 8, "train.mixed_precision": True, "train.jit_compile": True}

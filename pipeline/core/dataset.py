@@ -1,0 +1,35 @@
+"""The fetched-dataset format: what `fetch` writes and `survey-shapes` and `prepare` read.
+
+A folder `<out>/<class>/<file>` with `manifest.csv`, one row per candidate item whatever happened
+to it: `status` is `ok`, `duplicate`, `skipped` or `failed`, and `reason` says why for anything but
+`ok`; `dataset.json` (the source and its class order: label i = classes[i]); `summary.json` (counts
+by status and reason). Any other folder of class subfolders is read as a dataset without a manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+MANIFEST = "manifest.csv"
+DATASET = "dataset.json"
+SUMMARY = "summary.json"
+SIDECARS = {MANIFEST, DATASET, SUMMARY}  # the dataset's own files, not items
+COLUMNS = ["url", "path", "class", "split", "status", "reason", "http_status", "bytes", "sha256", "width", "height", "format", "elapsed_ms"]
+NUMERIC = ["http_status", "bytes", "width", "height", "elapsed_ms"]
+
+
+def read_manifest(root: Path) -> pd.DataFrame | None:
+    """The manifest of a fetched dataset, or None for a plain folder of class subfolders."""
+    path = root / MANIFEST
+    if not path.exists():
+        return None
+    return pd.read_csv(path, dtype={"url": str, "path": str, "class": str, "split": str, "reason": str}, keep_default_na=False)
+
+
+def read_classes(root: Path) -> list[str] | None:
+    """The class order a source declared (e.g. cats-dogs: dog = 0, cat = 1), or None."""
+    path = root / DATASET
+    return json.loads(path.read_text())["classes"] if path.exists() else None

@@ -1,0 +1,36 @@
+"""Atomic file writing, used by every output writer.
+
+Each file is written to a temporary sibling and renamed into place (`os.replace` is atomic on one
+file system), so a crash, a kill or a full disk never leaves a half-written file at the real name,
+where a reader or DVC would trust it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary sibling; on any failure the temporary goes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, text.encode())
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Indented JSON with a final newline; NaN and infinities are refused (JSON has none)."""
+    write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")

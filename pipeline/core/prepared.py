@@ -1,0 +1,47 @@
+"""The prepared-data format: what `prepare` writes and `train`, `evaluate` and `predict` read.
+
+A folder with, per split (train, val), `<split>_x.npy` (N, height, width, channels) uint8 images
+and `<split>_y.npy` (N,) int32 labels; `index.csv` (which file went to which row); `skipped.csv`
+(files left out, with the reason); and `meta.json`: classes (label i = classes[i]), input_shape,
+splits (rows per split), aspect and color (the preprocessing `predict` must repeat), skipped and
+manifest_sha256 (the identity of the input listing).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.errors import InputError
+from pipeline.core.files import write_json
+
+SPLITS = ("train", "val")
+META = "meta.json"
+INDEX = "index.csv"
+SKIPPED = "skipped.csv"
+
+
+def images_file(data: Path, split: str) -> Path:
+    return data / f"{split}_x.npy"
+
+
+def labels_file(data: Path, split: str) -> Path:
+    return data / f"{split}_y.npy"
+
+
+def read_meta(data: Path) -> dict:
+    path = data / META
+    if not path.exists():
+        raise InputError(f"prepared data not found: {path} (run `pipeline prepare` first)")
+    return json.loads(path.read_text())
+
+
+def write_meta(data: Path, meta: dict) -> None:
+    write_json(data / META, meta)
+
+
+def load_split(data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images memory-mapped (never copied whole into RAM) and labels of one split."""
+    return np.load(images_file(data, split), mmap_mode="r"), np.load(labels_file(data, split))

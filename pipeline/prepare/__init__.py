@@ -1,0 +1,1 @@
+"""The survey and prepare stages: image shapes from headers, and fixed-size arrays with a split."""

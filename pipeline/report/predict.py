@@ -1,0 +1,81 @@
+"""Classify image files with a trained model, preprocessed exactly as `prepare` did for training.
+
+The size, aspect mode and colour come from the prepared data's meta.json and go through the same
+function `prepare` uses (`pipeline.core.images.load`), so a file gets the same pixels it would have had
+in the training arrays. A file that cannot be read or decoded becomes a Prediction with an error;
+the other files are still predicted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.errors import ImageError, InputError
+from pipeline.core.images import load, validate
+from pipeline.core.prepared import read_meta
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    cls: str | None  # the predicted class; None when the file failed
+    probability: float | None  # of the predicted class
+    error: str | None = None
+
+
+def default_arch(metrics_dir: Path, sort: str, archs: list[str]) -> str:
+    """The best architecture in `metrics_dir` by `sort` (compare's order), else the first of `archs`."""
+    from pipeline.report.compare import compare
+
+    try:
+        return str(compare(metrics_dir, sort).index[0])
+    except InputError:
+        return archs[0]
+
+
+def read_image(path: Path, size: tuple[int, int], aspect: str, color: str) -> np.ndarray:
+    """One file as the model's input; ImageError says why it cannot be."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except IsADirectoryError:
+        raise ImageError("is a folder, not an image file") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from None
+    validate(data, min_side=1)  # catches what decoding would hide: wrong signature, truncation, pixel bombs
+    return load(data, size, aspect, color)
+
+
+def predict(paths: list[Path], model_path: Path, data: Path) -> list[Prediction]:
+    """The predicted class and its probability for each of `paths`, in order."""
+    from pipeline.train.runtime import load_model, predict_probs
+
+    if not paths:
+        raise InputError("no image files given: pipeline predict IMAGE...")
+    meta = read_meta(data)
+    model = load_model(model_path)
+    shape = list(meta["input_shape"])
+    if list(model.input_shape[1:]) != shape:
+        raise InputError(f"{model_path} takes {model.input_shape[1:]} inputs but {data}/meta.json says {shape}: retrain, or pass the --data it was trained on")
+    size = (shape[0], shape[1])
+    images: dict[int, np.ndarray] = {}
+    errors: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        try:
+            images[i] = read_image(path, size, meta["aspect"], meta["color"])
+        except ImageError as exc:
+            errors[i] = str(exc)
+    probs = predict_probs(model, np.stack(list(images.values()))) if images else np.zeros((0, len(meta["classes"])))
+    by_row = dict(zip(images, probs))
+    out = []
+    for i, path in enumerate(paths):
+        if i in errors:
+            out.append(Prediction(str(path), None, None, errors[i]))
+            continue
+        best = int(by_row[i].argmax())
+        out.append(Prediction(str(path), meta["classes"][best], round(float(by_row[i][best]), 6)))
+    return out

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="smaller corpora (1,000 images), a few minutes in all")
     parser.add_argument("--n", type=int, help="corpus size [default: 10,000, or 1,000 with --quick]")
     parser.add_argument("--rounds", type=int, help="measure each contender this many times, interleaved, keeping its best [default: 3, or 1 with --quick]")
-    parser.add_argument("--out", type=Path, help=f"write the Markdown table here [default: {RESULTS} for a full run]")
+    parser.add_argument("--out", type=Path, help=f"write the Markdown table here [default: {RESULTS} for a full run of every case]")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in CASES]
     if unknown:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in rows:
         table.add_row(r["case"], r["measure"], f"{r['rate']:.1f} {r['unit']}", f"{r['ratio']:.2f}", r["target"], met(r), _rss(r))
     Console().print(table)
-    out = args.out or (None if args.quick else RESULTS)
+    out = args.out or (None if args.quick or args.names else RESULTS)  # a partial run never overwrites the full table
     if out is not None:
         out.write_text(to_markdown(rows, args.quick))
     return rows

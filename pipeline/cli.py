@@ -1,7 +1,7 @@
 """The `pipeline` command line: thin Typer wrappers over the stage functions.
 
-Each command loads params.yaml (plus command-line overrides) through pipeline.core.config, calls one plain
-function and prints its result with rich. A PipelineError becomes one line on stderr and its exit
+Each command loads its section of params.yaml (plus command-line overrides) through
+pipeline.core.config, calls one stage function and prints its result with rich. A PipelineError becomes one line on stderr and its exit
 code; no traceback.
 """
 
@@ -22,7 +22,7 @@ from pipeline.core.console import console
 from pipeline.core.errors import ConfigError, DataError, PipelineError
 
 if TYPE_CHECKING:
-    from pipeline.core.config import Params, TrainConfig
+    from pipeline.core.config import TrainConfig
 
 # Startup matters (every DVC stage and every --help pays it): this module imports the command-line
 # toolkit only; the config (pydantic) and each command's libraries are imported where they are used.
@@ -42,11 +42,11 @@ class State:
 
 
 def _parse_set(item: str) -> tuple[str, Any]:
+    from ruamel.yaml import YAML
+
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
-    from ruamel.yaml import YAML
-
     return key.strip(), YAML(typ="safe", pure=True).load(io.StringIO(value)) if value else ""
 
 
@@ -64,16 +64,9 @@ def _overrides(own: dict[str, Any]) -> dict[str, Any]:
     return {**State.sets, **{k: v for k, v in own.items() if v is not None}}
 
 
-def _params(**overrides: Any) -> Params:
-    """Every section: params.yaml, then --set overrides, then the command's own options."""
-    from pipeline.core.config import load_params
-
-    return load_params(State.params_file, _overrides(overrides))
-
-
 def _section(name: str, **overrides: Any) -> Any:
-    """One section, as `_params` would give it; a stage reads only its own (and imports only what
-    that needs)."""
+    """One section of params.yaml, then --set overrides, then the command's own options; a stage
+    reads only its own (and so imports only what that needs)."""
     from pipeline.core.config import load_section
 
     return load_section(name, State.params_file, _overrides(overrides))
@@ -97,9 +90,9 @@ def _raw_dir() -> Path:
 @app.command("check-params")
 def check_params() -> None:
     """Validate params.yaml (and -S overrides) and print the settings every stage will use."""
-    from pipeline.core.config import as_dict
+    from pipeline.core.config import as_dict, load_params
 
-    out.print_json(data=as_dict(_params()))
+    out.print_json(data=as_dict(load_params(State.params_file, _overrides({}))))
 
 
 @app.command()
@@ -119,11 +112,13 @@ def fetch(
     strict: Annotated[bool, typer.Option("--strict", help="Fail when a class gets fewer images than requested.")] = False,
 ) -> None:
     """Fetch a dataset into <out>/<class>/ with a manifest.csv row for every item."""
+    from pipeline.fetch.sources import SOURCES
+
     name = _section("fetch", **{"fetch.source": source}).source
     own = {"per_class": per_class, "val_per_class": val_per_class, "api_url": api_url, "url": url, "sha256": sha256}
     own |= {"wnids": wnids.split(",") if wnids else None, "url_list": url_list and str(url_list), "archive": archive and str(archive), "path": path and str(path)}
     cfg = _section("fetch", **{"fetch.source": source, "fetch.download.concurrency": concurrency}, **{f"fetch.{name}.{k}": v for k, v in own.items()})
-    result = cfg.registry()[name].fetch(out_dir or paths.RAW_DIR / name, cfg.section(name), cfg.download)
+    result = SOURCES[name].fetch(out_dir or paths.RAW_DIR / name, cfg.section(name), cfg.download)
     out.print(f"{name} -> {result.out}")
     table = Table("status", "items")
     for status, count in result.counts.items():

@@ -11,7 +11,8 @@ from benchmarks.survey import ours as survey_ours, read_bytes
 
 
 def run(work: Path, n: int, rounds: int) -> list[dict]:
-    sizes = (n // 10, 4 * n // 10, 16 * n // 10)  # 1k, 4k, 16k for the full run's n = 10,000
+    base = max(20, n // 10)  # prepare needs both classes in its 20% validation split
+    sizes = (base, 4 * base, 16 * base)  # 1k, 4k, 16k for the full run's n = 10,000
     for size in sizes:
         make_corpus(work.parent / f"corpus-{size}", size)
         read_bytes(work.parent / f"corpus-{size}")

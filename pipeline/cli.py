@@ -7,7 +7,10 @@ code; no traceback.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -38,25 +41,43 @@ out = Console() if sys.stdout.isatty() else Console(width=200)
 
 class State:
     params_file: Path = paths.PARAMS_FILE
+    explicit: bool = False  # --params given: then it must exist
     sets: dict[str, Any] = {}
+    warned: bool = False
 
 
 def _parse_set(item: str) -> tuple[str, Any]:
-    from ruamel.yaml import YAML
+    from ruamel.yaml import YAML, YAMLError
 
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
-    return key.strip(), YAML(typ="safe", pure=True).load(io.StringIO(value)) if value else ""
+    try:
+        return key.strip(), YAML(typ="safe", pure=True).load(io.StringIO(value)) if value else ""
+    except YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
 @app.callback()
 def main_options(
-    params: Annotated[Path, typer.Option("--params", help="Params file.")] = paths.PARAMS_FILE,
+    params: Annotated[Optional[Path], typer.Option("--params", help="Params file [default: params.yaml].", show_default=False)] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", "-S", help="Override a param, as `dvc exp run -S`: train.epochs=2.")] = None,
 ) -> None:
-    State.params_file = params
+    State.params_file, State.explicit = params or paths.PARAMS_FILE, params is not None
     State.sets = dict(_parse_set(item) for item in sets or [])
+
+
+def _params_file() -> Path:
+    """The params file to read: a --params that does not exist is an error; a missing default
+    params.yaml means the defaults, said once (a run in the wrong folder is a common slip)."""
+    path = State.params_file
+    if not path.exists():
+        if State.explicit:
+            raise ConfigError(f"--params {path}: file not found")
+        if not State.warned:
+            _warn([f"no {path} in {Path.cwd()}: using the default params"])
+            State.warned = True
+    return path
 
 
 def _overrides(own: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +90,12 @@ def _section(name: str, **overrides: Any) -> Any:
     reads only its own (and so imports only what that needs)."""
     from pipeline.core.config import load_section
 
-    return load_section(name, State.params_file, _overrides(overrides))
+    return load_section(name, _params_file(), _overrides(overrides))
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def _size(value: Optional[str]) -> Any:
@@ -92,7 +118,7 @@ def check_params() -> None:
     """Validate params.yaml (and -S overrides) and print the settings every stage will use."""
     from pipeline.core.config import as_dict, load_params
 
-    out.print_json(data=as_dict(load_params(State.params_file, _overrides({}))))
+    out.print_json(data=as_dict(load_params(_params_file(), _overrides({}))))
 
 
 @app.command()
@@ -129,8 +155,7 @@ def fetch(
         for reason, count in sorted(result.reasons.items(), key=lambda item: -item[1])[:15]:
             table.add_row(reason, str(count))
         out.print(table)
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    _warn(result.warnings)
     if strict and result.warnings:
         raise DataError(f"--strict: {len(result.warnings)} shortfall(s); see {result.out / 'summary.json'}")
 
@@ -174,6 +199,7 @@ def prepare(
         table.add_row(split, str(count))
     table.add_row("skipped", str(len(result.skipped)))
     out.print(table)
+    _warn(result.warnings)
 
 
 def _archs(arch: Optional[str], train: TrainConfig) -> list[str]:
@@ -327,7 +353,8 @@ def predict(
 
     train = _section("train")
     name = _archs(arch or default_arch(paths.METRICS_DIR, _section("compare").sort, list(train.archs)), train)[0]
-    results = run(images, model or paths.MODELS_DIR / name / MODEL_FILE, data)
+    caps = _section("prepare")
+    results = run(images, model or paths.MODELS_DIR / name / MODEL_FILE, data, caps.max_file_bytes, caps.max_pixels)
     if as_json:
         out.print_json(data=[{"arch": name, **asdict(r)} for r in results])
     else:
@@ -359,7 +386,7 @@ def metrics_diff(
         raise ConfigError("--md and --json: choose one output format")
     result = run(old, new, all_metrics)
     for where, why in result.errors.items():
-        console.print(f"[yellow]warning:[/] cannot read metrics at {escape(where)}: {escape(why)}", highlight=False, soft_wrap=True)
+        _warn([f"cannot read metrics at {where}: {why}"])
     if as_json:
         out.print_json(data=result.to_json())
         return
@@ -378,9 +405,43 @@ def metrics_diff(
     out.print(table)
 
 
-def main() -> None:
+# What an OSError means for the user, by errno; anything else says its own strerror.
+_OS_ERRORS = {
+    errno.ENOSPC: "no space left on device writing {path}; free some space and rerun",
+    errno.EDQUOT: "disk quota exceeded writing {path}; free some space and rerun",
+    errno.EROFS: "read-only file system: cannot write {path}; choose another output folder",
+    errno.EACCES: "permission denied: {path}",
+    errno.EPERM: "operation not permitted: {path}",
+    errno.ELOOP: "too many levels of symbolic links: {path}",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    path = exc.filename if exc.filename is not None else "a file"
+    template = _OS_ERRORS.get(exc.errno or 0)
+    return template.format(path=path) if template else f"{exc.strerror or exc}: {path}"
+
+
+def _error(message: str, code: int) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _interrupted(signum, frame) -> None:
+    """Ctrl-C: one line and exit 130 at once. Every output is committed atomically (and training
+    backs up each epoch), so stopping here leaves nothing half-written that a rerun would trust;
+    not unwinding spares the seconds TensorFlow's threads take to wind down."""
+    console.print("[bold red]error:[/] interrupted (Ctrl-C); rerun the same command to start again or resume", highlight=False)
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `pipeline` command (`argv`: its arguments, default sys.argv[1:]); always ends in sys.exit."""
+    signal.signal(signal.SIGINT, _interrupted)
     try:
-        app()
+        app(args=argv)
     except PipelineError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _error(str(exc), exc.exit_code)
+    except OSError as exc:
+        _error(describe_os_error(exc), 1)

@@ -102,7 +102,7 @@ def test_survey_shapes_and_prepare_work_on_any_folder(tmp_path):
     run_cli("survey-shapes", "photos", "--out", "shapes.json", cwd=tmp_path)
     survey = json.loads((tmp_path / "shapes.json").read_text())
     assert survey["images"] == 7 and survey["unreadable"] == 1 and survey["most_common_shape"] == [30, 40]
-    run_cli("prepare", "--in", "photos", "--out", "arrays", "--size", "10x12", cwd=tmp_path)
+    run_cli("-S", "prepare.train_size=0.7", "-S", "prepare.val_size=0.3", "prepare", "--in", "photos", "--out", "arrays", "--size", "10x12", cwd=tmp_path)
     meta = json.loads((tmp_path / "arrays/meta.json").read_text())
     assert meta["classes"] == ["a", "b"] and meta["input_shape"] == [10, 12, 3]
     assert sum(meta["splits"].values()) == 7 and meta["skipped"] == 1

@@ -79,12 +79,15 @@ def test_folder_unreadable_and_oversized_files(tmp_path):
     (src / "a" / "ok.jpg").write_bytes(data)
     (src / "a" / "big.jpg").write_bytes(data + bytes(2000))
     (src / "a" / "dangling.jpg").symlink_to(src / "nowhere.jpg")
+    (tmp_path / "secret.jpg").write_bytes(data)
+    (src / "a" / "outside.jpg").symlink_to(tmp_path / "secret.jpg")  # a valid image, but outside --path
     os.mkfifo(src / "a" / "pipe.jpg")
     fetch(tmp_path / "out", FolderParams(path=str(src), max_file_bytes=len(data) + 1000), SETTINGS)
     check(tmp_path / "out", {
         "a/ok.jpg": (data, "ok", ""),
         "a/big.jpg": (b"", "skipped", "too large"),
-        "a/dangling.jpg": (b"", "failed", "cannot read"),
+        "a/dangling.jpg": (b"", "skipped", "symbolic link, not followed"),
+        "a/outside.jpg": (b"", "skipped", "symbolic link, not followed"),
         "a/pipe.jpg": (b"", "skipped", "not a regular file"),
     }, ["a"])
 

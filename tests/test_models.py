@@ -155,6 +155,7 @@ def test_models_command_at_a_given_shape():
     ],
 )
 def test_model_option_errors_are_one_line(tmp_path, args, expected):
+    (tmp_path / "params.yaml").write_text("")  # the defaults, without the warning that no params.yaml is there
     proc = run_cli(*args, cwd=tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline.core.config import PrepareConfig
-from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.errors import ConfigError, DataError, InputError
 from pipeline.core.images import load, probe
 from pipeline.core.dataset import COLUMNS
 from pipeline.prepare.prepare import _allocate, auto_size, prepare
@@ -289,10 +289,12 @@ def test_folder_without_classes(tmp_path):
 
 
 def test_no_readable_images(tmp_path):
-    (tmp_path / "raw" / "a").mkdir(parents=True)
-    (tmp_path / "raw" / "a" / "x.jpg").write_bytes(b"nope")
-    with pytest.raises(InputError, match="no readable images"):
+    for cls in "ab":
+        (tmp_path / "raw" / cls).mkdir(parents=True)
+        (tmp_path / "raw" / cls / "x.jpg").write_bytes(b"nope")
+    with pytest.raises(DataError, match=r"no usable image .*\(2 skipped: 2 not an image\)"):
         prepare(tmp_path / "raw", tmp_path / "out", PrepareConfig(size=SMALL))
+    assert not (tmp_path / "out").exists()
 
 
 def test_two_runs_byte_identical(plain, tmp_path):

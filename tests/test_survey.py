@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.core.errors import InputError
+from pipeline.core.errors import DataError, InputError
 from pipeline.prepare.survey import list_files, summarise, survey_shapes, write_survey
 
 
@@ -110,9 +110,15 @@ def test_sample_counts_unreadable(folder):
     assert (survey.images, survey.unreadable) == (10, 2)
 
 
-def test_empty_folder(tmp_path):
-    survey = survey_shapes(tmp_path)
-    assert (survey.images, survey.unreadable, survey.most_common_shape, survey.shapes) == (0, 0, [], [])
+def test_a_folder_without_images_is_an_error(tmp_path):
+    """Issue 10, case 20: nothing to survey is not a success."""
+    with pytest.raises(DataError, match="no readable image"):
+        survey_shapes(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match="1 files, none an image"):
+        survey_shapes(tmp_path)
+    assert summarise([]).most_common_shape == []
 
 
 def test_write_survey(folder, tmp_path):

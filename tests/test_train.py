@@ -296,7 +296,7 @@ def test_multi_worker_strategy_two_processes_on_localhost(tmp_path):
     assert "on 2 replica(s)" in outputs[0][0] and outputs[1][0] == ""  # worker 0 is the chief and reports
     assert len((tmp_path / "mw/history.csv").read_text().splitlines()) == 3
     assert json.loads((tmp_path / "mw-live/metrics.json").read_text())["step"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".backup", "data", "mw", "mw-live", "mw-run.json"]  # the other worker left nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".backup", ".mw.lock", "data", "mw", "mw-live", "mw-run.json"]  # the other worker left nothing
     assert not list((tmp_path / ".backup").iterdir())  # both backups deleted at the end
 
 

@@ -23,8 +23,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -42,6 +40,27 @@ class Section(BaseModel):
 
 
 # --- Types shared by several sections ---------------------------------------------------------
+
+# Every number has a finite, sane range: a value far outside it is a typo or an attack, and would
+# otherwise fail later, slowly (a 30 GB allocation, a training run that diverges to NaN).
+def _between(low: float, high: float, kind: type = int, low_inclusive: bool = False) -> Any:
+    bounds = {"ge" if low_inclusive else "gt": low, "le": high}
+    return Annotated[kind, Field(**bounds, allow_inf_nan=False) if kind is float else Field(**bounds)]
+
+
+MAX_SIDE = 8192  # pixels per side of a prepared image
+MAX_PIXELS = 100_000_000  # per image, read from the header before decoding (decompression bombs)
+MAX_FILE_BYTES = 50_000_000  # per image file or download
+Count = _between(0, 1_000_000_000)
+Epochs = _between(0, 100_000)
+BatchSize = _between(0, 1_000_000)
+Patience = _between(0, 100_000, low_inclusive=True)
+Seed = _between(0, 2**32 - 1, low_inclusive=True)
+LearningRate = _between(0.0, 10.0, float)
+Momentum = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+Seconds = _between(0.0, 86_400.0, float)
+Pixels = _between(0, 1_000_000_000)
+Bytes = _between(0, 10**12)
 
 # A SHA-256 pin; "" (`-S fetch.<source>.sha256=`) means no check, as null does in params.yaml.
 Sha256 = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{64})?$"), AfterValidator(str.lower)]
@@ -68,7 +87,7 @@ class Augment(Section):
     """Random transforms, active in training only, in the units of Keras 2's ImageDataGenerator
     (what the seeds used): rotation and shear in degrees, shift and zoom as fractions."""
 
-    rotation: NonNegativeFloat = 0.0  # up to +- this many degrees
+    rotation: Annotated[float, Field(ge=0, le=180, allow_inf_nan=False)] = 0.0  # up to +- this many degrees
     shift: Annotated[float, Field(ge=0, lt=1)] = 0.0  # up to +- this fraction of height and of width
     shear: Annotated[float, Field(ge=0, lt=90)] = 0.0  # up to +- this many degrees
     zoom: Annotated[float, Field(ge=0, lt=1)] = 0.0  # scale in [1 - zoom, 1 + zoom], per axis
@@ -106,16 +125,16 @@ class ArchParams(Section):
     means "use the shared `train.<setting>`".
     """
 
-    learning_rate: PositiveFloat | None = None
-    epochs: PositiveInt | None = None
-    batch_size: PositiveInt | None = None
+    learning_rate: LearningRate | None = None
+    epochs: Epochs | None = None
+    batch_size: BatchSize | None = None
     optimizer: Optimizer | None = None
-    momentum: NonNegativeFloat | None = None
+    momentum: Momentum | None = None
     loss: Loss | None = None
     head: HeadKind | None = None
     augment: Augment | None = None
     normalize: Normalize | None = None
-    early_stopping: NonNegativeInt | None = None
+    early_stopping: Patience | None = None
     mixed_precision: MixedPrecision | None = None
     jit_compile: bool | None = None
 
@@ -123,18 +142,19 @@ class ArchParams(Section):
 class DownloadSettings(Section):
     """`fetch.download`: HTTP and image checks for every source that downloads."""
 
-    concurrency: PositiveInt = 32
-    connect_timeout: PositiveFloat = 5.0  # seconds
-    read_timeout: PositiveFloat = 10.0  # seconds between bytes
-    total_timeout: PositiveFloat = 60.0  # seconds for one URL, all attempts included
-    retries: NonNegativeInt = 3
-    backoff: NonNegativeFloat = 0.5  # seconds, doubled after each retry
-    max_redirects: NonNegativeInt = 5
-    max_bytes: PositiveInt = 50_000_000  # per image; larger bodies are aborted, never buffered
+    concurrency: _between(0, 1024) = 32
+    connect_timeout: Seconds = 5.0  # seconds
+    read_timeout: Seconds = 10.0  # seconds between bytes
+    total_timeout: Seconds = 60.0  # seconds for one URL, all attempts included
+    retries: _between(0, 100, low_inclusive=True) = 3
+    backoff: _between(0.0, 600.0, float, low_inclusive=True) = 0.5  # seconds, doubled after each retry
+    max_redirects: _between(0, 100, low_inclusive=True) = 5
+    max_bytes: Bytes = MAX_FILE_BYTES  # per image; larger bodies are aborted, never buffered
+    max_archive_bytes: Bytes = 10_000_000_000  # per archive (cats-dogs 0.8 GB); an endless body stops here
     user_agent: str = "pipeline (reproducible image datasets)"
     # Image checks applied to every downloaded image (see pipeline.core.images.validate).
-    max_pixels: PositiveInt = 100_000_000  # from the header, before decoding (decompression bombs)
-    min_side: PositiveInt = 16
+    max_pixels: Pixels = MAX_PIXELS  # from the header, before decoding (decompression bombs)
+    min_side: _between(0, MAX_SIDE) = 16
     placeholder_sha256: list[str] = []  # more "image unavailable" placeholders to reject, besides Flickr's
 
 
@@ -203,18 +223,20 @@ class FetchConfig(RegistrySection):
 
 
 class SurveyConfig(Section):
-    sample: NonNegativeInt = 0  # 0 = every image
+    sample: _between(0, 1_000_000_000, low_inclusive=True) = 0  # 0 = every image
     seed: int = 0
 
 
 class PrepareConfig(Section):
-    size: Literal["auto"] | tuple[PositiveInt, PositiveInt] = "auto"  # [height, width] or auto
-    scale: PositiveFloat = 0.125  # auto size = most common shape x scale (seed 000: 0.25)
+    size: Literal["auto"] | tuple[PositiveInt, PositiveInt] = "auto"  # [height, width] (each at most MAX_SIDE) or auto
+    scale: _between(0.0, 16.0, float) = 0.125  # auto size = most common shape x scale (seed 000: 0.25)
     aspect: Literal["stretch", "pad", "center-crop"] = "stretch"
     color: Literal["rgb", "grayscale"] = "rgb"
     train_size: PositiveInt | PositiveFloat = 0.8  # a count (int) or a fraction (float)
     val_size: PositiveInt | PositiveFloat = 0.2
     seed: int = 0
+    max_pixels: Pixels = MAX_PIXELS  # images larger than this (from the header) are skipped, never decoded
+    max_file_bytes: Bytes = MAX_FILE_BYTES  # larger files are skipped unread (also what `predict` reads)
 
     @model_validator(mode="before")
     @classmethod
@@ -224,12 +246,12 @@ class PrepareConfig(Section):
             return data
         size = data.get("size", "auto")
         if size != "auto":
-            if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_positive_int(v) for v in size)):
-                raise ConfigError(f"prepare.size: expected auto or [height, width] of positive integers, got {size!r}")
+            if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_positive_int(v) and v <= MAX_SIDE for v in size)):
+                raise ConfigError(f"prepare.size: expected auto or [height, width] of integers from 1 to {MAX_SIDE}, got {size!r}")
             data = {**data, "size": tuple(size)}
         for key in ("train_size", "val_size"):
             value = data.get(key, 0.5)
-            if not (_positive_int(value) or (isinstance(value, float) and 0 < value <= 1)):
+            if not (_positive_int(value) and value <= 10**9 or (isinstance(value, float) and 0 < value <= 1)):
                 raise ConfigError(f"prepare.{key}: expected a count (integer > 0) or a fraction (0 < float <= 1), got {value!r}")
         train, val = data.get("train_size", 0.8), data.get("val_size", 0.2)
         if isinstance(train, float) and isinstance(val, float) and train + val > 1 + 1e-9:
@@ -245,17 +267,17 @@ class TrainSettings(Section):
     """Training settings that an architecture's section may override (the `train` stage's params in
     dvc.yaml are exactly these, a test checks it)."""
 
-    epochs: PositiveInt = 8
-    batch_size: PositiveInt = 32
+    epochs: Epochs = 8
+    batch_size: BatchSize = 32
     optimizer: Optimizer = "adam"
-    learning_rate: PositiveFloat = 3e-4
-    momentum: NonNegativeFloat = 0.9  # sgd only (seeds 002 and 004: 0)
+    learning_rate: LearningRate = 3e-4
+    momentum: Momentum = 0.9  # sgd only (seeds 002 and 004: 0)
     loss: Loss = "mse"
-    seed: NonNegativeInt = 0
+    seed: Seed = 0
     head: HeadKind = "sigmoid"  # for two classes; more classes always use softmax
     augment: Augment = Field(default_factory=Augment)  # none, seed001, seed003 or a mapping; training only
     normalize: Normalize = "rescale"  # rescale (x / 255) or standardize (per-channel mean/std, seed 003)
-    early_stopping: NonNegativeInt = 0  # patience in epochs on val_loss; 0 = off
+    early_stopping: Patience = 0  # patience in epochs on val_loss; 0 = off
     mixed_precision: MixedPrecision = "auto"  # auto = on a GPU only
     jit_compile: bool = False  # XLA
     strategy: Strategy = "auto"  # auto (all local GPUs when several), mirrored, multi_worker (TF_CONFIG)
@@ -266,7 +288,7 @@ class TrainConfig(RegistrySection, TrainSettings):
     NAME: ClassVar[str] = "train"
     KIND: ClassVar[str] = "architecture"
 
-    archs: list[str] = ["mlp", "cnn"]
+    archs: Annotated[list[str], Field(min_length=1)] = ["mlp", "cnn"]
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -283,7 +305,7 @@ class TrainConfig(RegistrySection, TrainSettings):
 
 
 class EvaluateConfig(Section):
-    thresholds: PositiveInt = 10  # evenly spaced thresholds swept for best_threshold_accuracy (seed 000: 10)
+    thresholds: _between(0, 10_000) = 10  # evenly spaced thresholds swept for best_threshold_accuracy (seed 000: 10)
 
 
 class CompareConfig(Section):
@@ -370,12 +392,16 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
 def _read(path: Path, overrides: dict[str, Any] | None) -> dict:
     """params.yaml as a dict (a missing file means all defaults), dotted overrides applied."""
     data: Any = {}
+    if path.is_dir():
+        raise ConfigError(f"--params {path}: is a folder, not a params file")
     if path.exists():
         try:
             # ruamel reads YAML 1.2 exactly as DVC does (PyYAML would read `1e-5` as a string).
-            data = YAML(typ="safe", pure=True).load(path.read_text()) or {}
+            data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
         except YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(Params.model_fields)})")
     for dotted, value in (overrides or {}).items():

@@ -13,12 +13,22 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.core.errors import InputError
+
 MANIFEST = "manifest.csv"
 DATASET = "dataset.json"
 SUMMARY = "summary.json"
+INCOMPLETE = ".incomplete"  # present while a fetch is writing the folder; removed after the manifest
 SIDECARS = {MANIFEST, DATASET, SUMMARY}  # the dataset's own files, not items
 COLUMNS = ["url", "path", "class", "split", "status", "reason", "http_status", "bytes", "sha256", "width", "height", "format", "elapsed_ms"]
 NUMERIC = ["http_status", "bytes", "width", "height", "elapsed_ms"]
+
+
+def check_complete(root: Path) -> None:
+    """Refuse a folder that a fetch started and did not finish (killed, failed): its files are a
+    fraction of the dataset, and reading them as one would give a silently different split."""
+    if (root / INCOMPLETE).exists():
+        raise InputError(f"{root} is an unfinished fetch (it was interrupted or failed): run `pipeline fetch` again to complete it")
 
 
 def read_manifest(root: Path) -> pd.DataFrame | None:

@@ -21,6 +21,7 @@ Color = Literal["rgb", "grayscale"]
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _EXIF_ORIENTATION = 0x0112
 _HEAD_BYTES = 16384  # holds the markers up to the first scan of a JPEG without a large thumbnail
+_MAX_HEADER_BYTES = 1 << 20  # a longer header is read by Pillow, lazily (never a whole huge file)
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # start-of-frame markers
 _SOS, _APP1, _APP2, _EXIF = 0xDA, 0xE1, 0xE2, b"Exif\x00\x00"
 _REDUCED = {  # libjpeg decodes directly at 1/2, 1/4 or 1/8 size: far less work than a full decode
@@ -92,8 +93,8 @@ def probe(source: Path | bytes) -> tuple[int, int]:
     if sniff(head) == "JPEG":
         shape = _jpeg_shape(head)
         if shape is None and not isinstance(source, bytes) and len(head) == _HEAD_BYTES:  # the header may go on past the bytes read
-            with contextlib.suppress(OSError):
-                shape = _jpeg_shape(Path(source).read_bytes())
+            with contextlib.suppress(OSError), open(source, "rb") as fh:
+                shape = _jpeg_shape(fh.read(_MAX_HEADER_BYTES))
         if shape is not None:
             return shape
     with _open(source) as im:

@@ -35,7 +35,12 @@ def read_meta(data: Path) -> dict:
     path = data / META
     if not path.exists():
         raise InputError(f"prepared data not found: {path} (run `pipeline prepare` first)")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+        meta["classes"], meta["input_shape"], meta["splits"]
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"{path} is damaged (not the meta.json `pipeline prepare` writes): run `pipeline prepare` again") from None
+    return meta
 
 
 def write_meta(data: Path, meta: dict) -> None:
@@ -43,5 +48,14 @@ def write_meta(data: Path, meta: dict) -> None:
 
 
 def load_split(data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images memory-mapped (never copied whole into RAM) and labels of one split."""
-    return np.load(images_file(data, split), mmap_mode="r"), np.load(labels_file(data, split))
+    """Images memory-mapped (never copied whole into RAM) and labels of one split, refused unless
+    they are what meta.json describes (a damaged or mixed folder is never trained on)."""
+    meta = read_meta(data)
+    expected = (meta["splits"].get(split, -1), *meta["input_shape"])
+    try:
+        x, y = np.load(images_file(data, split), mmap_mode="r"), np.load(labels_file(data, split))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{data}: the {split} arrays cannot be read ({exc}): run `pipeline prepare` again") from None
+    if x.shape != expected or x.dtype != np.uint8 or y.shape != expected[:1] or (len(y) and not 0 <= y.min() <= y.max() < len(meta["classes"])):
+        raise InputError(f"{data}: the {split} arrays {x.shape} do not match meta.json {expected}: the folder is damaged or mixed; run `pipeline prepare` again")
+    return x, y

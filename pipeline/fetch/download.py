@@ -185,10 +185,18 @@ def download_file(session: requests.Session, url: str, dest: Path, settings: Dow
                     raise DownloadError(f"{url}: {_http_error(resp.status_code)}")
                 resume = resp.status_code == 206 and have > 0
                 total = _total_size(resp, have if resume else 0)
+                cap = settings.max_archive_bytes
+                too_big = DownloadError(f"{url}: larger than fetch.download.max_archive_bytes ({cap:,} bytes); raise it if this is the right file")
+                if total and total > cap:
+                    raise too_big
                 with open(part, "ab" if resume else "wb") as fh:
                     chunks = progress(resp.iter_content(CHUNK), f"Downloading {dest.name}", total=total and -(-total // CHUNK))
                     for chunk in chunks:
                         fh.write(chunk)
+                        if fh.tell() > cap:  # an endless or lying body: stop before the disk fills
+                            fh.close()
+                            part.unlink()
+                            raise too_big
                 if total and part.stat().st_size < total:
                     raise requests.exceptions.ChunkedEncodingError(f"got {part.stat().st_size} of {total} bytes")
                 break

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core.dataset import COLUMNS, DATASET, MANIFEST, NUMERIC, SUMMARY
-from pipeline.core.files import write_atomic, write_json
+from pipeline.core.files import printable, write_atomic, write_json
 from pipeline.core.images import EXTENSIONS, validate
 
 
@@ -56,6 +56,8 @@ def write_manifest(out: Path, rows: list[dict], classes: list[str], source: str,
     frame = frame.astype({c: str for c in ("url", "path", "class", "split")}).sort_values(["class", "url", "path"], kind="stable")
     for column in NUMERIC:  # integers stay integers when some rows have none (no "700.0")
         frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce").astype("Int64")
+    for column in frame.columns.difference(NUMERIC):  # file names that are not UTF-8, escaped
+        frame[column] = frame[column].map(lambda value: printable(value) if isinstance(value, str) else value)
     write_atomic(out / MANIFEST, frame.to_csv(index=False, lineterminator="\n").encode())
     write_json(out / DATASET, {"source": source, "classes": classes})
     counts = {k: int(v) for k, v in frame["status"].value_counts().sort_index().items()}

@@ -10,20 +10,22 @@ import hashlib
 import json
 import math
 import os
+import shutil
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
-from pipeline.core.config import PrepareConfig
+from pipeline.core.config import MAX_SIDE, PrepareConfig
 from pipeline.core.console import progress
-from pipeline.core.errors import ConfigError, ImageError, InputError
-from pipeline.core.dataset import MANIFEST, read_classes, read_manifest
-from pipeline.core.files import write_text
+from pipeline.core.dataset import MANIFEST, check_complete, read_classes, read_manifest
+from pipeline.core.errors import ConfigError, DataError, ImageError, InputError
+from pipeline.core.files import exclusive, printable, read_capped, staged_dir, walk, write_text
 from pipeline.core.images import load
-from pipeline.prepare.survey import list_files, probe_all, summarise
+from pipeline.prepare.survey import probe_all, summarise
 from pipeline.core.prepared import INDEX, SKIPPED, SPLITS, images_file, labels_file, write_meta
 
 
@@ -41,29 +43,39 @@ class Prepared:
     input_shape: tuple[int, int, int]
     sizes: dict[str, int]
     skipped: list[tuple[str, str]]  # (path, reason)
+    warnings: list[str] = field(default_factory=list)  # e.g. most files skipped
 
 
-def list_items(root: Path) -> tuple[list[Item], list[str], str]:
-    """The dataset's items, its class order and a hash identifying the listing.
+def list_items(root: Path) -> tuple[list[Item], list[str], str, list[tuple[str, str]]]:
+    """The dataset's items, its class order, a hash identifying the listing, and the entries left
+    out with their reason.
 
     A fetched dataset is read from its manifest (rows with status `ok`); any other folder is read as
-    one subfolder per class, classes in alphabetical order.
+    one subfolder per class, classes in alphabetical order. Either way nothing outside `root` is
+    read: symbolic links are not followed and manifest paths must stay inside.
     """
     if not root.is_dir():
         raise InputError(f"input folder not found: {root}")
+    check_complete(root)
     manifest = read_manifest(root)
     if manifest is not None:
         ok = manifest[manifest["status"] == "ok"]
-        items = [Item(path, cls, split if split in SPLITS else "") for path, cls, split in zip(ok["path"], ok["class"], ok["split"])]
+        inside = [not PurePosixPath(path).is_absolute() and ".." not in PurePosixPath(path).parts for path in ok["path"]]
+        items = [Item(path, cls, split if split in SPLITS else "") for path, cls, split, keep in zip(ok["path"], ok["class"], ok["split"], inside) if keep]
+        outside = [(path, "path outside the dataset folder") for path, keep in zip(ok["path"], inside) if not keep]
         classes = read_classes(root) or sorted(set(ok["class"]))
         digest = hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()
-        return items, classes, digest
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
+        return items, classes, digest, outside
+    folders = sorted(d for d in root.iterdir() if not d.name.startswith(".") and not d.is_symlink() and d.is_dir())
+    if not folders:
         raise InputError(f"no class subfolders in {root}: expected {root}/<class>/<image files>")
-    items = [Item(path.relative_to(root).as_posix(), cls, "") for cls in classes for path in list_files(root / cls)]
-    listing = "".join(f"{item.rel}\t{(root / item.rel).stat().st_size}\n" for item in items)
-    return items, classes, hashlib.sha256(listing.encode()).hexdigest()
+    items, others = [], []
+    for folder in folders:
+        files, rest = walk(folder)
+        items += [Item(path.relative_to(root).as_posix(), folder.name, "") for path in files]
+        others += [(path.relative_to(root).as_posix(), reason) for path, reason in rest]
+    listing = "".join(f"{printable(item.rel)}\t{(root / item.rel).stat().st_size}\n" for item in items)
+    return items, [d.name for d in folders], hashlib.sha256(listing.encode()).hexdigest(), others
 
 
 def auto_size(most_common: list[int], scale: float) -> tuple[int, int]:
@@ -135,11 +147,14 @@ def _write_split(
         reasons = []
         for row in rows:
             try:
-                img = load((root / items[row].rel).read_bytes(), size, cfg.aspect, cfg.color, shapes[row])
+                img = load(read_capped(root / items[row].rel, cfg.max_file_bytes), size, cfg.aspect, cfg.color, shapes[row])
             except ImageError as exc:
                 reasons.append(str(exc))
                 continue
-            os.pwrite(fd, np.ascontiguousarray(img).data, offset + row * row_bytes)
+            try:
+                os.pwrite(fd, np.ascontiguousarray(img).data, offset + row * row_bytes)
+            except OSError as exc:  # name the file the user must make room for
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
             reasons.append("")
         return reasons
 
@@ -166,51 +181,102 @@ def _write_split(
 
 
 def prepare(root: Path, out: Path, cfg: PrepareConfig, survey_json: Path | None = None) -> Prepared:
-    items, classes, digest = list_items(root)
+    """The prepare stage: every usable image of `root` into the prepared-data format in `out`.
+
+    The whole output is built in a temporary folder beside `out` and swapped in when complete, by
+    one writer at a time: a kill, a full disk or a second run never leaves arrays that a later
+    stage would trust next to metadata that does not describe them.
+    """
+    src, dst = root.resolve(), out.resolve()
+    if dst == src or src in dst.parents:
+        raise ConfigError(f"--out {out} is inside --in {root}: the next run would read the output as a class; choose a folder outside it")
+    items, classes, digest, skipped = list_items(root)
     unknown = sorted({item.cls for item in items} - set(classes))
     if unknown:
         raise InputError(f"{root}: classes {unknown} are not in the declared classes {classes}")
+    if len(classes) < 2:
+        raise DataError(f"{root}: {len(classes)} class ({', '.join(classes)}); a classifier needs at least two class subfolders")
     shapes = probe_all([root / item.rel for item in items])
-    skipped = [(item.rel, "not an image") for item, shape in zip(items, shapes) if shape is None]
-    usable = [(item, shape) for item, shape in zip(items, shapes) if shape is not None]
+    for item, shape in zip(items, shapes):
+        if shape is None:
+            skipped.append((item.rel, "not an image"))
+        elif shape[0] * shape[1] > cfg.max_pixels:
+            skipped.append((item.rel, f"too many pixels: {shape[1]}x{shape[0]} > prepare.max_pixels {cfg.max_pixels}"))
+    usable = [(item, shape) for item, shape in zip(items, shapes) if shape is not None and shape[0] * shape[1] <= cfg.max_pixels]
     if not usable:
-        raise InputError(f"no readable images under {root}")
+        raise DataError(f"no usable image under {root} ({len(skipped)} skipped{_top_reasons(skipped)})")
 
     if cfg.size != "auto":
         size = tuple(cfg.size)
     elif survey_json is not None:
-        if not survey_json.exists():
-            raise InputError(f"survey file not found: {survey_json}")
-        size = auto_size(json.loads(survey_json.read_text())["most_common_shape"], cfg.scale)
+        size = auto_size(read_survey_shape(survey_json), cfg.scale)
     else:
         size = auto_size(summarise([shape for _, shape in usable]).most_common_shape, cfg.scale)
+    if max(size) > MAX_SIDE:
+        raise ConfigError(f"prepare: input size {size[0]}x{size[1]} exceeds {MAX_SIDE} pixels a side; lower prepare.scale or set prepare.size")
     channels = 3 if cfg.color == "rgb" else 1
 
     labels = [classes.index(item.cls) for item, _ in usable]
     splits = split_items(labels, [item.split for item, _ in usable], cfg, len(classes))
-    out.mkdir(parents=True, exist_ok=True)
-    sizes, index_rows = {}, []
-    for split in SPLITS:
-        rows = splits[split]
-        keep, bad = _write_split(
-            root, out, split, [usable[i][0] for i in rows], [usable[i][1] for i in rows], size, cfg, channels, [labels[i] for i in rows]
-        )
-        sizes[split] = len(keep)
-        skipped += bad
-        for new_row, old_row in enumerate(keep):
-            item = usable[rows[old_row]][0]
-            index_rows.append({"split": split, "row": new_row, "path": item.rel, "class": item.cls, "label": classes.index(item.cls)})
-    write_text(out / INDEX, pd.DataFrame(index_rows, columns=["split", "row", "path", "class", "label"]).to_csv(index=False, lineterminator="\n"))
-    write_text(out / SKIPPED, pd.DataFrame(sorted(skipped), columns=["path", "reason"]).to_csv(index=False, lineterminator="\n"))
-    input_shape = (*size, channels)
-    meta = {
-        "classes": classes,
-        "input_shape": list(input_shape),
-        "splits": sizes,
-        "aspect": cfg.aspect,
-        "color": cfg.color,
-        "skipped": len(skipped),
-        "manifest_sha256": digest,
-    }
-    write_meta(out, meta)
-    return Prepared(out, classes, input_shape, sizes, sorted(skipped))
+    for split, rows in splits.items():
+        present = {labels[i] for i in rows}
+        if len(present) < 2:
+            raise DataError(f"the {split} split has images of {len(present)} class(es) only; each split needs at least two (check prepare.{split}_size and the data)")
+    _check_space(out, sum(map(len, splits.values())) * math.prod((*size, channels)))
+
+    with exclusive(out, "prepare"), staged_dir(out) as tmp:
+        sizes, index_rows = {}, []
+        for split in SPLITS:
+            rows = splits[split]
+            keep, bad = _write_split(
+                root, tmp, split, [usable[i][0] for i in rows], [usable[i][1] for i in rows], size, cfg, channels, [labels[i] for i in rows]
+            )
+            sizes[split] = len(keep)
+            skipped += bad
+            for new_row, old_row in enumerate(keep):
+                item = usable[rows[old_row]][0]
+                index_rows.append({"split": split, "row": new_row, "path": printable(item.rel), "class": item.cls, "label": classes.index(item.cls)})
+        skipped = sorted((printable(path), reason) for path, reason in skipped)
+        write_text(tmp / INDEX, pd.DataFrame(index_rows, columns=["split", "row", "path", "class", "label"]).to_csv(index=False, lineterminator="\n"))
+        write_text(tmp / SKIPPED, pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(index=False, lineterminator="\n"))
+        input_shape = (*size, channels)
+        meta = {
+            "classes": classes,
+            "input_shape": list(input_shape),
+            "splits": sizes,
+            "aspect": cfg.aspect,
+            "color": cfg.color,
+            "skipped": len(skipped),
+            "manifest_sha256": digest,
+        }
+        write_meta(tmp, meta)  # last: the folder is complete
+    kept = sum(sizes.values())
+    warnings = [f"most files were skipped, {len(skipped)} of {len(skipped) + kept}{_top_reasons(skipped)} (see {out / SKIPPED})"] if len(skipped) > kept else []
+    return Prepared(out, classes, input_shape, sizes, skipped, warnings)
+
+
+def _top_reasons(skipped: list[tuple[str, str]], top: int = 3) -> str:
+    """': 120 too small, 3 not an image' -- the commonest reasons, by kind."""
+    counts = Counter(reason.split(":", 1)[0] for _, reason in skipped)
+    return (": " + ", ".join(f"{n} {kind}" for kind, n in counts.most_common(top))) if counts else ""
+
+
+def read_survey_shape(path: Path) -> list[int]:
+    """The most common [height, width] of a survey file, checked before use."""
+    try:
+        shape = json.loads(path.read_text())["most_common_shape"]
+    except FileNotFoundError:
+        raise InputError(f"survey file not found: {path}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path} is not a survey (run `pipeline survey-shapes --out {path}`): {type(exc).__name__}") from None
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise InputError(f"{path}: most_common_shape should be [height, width] of positive integers, got {shape!r}")
+    return shape
+
+
+def _check_space(out: Path, needed: int) -> None:
+    """Refuse before writing when the arrays cannot fit (instead of a full disk half way)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out.parent).free
+    if needed > free:
+        raise DataError(f"the prepared arrays need {needed / 1e9:.1f} GB but {out.parent} has {free / 1e9:.1f} GB free; lower prepare.size or prepare.scale, or free space")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -12,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.console import progress
-from pipeline.core.errors import ImageError, InputError
-from pipeline.core.files import write_json, write_text
+from pipeline.core.errors import DataError, ImageError, InputError
+from pipeline.core.files import walk, write_json, write_text
 from pipeline.core.images import probe
-from pipeline.core.dataset import SIDECARS
+from pipeline.core.dataset import SIDECARS, check_complete
 
 
 
@@ -43,14 +42,12 @@ def gc_paused():
 
 @gc_paused()
 def list_files(root: Path) -> list[Path]:
-    """Every file under `root` except hidden files and the dataset's own sidecars, sorted."""
+    """Every regular file under `root` except hidden files and the dataset's own sidecars, sorted
+    (symbolic links, FIFOs and devices are left out: see `pipeline.core.files.walk`)."""
     if not root.is_dir():
         raise InputError(f"input folder not found: {root}")
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [Path(dirpath, name) for name in filenames if not name.startswith(".") and name not in SIDECARS]
-    return sorted(files)
+    check_complete(root)
+    return [path for path in walk(root)[0] if path.name not in SIDECARS]
 
 
 def _probe_or_none(path: Path) -> tuple[int, int] | None:
@@ -85,7 +82,10 @@ def survey_shapes(root: Path, sample: int = 0, seed: int = 0) -> Survey:
     if 0 < sample < len(files):
         chosen = np.random.default_rng(seed).choice(len(files), size=sample, replace=False)
         files = [files[i] for i in sorted(chosen)]
-    return summarise(probe_all(files))
+    survey = summarise(probe_all(files))
+    if not survey.images:
+        raise DataError(f"no readable image under {root} ({len(files)} files, none an image): nothing to survey")
+    return survey
 
 
 def write_survey(survey: Survey, json_path: Path, csv_path: Path | None = None) -> None:

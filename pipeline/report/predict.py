@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import ImageError, InputError
+from pipeline.core.config import MAX_FILE_BYTES, MAX_PIXELS
+from pipeline.core.files import read_capped
 from pipeline.core.images import load, validate
 from pipeline.core.prepared import read_meta
 
@@ -36,21 +38,16 @@ def default_arch(metrics_dir: Path, sort: str, archs: list[str]) -> str:
         return archs[0]
 
 
-def read_image(path: Path, size: tuple[int, int], aspect: str, color: str) -> np.ndarray:
-    """One file as the model's input; ImageError says why it cannot be."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
-    except IsADirectoryError:
-        raise ImageError("is a folder, not an image file") from None
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror or exc}") from None
-    validate(data, min_side=1)  # catches what decoding would hide: wrong signature, truncation, pixel bombs
+def read_image(path: Path, size: tuple[int, int], aspect: str, color: str, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One file as the model's input; ImageError says why it cannot be. The caps are prepare's
+    (`prepare.max_file_bytes`, `prepare.max_pixels`): /dev/zero or a pixel bomb is refused, not read.
+    A link the user names is followed (it is their file), then read like any other."""
+    data = read_capped(path.resolve(), max_bytes)
+    validate(data, max_pixels, min_side=1)  # catches what decoding would hide: wrong signature, truncation, pixel bombs
     return load(data, size, aspect, color)
 
 
-def predict(paths: list[Path], model_path: Path, data: Path) -> list[Prediction]:
+def predict(paths: list[Path], model_path: Path, data: Path, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -> list[Prediction]:
     """The predicted class and its probability for each of `paths`, in order."""
     from pipeline.train.runtime import load_model, predict_probs
 
@@ -66,7 +63,7 @@ def predict(paths: list[Path], model_path: Path, data: Path) -> list[Prediction]
     errors: dict[int, str] = {}
     for i, path in enumerate(paths):
         try:
-            images[i] = read_image(path, size, meta["aspect"], meta["color"])
+            images[i] = read_image(path, size, meta["aspect"], meta["color"], max_bytes, max_pixels)
         except ImageError as exc:
             errors[i] = str(exc)
     probs = predict_probs(model, np.stack(list(images.values()))) if images else np.zeros((0, len(meta["classes"])))

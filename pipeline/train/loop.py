@@ -28,8 +28,8 @@ import pandas as pd
 
 from pipeline.core.config import ArchParams, TrainSettings
 from pipeline.core.console import console
-from pipeline.core.errors import ConfigError, InputError
-from pipeline.core.files import write_json, write_text
+from pipeline.core.errors import ConfigError, DataError, InputError
+from pipeline.core.files import exclusive, write_json, write_text
 from pipeline.core.prepared import load_split, read_meta
 from pipeline.train.models import build_model
 from pipeline.train.models.common import Head, Preprocess
@@ -243,9 +243,7 @@ def train(
     head = head_for(len(meta["classes"]), settings.head)
     if settings.loss == "categorical_crossentropy" and head.units == 1:
         raise ConfigError("train.loss: categorical_crossentropy needs a softmax output; set train.head: softmax (or use mse, binary_crossentropy)")
-    x_train, y_train = load_split(data, "train")
-    x_val, y_val = load_split(data, "val")
-    if not len(x_train):
+    if not meta["splits"].get("train"):
         raise InputError(f"{data}: the training split is empty; set prepare.train_size")
     mixed = bool(tf.config.list_physical_devices("GPU")) if settings.mixed_precision == "auto" else settings.mixed_precision
 
@@ -254,6 +252,15 @@ def train(
     if not chief:  # the other workers do the same work (collective ops need them) into throwaway folders
         scratch = Path(tempfile.mkdtemp(prefix=f"pipeline-{task_name}-"))
         out, backup, live_dir = scratch / "out", backup.with_name(f"{backup.name}.{task_name}"), None
+    with exclusive(out, "train"):  # one writer per model folder (and its backup)
+        return _fit(arch, data, out, settings, params, live_dir, backup, scratch, run_file, meta, strategy, keras, head, mixed, chief)
+
+
+def _fit(arch, data, out, settings, params, live_dir, backup, scratch, run_file, meta, strategy, keras, head, mixed, chief) -> Trained:
+    """`train` once the model folder is this run's alone."""
+    tf = tensorflow()
+    x_train, y_train = load_split(data, "train")
+    x_val, y_val = load_split(data, "val")
     _claim_backup(backup, _fingerprint(arch, settings, params, data, meta, strategy.num_replicas_in_sync))
     callbacks, resume = _callbacks(keras, settings, backup, out, live_dir, "val_loss" if len(x_val) else "loss", chief)
 
@@ -286,6 +293,7 @@ def train(
     finally:
         keras.config.set_dtype_policy("float32")
 
+    _check_finite(resume.history, backup, settings)
     history = _finish(out, backup, scratch, resume.history)
     trained = Trained(out / MODEL_FILE, model.count_params(), history, seconds, peak_rss_mb(), resume.start_epoch, chief, strategy.num_replicas_in_sync, mixed)
     if chief and run_file is not None:
@@ -300,6 +308,18 @@ def _save(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _check_finite(history: list[dict[str, float]], backup: Path, settings: TrainSettings) -> None:
+    """A loss that became NaN or infinite ends the run as an error (TerminateOnNaN stopped it): its
+    weights are garbage, so no model is saved and the backup is discarded, not resumed."""
+    bad = next((row for row in history if not all(math.isfinite(v) for v in row.values())), None)
+    if bad is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+        raise DataError(
+            f"training diverged: the loss became {bad.get('loss')} in epoch {int(bad['epoch'])}; "
+            f"lower the learning rate (train.learning_rate is {settings.learning_rate:g}) or check the data"
+        )
+
+
 def _callbacks(keras, settings: TrainSettings, backup: Path, out: Path, live_dir: Path | None, monitor: str, chief: bool):
     """ModelCheckpoint (best model), EarlyStopping, TensorBoard and dvclive (chief only), and
     `Resume` last, so its snapshot of an epoch includes what the others did in it."""
@@ -312,7 +332,7 @@ def _callbacks(keras, settings: TrainSettings, backup: Path, out: Path, live_dir
     out.mkdir(parents=True, exist_ok=True)
     if not resume.start_epoch:  # a fresh run: no leftovers of an earlier one in its folder
         shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
-    callbacks = [*tracked]
+    callbacks = [*tracked, keras.callbacks.TerminateOnNaN()]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / TENSORBOARD_DIR), write_graph=False))
     if live_dir is not None:

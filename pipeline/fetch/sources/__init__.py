@@ -11,17 +11,22 @@ this folder, its params class and one registry line below.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-from pydantic import BaseModel, NonNegativeInt, PositiveInt, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from pipeline.core.config import DownloadSettings, Section, Sha256
+from pipeline.core.errors import DataError
+from pipeline.core.config import MAX_FILE_BYTES, Bytes, Count, DownloadSettings, Section, Sha256
+
+
+if TYPE_CHECKING:
+    from pipeline.fetch.manifest import FetchResult
 
 
 class SyntheticParams(Section):
-    per_class: PositiveInt = 1000
+    per_class: Count = 1000
     seed: int = 0
 
 
@@ -30,8 +35,8 @@ IMAGENET_API = "http://www.image-net.org/api/text/imagenet.synset.geturls"  # cl
 
 class ImagenetParams(Section):
     wnids: list[str] = ["n04194289", "n02834778"]
-    per_class: PositiveInt = 100  # training images per class (seed 001)
-    val_per_class: NonNegativeInt = 50
+    per_class: Count = 100  # training images per class (seed 001)
+    val_per_class: Annotated[int, Field(ge=0, le=10**9)] = 50
     api_url: str = IMAGENET_API
     url_list: str | None = None  # a fall11_urls.txt-style file instead of the API
 
@@ -49,8 +54,8 @@ class CatsDogsParams(Section):
     archive: Optional[str] = None  # a zip already on disk: read in place, nothing downloaded
     sha256: Optional[Sha256] = None  # pin for the zip (downloaded or given); none by default, "" = none
     download_dir: Optional[str] = None  # download cache [default: <out>/../downloads]
-    max_member_bytes: PositiveInt = 50_000_000  # larger members are refused
-    max_total_bytes: PositiveInt = 4_000_000_000  # larger archives are an error (the real one: ~825 MB)
+    max_member_bytes: Bytes = MAX_FILE_BYTES  # larger members are refused
+    max_total_bytes: Bytes = 4_000_000_000  # larger archives are an error (the real one: ~825 MB)
 
 
 # SHA-256 of the published MNIST files (9,912,422 / 28,881 / 1,648,877 / 4,542 bytes), as pinned by
@@ -84,13 +89,13 @@ class Cifar10Params(Section):
     url: str = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # or a base URL ending in / to which cifar-10-python.tar.gz is added
     sha256: Optional[Sha256] = CIFAR10_SHA256  # "" or null: no check
     download_dir: Optional[str] = None  # download cache [default: <out>/../downloads]
-    max_member_bytes: PositiveInt = 100_000_000  # each batch is 31 MB
-    max_total_bytes: PositiveInt = 1_000_000_000  # the whole tarball expands to 185 MB
+    max_member_bytes: Bytes = 100_000_000  # each batch is 31 MB
+    max_total_bytes: Bytes = 1_000_000_000  # the whole tarball expands to 185 MB
 
 
 class FolderParams(Section):
     path: str = ""  # the directory of class subfolders (required)
-    max_file_bytes: PositiveInt = 50_000_000  # larger files are skipped unread
+    max_file_bytes: Bytes = MAX_FILE_BYTES  # larger files are skipped unread
 
 
 @dataclass(frozen=True)
@@ -102,9 +107,54 @@ class Source:
     def parse(self, raw: dict) -> BaseModel:
         return self.params.model_validate(raw)
 
-    def fetch(self, out: Path, params: BaseModel, download: DownloadSettings):
-        """Import the source's module (only now: it needs what fetching needs) and fetch."""
-        return importlib.import_module(f"{__name__}.{self.module}").fetch(out, params, download)
+    def fetch(self, out: Path, params: BaseModel, download: DownloadSettings) -> FetchResult:
+        """The fetch stage for this source, made safe around the source's own `fetch`:
+
+        - one writer per output folder (`exclusive`); temporary files a killed run left are deleted;
+        - `<out>/.incomplete` marks the folder until its manifest is written, so survey and prepare
+          refuse a fetch that was killed or failed instead of reading part of a dataset;
+        - no usable image at all is an error; mostly skipped items are a warning naming the reasons
+          and the params that decide them.
+
+        The module is imported only now (it needs what fetching needs); a module may define
+        `check(out, params)`, run before anything is written.
+        """
+        from pipeline.core.dataset import INCOMPLETE
+        from pipeline.core.files import exclusive, write_text
+
+        module = importlib.import_module(f"{__name__}.{self.module}")
+        if hasattr(module, "check"):
+            module.check(out, params)
+        with exclusive(out, "fetch"):
+            out.mkdir(parents=True, exist_ok=True)
+            for leftover in out.rglob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
+            write_text(out / INCOMPLETE, "a fetch is writing this folder, or was stopped before it finished\n")
+            result = module.fetch(out, params, download)
+            (out / INCOMPLETE).unlink()
+        return _judged(result)
+
+
+# What decides each reason a fetched item is skipped for: named in the warning when most are.
+REASON_PARAMS = {
+    "too small": "fetch.download.min_side",
+    "too many pixels": "fetch.download.max_pixels",
+    "too large": "fetch.download.max_bytes (fetch.folder.max_file_bytes, fetch.<archive source>.max_member_bytes)",
+}
+
+
+def _judged(result: FetchResult) -> FetchResult:
+    """Zero usable images is an error; more items skipped or failed than kept, a warning."""
+    ok = result.counts.get("ok", 0)
+    bad = sum(n for status, n in result.counts.items() if status not in ("ok", "duplicate"))
+    if ok and bad <= ok:
+        return result
+    top = sorted(result.reasons.items(), key=lambda item: -item[1])[:3]
+    reasons = ", ".join(f"{n} {kind}" + (f" (set by {REASON_PARAMS[kind]})" if kind in REASON_PARAMS else "") for kind, n in top)
+    summary = f"{bad} of {ok + bad} items were not usable: {reasons}; every item and its reason: {result.out / 'manifest.csv'}"
+    if not ok:
+        raise DataError(f"no usable image fetched: {summary if bad else '; '.join(result.warnings) or 'the source listed no item'}")
+    return replace(result, warnings=[*result.warnings, f"most items were not usable, {summary}"])
 
 
 SOURCES: dict[str, Source] = {

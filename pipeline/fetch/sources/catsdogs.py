@@ -42,7 +42,7 @@ def obtain(url: str, archive: Optional[str], sha256: Optional[str], cache: Path,
             raise InputError(f"{path}: SHA-256 mismatch: expected {sha256}, got {actual} (file left as it is)")
         return path
     name = Path(urlsplit(url).path).name
-    if not name:
+    if name in ("", ".", ".."):
         raise DownloadError(f"{url}: the URL names no file (expected .../<name>.zip)")
     with make_session(download) as session:
         return download_file(session, url, cache / name, download, sha256=sha256 or None)

@@ -56,10 +56,14 @@ def load_batch(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, 32, 32, 3) RGB uint8, labels (N,)) from one batch's pickled bytes."""
     try:
         batch = _NumpyOnly(io.BytesIO(data), encoding="bytes").load()
-        pixels = np.asarray(batch[b"data"], dtype=np.uint8)
+        pixels = np.asarray(batch[b"data"])
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise InputError(f"{name}: not a CIFAR-10 batch ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if pixels.dtype != np.uint8:
+        if pixels.dtype.kind not in "iu" or (pixels.size and not 0 <= pixels.min() <= pixels.max() <= 255):
+            raise InputError(f"{name}: pixel values are not bytes 0..255 ({pixels.dtype})")
+        pixels = pixels.astype(np.uint8)
     if pixels.ndim != 2 or pixels.shape[1] != 3 * SIDE * SIDE or len(labels) != len(pixels):
         raise InputError(f"{name}: expected N x {3 * SIDE * SIDE} pixels and N labels, got {pixels.shape} and {len(labels)}")
     if len(labels) and not (0 <= labels.min() and labels.max() < len(CLASSES)):

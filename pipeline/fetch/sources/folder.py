@@ -1,6 +1,6 @@
 """Any local directory of class subfolders (`--path DIR`): `DIR/<class>/**/<file>`.
 
-Every file under a class subfolder (at any depth; symlinked directories are not followed) is
+Every regular file under a class subfolder (at any depth; symbolic links are never followed) is
 validated like a downloaded image and, when valid, copied into `<out>/<class>/<sha256>.<ext>`;
 nothing under `path` is ever moved, modified or deleted. The rest get a manifest row with their
 reason (`origin` = the file's path relative to `path`): system files such as Thumbs.db, files
@@ -11,30 +11,23 @@ alphabetical order (label i = i-th), as Keras's `image_dataset_from_directory` d
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from typing import Iterator
 
-
-from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.errors import ConfigError, ImageError, InputError
+from pipeline.core.files import read_capped, walk
 from pipeline.fetch.manifest import FetchResult, write_manifest
 from pipeline.fetch.sources.common import Candidate, store_images, system_file
 from pipeline.core.config import DownloadSettings
 from pipeline.fetch.sources import FolderParams
 
 
-def list_files(root: Path) -> list[Path]:
-    """Every file under `root`, sorted, not descending into hidden or symlinked directories."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(folder, name) for name in files]
-    return sorted(found)
-
-
 def candidates(root: Path, classes: list[str], max_file_bytes: int) -> Iterator[Candidate]:
-    for file in list_files(root):
+    files, others = walk(root, hidden_files=True)  # (.DS_Store and the like get a row)
+    for path, reason in others:
+        rel = path.relative_to(root).as_posix()
+        yield Candidate(rel, rel.split("/", 1)[0] if "/" in rel else "", None, "skipped", reason)
+    for file in files:
         rel = file.relative_to(root).as_posix()
         cls = rel.split("/", 1)[0] if "/" in rel else ""
         if cls not in classes:
@@ -43,23 +36,13 @@ def candidates(root: Path, classes: list[str], max_file_bytes: int) -> Iterator[
             yield Candidate(rel, cls, None, "skipped", f"system file, not an image: {file.name}")
         else:
             try:
-                info = file.stat()
-                if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read forever
-                    yield Candidate(rel, cls, None, "skipped", "not a regular file")
-                    continue
-                size = info.st_size
-                if size > max_file_bytes:
-                    yield Candidate(rel, cls, None, "skipped", f"too large: {size} bytes > max_file_bytes {max_file_bytes}")
-                    continue
-                data = file.read_bytes()
-            except OSError as exc:  # unreadable, a dangling symlink...
-                yield Candidate(rel, cls, None, "failed", f"cannot read: {exc.strerror or exc}")
-                continue
-            yield Candidate(rel, cls, data)
+                yield Candidate(rel, cls, read_capped(file, max_file_bytes))
+            except ImageError as exc:
+                yield Candidate(rel, cls, None, "skipped", str(exc).replace(f"> {max_file_bytes}", f"> max_file_bytes {max_file_bytes}"))
 
 
-def fetch(out: Path, params: FolderParams, download: DownloadSettings) -> FetchResult:
-    """Copy every valid image under `params.path`'s class subfolders into `<out>/<class>/`."""
+def check(out: Path, params: FolderParams) -> None:
+    """Before anything is written: the folder exists and does not overlap the output."""
     if not params.path:
         raise ConfigError("fetch.folder.path is not set: give --path DIR (a directory of class subfolders)")
     root = Path(params.path)
@@ -68,6 +51,12 @@ def fetch(out: Path, params: FolderParams, download: DownloadSettings) -> FetchR
     src, dst = root.resolve(), out.resolve()
     if dst == src or src in dst.parents or dst in src.parents:
         raise ConfigError(f"--out {out} and --path {root} overlap: the copy would read its own output")
+
+
+def fetch(out: Path, params: FolderParams, download: DownloadSettings) -> FetchResult:
+    """Copy every valid image under `params.path`'s class subfolders into `<out>/<class>/`."""
+    check(out, params)
+    root = Path(params.path)
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.is_symlink() and not d.name.startswith("."))
     if not classes:
         raise InputError(f"no class subfolders in {root}: expected {root}/<class>/<image files>")

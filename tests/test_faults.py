@@ -450,3 +450,33 @@ def test_fuzz_params_files(tmp_path, text):
         one_error_line(stderr)
     else:
         assert "Traceback" not in stderr
+
+
+def test_case_21_ctrl_c_stops_training_at_once(tmp_path, evaluated_project):
+    """The slow case: TensorFlow's threads took 10.9 s to wind down after a KeyboardInterrupt."""
+    root = tmp_path / "p"
+    shutil.copytree(evaluated_project, root)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--arch", "cnn", "--epochs", "500", "--out", "models/long"], cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pointer = root / "models/.backup/long/epochs/epoch.json"
+    deadline = time.monotonic() + 120
+    while not pointer.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert pointer.exists(), "training never finished an epoch"
+    proc.send_signal(signal.SIGINT)
+    start = time.perf_counter()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.perf_counter() - start < 2
+    assert proc.returncode == 130 and "interrupted" in one_error_line(stderr)
+
+
+def test_nan_loss_is_an_error_and_nothing_is_kept(tmp_path):
+    from pipeline.core.config import TrainSettings
+    from pipeline.train.loop import _check_finite
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    _check_finite([{"epoch": 1, "loss": 0.5, "val_loss": 0.4}], backup, TrainSettings())  # finite: fine
+    with pytest.raises(DataError, match=r"training diverged: the loss became nan in epoch 2; lower the learning rate \(train.learning_rate is 0.0003\)"):
+        _check_finite([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": float("nan")}], backup, TrainSettings())
+    assert not backup.exists()  # a diverged run is not resumed

@@ -122,3 +122,32 @@ def test_repro_then_up_to_date_then_experiment(reproduced):
     typo = dvc(project, "exp", "run", "-S", "+train.epocs=2", check=False)
     assert typo.returncode != 0
     assert "train.epocs: unknown key" in typo.stdout + typo.stderr
+
+
+def git(project, *args):
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=project, check=True, capture_output=True, text=True)
+
+
+def test_share_through_a_remote_then_a_fresh_clone_reruns_nothing(reproduced, tmp_path):
+    """`dvc push` to a local-directory remote, a fresh clone, `dvc pull`: the pipeline is up to date
+    there. Experiments travel through a git remote (a local bare repository) with `dvc exp push/pull`."""
+    project, _ = reproduced
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    dvc(project, "remote", "add", "-d", "store", str(tmp_path / "store"))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "shared run", "--allow-empty")
+    git(project, "remote", "add", "origin", str(origin))
+    git(project, "push", "-q", "origin", "HEAD:main")
+    dvc(project, "push")
+    dvc(project, "exp", "run", "-n", "shared-exp", "-S", "evaluate.thresholds=20")
+    dvc(project, "exp", "push", "origin", "shared-exp")
+
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", "-b", "main", str(origin), str(clone))
+    dvc(clone, "pull")
+    assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
+    assert "Running stage" not in dvc(clone, "repro").stdout
+    assert (clone / "models/cnn/model.keras").read_bytes() == (project / "models/cnn/model.keras").read_bytes()
+    dvc(clone, "exp", "pull", "origin", "shared-exp")
+    assert "shared-exp" in dvc(clone, "exp", "list", "--name-only").stdout

@@ -367,6 +367,37 @@ def predict(
         raise ImageError(f"{len(failed)} of {len(results)} files could not be predicted: " + "; ".join(f"{r.path}: {r.error}" for r in failed[:3]))
 
 
+@app.command()
+def leaderboard(
+    sort: Annotated[Optional[str], typer.Option(help="Metric to sort by [default: compare.sort].")] = None,
+    metric: Annotated[Optional[list[str]], typer.Option(help="A metric to show (repeatable) [default: the common ones present].")] = None,
+    md: Annotated[bool, typer.Option("--md", help="Print Markdown.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """Every DVC experiment x architecture in one table, with the params that differ, best first."""
+    from pipeline.report.compare import format_value
+    from pipeline.report.leaderboard import experiment_rows, leaderboard as run
+
+    if md + as_json + as_csv > 1:
+        raise ConfigError("--md, --json and --csv: choose one output format")
+    cfg = _section("compare", **{"compare.sort": sort})
+    frame = run(experiment_rows(), cfg.sort, metric)
+    if as_json:
+        out.print_json(frame.to_json(orient="records"))
+    elif as_csv:
+        out.print(frame.to_csv(index=False, lineterminator="\n"), end="", markup=False, highlight=False, soft_wrap=True)
+    else:
+        cells = frame.astype(object).map(lambda v: format_value(v) if isinstance(v, float) else ("-" if v is None else str(v)))
+        if md:
+            out.print(cells.to_markdown(index=False) + "\n", end="", markup=False, highlight=False, soft_wrap=True)
+            return
+        table = Table(*cells.columns, title=f"experiments, sorted by {cfg.sort}")
+        for row in cells.itertuples(index=False):
+            table.add_row(*(escape(str(c)) for c in row))
+        out.print(table)
+
+
 metrics_app = typer.Typer(help="Metrics across git revisions and DVC experiments.", no_args_is_help=True)
 app.add_typer(metrics_app, name="metrics")
 

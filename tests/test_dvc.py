@@ -151,3 +151,7 @@ def test_share_through_a_remote_then_a_fresh_clone_reruns_nothing(reproduced, tm
     assert (clone / "models/cnn/model.keras").read_bytes() == (project / "models/cnn/model.keras").read_bytes()
     dvc(clone, "exp", "pull", "origin", "shared-exp")
     assert "shared-exp" in dvc(clone, "exp", "list", "--name-only").stdout
+
+    board = json.loads(subprocess.run(["pipeline", "leaderboard", "--json"], cwd=project, capture_output=True, text=True, check=True).stdout)
+    assert {(row["experiment"], row["arch"]) for row in board} >= {("shared-exp", "cnn"), ("shared-exp", "mlp")}
+    assert {row["evaluate.thresholds"] for row in board if row["experiment"] == "shared-exp"} == {20}  # the param that differs

@@ -1,0 +1,50 @@
+"""pipeline.report.leaderboard: every experiment x architecture, the params that differ, sorted."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.report.leaderboard import leaderboard
+
+
+def exp(name, lr, thresholds, cnn_acc, mlp_acc, state="Success"):
+    return {
+        "Experiment": name, "rev": name or "workspace", "State": state,
+        "train.learning_rate": lr, "params.yaml:evaluate.thresholds": thresholds, "train.epochs": 8,  # (both of DVC's namings)
+        "metrics/cnn.json:accuracy": cnn_acc, "metrics/cnn.json:mse": 1 - cnn_acc,
+        "metrics/mlp.json:accuracy": mlp_acc, "metrics/mlp.json:mse": 1 - mlp_acc,
+        "dvclive/cnn/metrics.json:step": 7.0,  # training curves are not leaderboard rows
+        "data/prepared": f"{abs(hash(name)) % 10**32:032x}.dir",  # nor are dependencies' hashes params
+    }
+
+
+ROWS = [
+    exp(None, 0.001, 10, 0.90, 0.50),
+    exp("fast-lr", 0.01, 10, 0.95, 0.55),
+    exp("more-cuts", 0.001, 20, 0.91, 0.52),
+    {"Experiment": "queued-one", "rev": "abc", "State": "Queued"},
+]
+
+
+def test_rows_per_experiment_and_arch_sorted_with_the_params_that_differ():
+    table = leaderboard(ROWS, "accuracy")
+    assert list(table.columns) == ["experiment", "arch", "accuracy", "mse", "evaluate.thresholds", "train.learning_rate"]
+    assert list(zip(table.experiment, table.arch)) == [
+        ("fast-lr", "cnn"), ("more-cuts", "cnn"), ("workspace", "cnn"), ("fast-lr", "mlp"), ("more-cuts", "mlp"), ("workspace", "mlp")]
+    assert table.loc[0, "train.learning_rate"] == 0.01 and table.loc[1, "evaluate.thresholds"] == 20
+
+
+def test_lower_is_better_sorts_ascending_and_metrics_can_be_chosen():
+    table = leaderboard(ROWS, "mse", ["mse"])
+    assert list(table.columns[:3]) == ["experiment", "arch", "mse"]
+    assert table.mse.is_monotonic_increasing
+
+
+def test_unknown_sort_or_metric_and_nothing_to_show():
+    with pytest.raises(ConfigError, match="--sort 'f1'.*valid choices: accuracy, mse"):
+        leaderboard(ROWS, "f1")
+    with pytest.raises(ConfigError, match="--metric 'recall'"):
+        leaderboard(ROWS, "accuracy", ["recall"])
+    with pytest.raises(InputError, match="no experiment has metrics"):
+        leaderboard([ROWS[-1]], "accuracy")

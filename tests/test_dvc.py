@@ -4,6 +4,7 @@ experiments."""
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,31 @@ def test_share_through_a_remote_then_a_fresh_clone_reruns_nothing(reproduced, tm
     board = json.loads(subprocess.run(["pipeline", "leaderboard", "--json"], cwd=project, capture_output=True, text=True, check=True).stdout)
     assert {(row["experiment"], row["arch"]) for row in board} >= {("shared-exp", "cnn"), ("shared-exp", "mlp")}
     assert {row["evaluate.thresholds"] for row in board if row["experiment"] == "shared-exp"} == {20}  # the param that differs
+
+
+def test_a_queued_grid_runs_and_the_leaderboard_ranks_it(reproduced):
+    """DVC's own sweep syntax queues one experiment per combination (a list-valued param sweeps as
+    `[a,b],[c,d]`); `dvc queue start` runs them; the leaderboard lists each with its params."""
+    project, _ = reproduced
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "baseline for the grid", "--allow-empty")
+    queued = dvc(project, "exp", "run", "--queue", "-S", "evaluate.thresholds=10,30", "-S", "compare.sort=mse,accuracy").stdout
+    names = [line.split("'")[1] for line in queued.splitlines() if line.startswith("Queued experiment")]
+    assert len(names) == 4
+    sweep = dvc(project, "exp", "run", "--queue", "-S", "train.cnn.filters=[4,8],[8,8]").stdout
+    assert "train.cnn.filters=[4,8]" in sweep and "train.cnn.filters=[8,8]" in sweep
+    dvc(project, "queue", "remove", *[line.split("'")[1] for line in sweep.splitlines() if line.startswith("Queued experiment")])
+    dvc(project, "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 600
+    while any(word in dvc(project, "queue", "status").stdout for word in ("Queued", "Running")) and time.monotonic() < deadline:
+        time.sleep(3)
+    status = dvc(project, "queue", "status").stdout
+    assert all(f"{name}" in status for name in names) and "Failed" not in status, status
+    assert f"Reproducing experiment '{names[0]}'" in dvc(project, "queue", "logs", names[0]).stdout
+
+    board = json.loads(subprocess.run(["pipeline", "leaderboard", "--json", "--sort", "best_threshold_accuracy"], cwd=project, capture_output=True, text=True, check=True).stdout)
+    grid = [row for row in board if row["experiment"] in names]
+    assert len(grid) == 8  # 4 experiments x 2 architectures
+    assert {(row["evaluate.thresholds"], row["compare.sort"]) for row in grid} == {(10, "mse"), (10, "accuracy"), (30, "mse"), (30, "accuracy")}
+    scores = [row["best_threshold_accuracy"] for row in board]
+    assert scores == sorted(scores, reverse=True)

@@ -123,6 +123,7 @@ def test_repro_then_up_to_date_then_experiment(reproduced):
     typo = dvc(project, "exp", "run", "-S", "+train.epocs=2", check=False)
     assert typo.returncode != 0
     assert "train.epocs: unknown key" in typo.stdout + typo.stderr
+    git(project, "checkout", "--", "params.yaml")  # the failed run leaves the typo in the workspace; the next tests share it
 
 
 def git(project, *args):
@@ -133,6 +134,7 @@ def test_share_through_a_remote_then_a_fresh_clone_reruns_nothing(reproduced, tm
     """`dvc push` to a local-directory remote, a fresh clone, `dvc pull`: the pipeline is up to date
     there. Experiments travel through a git remote (a local bare repository) with `dvc exp push/pull`."""
     project, _ = reproduced
+    dvc(project, "repro")  # the workspace as params.yaml says (earlier tests ran experiments in it)
     origin = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", str(origin))
     dvc(project, "remote", "add", "-d", "store", str(tmp_path / "store"))

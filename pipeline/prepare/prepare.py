@@ -20,7 +20,7 @@ import pandas as pd
 from pipeline.core.config import PrepareConfig
 from pipeline.core.console import progress
 from pipeline.core.errors import ConfigError, ImageError, InputError
-from pipeline.core.dataset import MANIFEST, read_classes, read_manifest
+from pipeline.core.dataset import MANIFEST, read_classes, read_manifest, read_source
 from pipeline.core.files import write_text
 from pipeline.core.images import load
 from pipeline.prepare.survey import list_files, probe_all, summarise
@@ -210,6 +210,7 @@ def prepare(root: Path, out: Path, cfg: PrepareConfig, survey_json: Path | None 
         "aspect": cfg.aspect,
         "color": cfg.color,
         "skipped": len(skipped),
+        "source": read_source(root) or "folder",
         "manifest_sha256": digest,
     }
     write_meta(out, meta)

@@ -59,6 +59,7 @@ class Evaluation:
     labels: np.ndarray  # (N,) int
     probs: np.ndarray  # (N, classes): probability of each class (a sigmoid unit expanded to 2 columns)
     n_thresholds: int
+    history: tuple[dict, ...] = ()  # the training history's rows (epoch, loss, accuracy, val_loss, ...), if found
 
 
 def thresholds(n: int) -> np.ndarray:
@@ -165,10 +166,11 @@ def evaluate(model_path: Path, data: Path, n_thresholds: int) -> Evaluation:
         raise InputError(f"{model_path} predicts {probs.shape[1]} classes but {data} has {len(meta['classes'])}: retrain on this data")
     metrics = compute_metrics(y_val, probs, meta["classes"], n_thresholds)
     metrics["params"] = int(model.count_params())
-    history = model_path.parent / HISTORY_FILE
-    if history.exists():
-        metrics["epochs"] = len(pd.read_csv(history))
-    return Evaluation(metrics, list(meta["classes"]), np.asarray(y_val), probs, n_thresholds)
+    history_file = model_path.parent / HISTORY_FILE
+    history = tuple(pd.read_csv(history_file).to_dict("records")) if history_file.exists() else ()
+    if history_file.exists():
+        metrics["epochs"] = len(history)
+    return Evaluation(metrics, list(meta["classes"]), np.asarray(y_val), probs, n_thresholds, history)
 
 
 def run(model_path: Path, data: Path, n_thresholds: int, metrics_out: Path, plots_dir: Path) -> Evaluation:
@@ -178,7 +180,7 @@ def run(model_path: Path, data: Path, n_thresholds: int, metrics_out: Path, plot
 
     evaluation = evaluate(model_path, data, n_thresholds)
     write_json(metrics_out, evaluation.metrics)
+    write_json(dataset_file(metrics_out), identity(data))
     write_plots(evaluation, load_split(data, "val")[0], plots_dir)
     return evaluation
-    write_json(dataset_file(metrics_out), identity(data))
 

@@ -186,7 +186,7 @@ def download_file(session: requests.Session, url: str, dest: Path, settings: Dow
                 resume = resp.status_code == 206 and have > 0
                 total = _total_size(resp, have if resume else 0)
                 with open(part, "ab" if resume else "wb") as fh:
-                    chunks = progress(resp.iter_content(CHUNK), f"Downloading {dest.name}", total=total and -(-total // CHUNK))
+                    chunks = progress(resp.iter_content(CHUNK), f"Downloading {dest.name}", total=total and total - (have if resume else 0), size=len)
                     for chunk in chunks:
                         fh.write(chunk)
                 if total and part.stat().st_size < total:

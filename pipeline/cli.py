@@ -298,7 +298,7 @@ def evaluate(
     cfg = _section("evaluate", **{"evaluate.thresholds": thresholds})
     for name in _archs(arch, _section("train")):
         result = run(model or paths.MODELS_DIR / name / MODEL_FILE, data, cfg.thresholds, metrics_out or paths.METRICS_DIR / f"{name}.json", plots_dir or paths.PLOTS_DIR / name)
-        out.print(f"{name}: " + ", ".join(f"{key}={format_value(value)}" for key, value in flatten(result.metrics).items()), highlight=False)
+        out.print(f"{name}: " + ", ".join(f"{key}={format_value(value)}" for key, value in flatten(result.metrics).items()), highlight=False, soft_wrap=True)
 
 
 def _fitting_table(columns: list[str], rows: dict[str, list[str]], title: str, caption: str | None = None) -> Table:

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
-from pipeline.core import paths
+from pipeline.core import names, paths
 from pipeline.core.console import console
 from pipeline.core.errors import ConfigError, DataError, PipelineError
 
@@ -35,8 +36,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-# Results go to stdout (wide when piped, so tables stay readable in logs); progress and errors to stderr.
-out = Console() if sys.stdout.isatty() else Console(width=200)
+# Results go to stdout (wide when piped, so tables stay readable in logs, unless COLUMNS says
+# otherwise); progress and errors to stderr.
+out = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=200)
+ARCH_CHOICES = ", ".join(names.ARCHITECTURES)
 
 
 class State:
@@ -114,17 +117,24 @@ def _raw_dir() -> Path:
 
 
 @app.command("check-params")
-def check_params() -> None:
-    """Validate params.yaml (and -S overrides) and print the settings every stage will use."""
+def check_params(
+    show: Annotated[bool, typer.Option("--show", help="Also print every effective setting, as JSON.")] = False,
+) -> None:
+    """Validate params.yaml (and -S overrides): one line when valid, one error line when not."""
     from pipeline.core.config import as_dict, load_params
 
-    out.print_json(data=as_dict(load_params(_params_file(), _overrides({}))))
+    params = load_params(_params_file(), _overrides({}))
+    if show:
+        out.print_json(data=as_dict(params))
+        return
+    overrides = f" with {len(State.sets)} override(s)" if State.sets else ""
+    out.print(f"{State.params_file}{overrides}: valid (archs: {', '.join(params.train.archs)}; source: {params.fetch.source})", highlight=False)
 
 
 @app.command()
 def fetch(
-    source: Annotated[Optional[str], typer.Option(help="Data source (fetch.source).")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Dataset folder [default: data/raw/<source>].")] = None,
+    source: Annotated[Optional[str], typer.Option(help=f"Data source: {', '.join(names.SOURCES)}.", show_default="fetch.source")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Dataset folder.", show_default="data/raw/<source>")] = None,
     per_class: Annotated[Optional[int], typer.Option(help="Images per class (synthetic, imagenet: train images).")] = None,
     val_per_class: Annotated[Optional[int], typer.Option(help="imagenet: validation images per class.")] = None,
     wnids: Annotated[Optional[str], typer.Option(help="imagenet: comma-separated synset ids, e.g. n04194289,n02834778.")] = None,
@@ -147,13 +157,15 @@ def fetch(
     result = SOURCES[name].fetch(out_dir or paths.RAW_DIR / name, cfg.section(name), cfg.download)
     out.print(f"{name} -> {result.out}")
     table = Table("status", "items")
+    table.columns[1].justify = "right"
     for status, count in result.counts.items():
-        table.add_row(status, str(count))
+        table.add_row(status, f"{count:,}")
     out.print(table)
     if result.reasons:
         table = Table("reason (not ok)", "items")
+        table.columns[1].justify = "right"
         for reason, count in sorted(result.reasons.items(), key=lambda item: -item[1])[:15]:
-            table.add_row(reason, str(count))
+            table.add_row(reason, f"{count:,}")
         out.print(table)
     _warn(result.warnings)
     if strict and result.warnings:
@@ -162,31 +174,37 @@ def fetch(
 
 @app.command("survey-shapes")
 def survey_shapes(
-    root: Annotated[Optional[Path], typer.Argument(help="Folder of images [default: data/raw/<source>].")] = None,
-    sample: Annotated[Optional[int], typer.Option(help="Read a seeded random sample of N images (0 = all).")] = None,
-    json_out: Annotated[Path, typer.Option("--out", help="Survey JSON.")] = paths.REPORTS_DIR / "survey.json",
-    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Shape histogram CSV [default: next to --out].")] = None,
+    root: Annotated[Optional[Path], typer.Argument(help="Folder of images.", show_default="data/raw/<fetch.source>")] = None,
+    sample: Annotated[Optional[int], typer.Option(help="Read a seeded random sample of N images (0 = all).", show_default="survey.sample")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--out", help="Write the survey JSON here.", show_default="print only")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write the shape histogram CSV here.", show_default="next to --out")] = None,
+    plot_out: Annotated[Optional[Path], typer.Option("--plot", help="Write the shape histogram plot data (DVC plot) here.", show_default="none")] = None,
 ) -> None:
-    """Survey image shapes from file headers and report the most common one."""
+    """Survey image shapes from file headers and print the most common one. Writes files only where
+    --out, --csv or --plot say (the pipeline's survey stage passes them)."""
     from pipeline.prepare.survey import run
 
     cfg = _section("survey", **{"survey.sample": sample})
-    result = run(root or _raw_dir(), cfg.sample, cfg.seed, json_out, csv_out or json_out.with_suffix(".csv"))
-    table = Table("height", "width", "count", title=f"{result.images} images, {result.unreadable} unreadable")
+    csv_out = csv_out or (json_out.with_suffix(".csv") if json_out else None)
+    result = run(root or _raw_dir(), cfg.sample, cfg.seed, json_out, csv_out, plot_out)
+    table = Table("height", "width", "images", title=f"{result.images:,} images, {result.unreadable:,} unreadable")
+    table.columns[2].justify = "right"
     for shape in result.shapes[:10]:
-        table.add_row(str(shape["height"]), str(shape["width"]), str(shape["count"]))
+        table.add_row(str(shape["height"]), str(shape["width"]), f"{shape['count']:,}")
     out.print(table)
-    out.print(f"most common shape: {result.most_common_shape}")
+    out.print(f"most common shape (height x width): {'x'.join(map(str, result.most_common_shape)) or 'none'}")
+    written = [str(p) for p in (json_out, csv_out, plot_out) if p is not None]
+    console.print(f"wrote {', '.join(written)}" if written else "nothing written (--out FILE saves the survey)", highlight=False, style="dim")
 
 
 @app.command()
 def prepare(
-    in_dir: Annotated[Optional[Path], typer.Option("--in", help="Dataset folder [default: data/raw/<source>].")] = None,
+    in_dir: Annotated[Optional[Path], typer.Option("--in", help="Dataset folder.", show_default="data/raw/<fetch.source>")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder for arrays and meta.json.")] = paths.PREPARED_DIR,
-    size: Annotated[Optional[str], typer.Option(help="HEIGHTxWIDTH, or auto (most common shape x scale).")] = None,
-    scale: Annotated[Optional[float], typer.Option(help="Scale for --size auto.")] = None,
-    aspect: Annotated[Optional[str], typer.Option(help="stretch, pad or center-crop.")] = None,
-    color: Annotated[Optional[str], typer.Option(help="rgb or grayscale.")] = None,
+    size: Annotated[Optional[str], typer.Option(help="HEIGHTxWIDTH, or auto (most common shape x scale).", show_default="prepare.size")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="Scale for --size auto.", show_default="prepare.scale")] = None,
+    aspect: Annotated[Optional[str], typer.Option(help="stretch, pad or center-crop.", show_default="prepare.aspect")] = None,
+    color: Annotated[Optional[str], typer.Option(help="rgb or grayscale.", show_default="prepare.color")] = None,
     survey: Annotated[Optional[Path], typer.Option(help="Survey JSON whose most common shape --size auto uses.")] = None,
 ) -> None:
     """Resize every image to a fixed input and write train/val uint8 arrays."""
@@ -194,10 +212,12 @@ def prepare(
 
     cfg = _section("prepare", **{"prepare.size": _size(size), "prepare.scale": scale, "prepare.aspect": aspect, "prepare.color": color})
     result = run(in_dir or _raw_dir(), out_dir, cfg, survey)
-    table = Table("split", "images", title=f"{result.out}: input {'x'.join(map(str, result.input_shape))}, classes {', '.join(result.classes)}")
+    out.print(f"{result.out}: input {'x'.join(map(str, result.input_shape))}, classes {', '.join(result.classes)}", highlight=False)
+    table = Table("split", "images")
+    table.columns[1].justify = "right"
     for split, count in result.sizes.items():
-        table.add_row(split, str(count))
-    table.add_row("skipped", str(len(result.skipped)))
+        table.add_row(split, f"{count:,}")
+    table.add_row("skipped", f"{len(result.skipped):,}")
     out.print(table)
     _warn(result.warnings)
 
@@ -211,17 +231,18 @@ def _archs(arch: Optional[str], train: TrainConfig) -> list[str]:
 
 @app.command()
 def train(
-    arch: Annotated[Optional[str], typer.Option(help="Architecture [default: each of train.archs].")] = None,
+    arch: Annotated[Optional[str], typer.Option(help=f"Architecture: {ARCH_CHOICES}.", show_default="each of train.archs")] = None,
     data: Annotated[Path, typer.Option(help="Prepared data folder.")] = paths.PREPARED_DIR,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model folder [default: models/<arch>].")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model folder.", show_default="models/<arch>")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override the epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Override the batch size.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Override the learning rate.")] = None,
     early_stopping: Annotated[Optional[int], typer.Option(help="Stop after this many epochs without a lower val_loss (0 = off).")] = None,
-    run_file: Annotated[Optional[Path], typer.Option(help="Run figures JSON [default: metrics/<arch>-run.json].")] = None,
-    live: Annotated[Optional[Path], typer.Option(help="dvclive folder for per-epoch metrics [default: dvclive/<arch>].")] = None,
+    run_file: Annotated[Optional[Path], typer.Option(help="Time and memory of the run, JSON (git-ignored).", show_default="runs/<model folder name>/run.json")] = None,
+    live: Annotated[Optional[Path], typer.Option(help="dvclive folder for per-epoch metrics.", show_default="dvclive/<arch>")] = None,
+    tensorboard: Annotated[Optional[Path], typer.Option(help="TensorBoard event files (git-ignored).", show_default="runs/<model folder name>/tensorboard")] = None,
 ) -> None:
-    """Train an architecture; save models/<arch>/ (model.keras, best.keras, history.csv, tensorboard/).
+    """Train an architecture; save models/<arch>/ (model.keras, best.keras, history.csv).
 
     An interrupted run resumes from its last finished epoch when rerun with the same params."""
     from pipeline.train.loop import train as run
@@ -229,8 +250,9 @@ def train(
     for name in _archs(arch, _section("train")):
         own = {"epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "early_stopping": early_stopping}
         settings, arch_params = _section("train", **{f"train.{name}.{key}": value for key, value in own.items()}).for_arch(name)
-        result = run(name, data, out_dir or paths.MODELS_DIR / name, settings, arch_params, live or paths.LIVE_DIR / name,
-                     run_file=run_file or paths.run_file(paths.METRICS_DIR, name))
+        model_dir = out_dir or paths.MODELS_DIR / name  # runs/<its name>/: two trainings into two folders never share a log
+        result = run(name, data, model_dir, settings, arch_params, live or paths.LIVE_DIR / name,
+                     run_file=run_file or paths.run_file(model_dir.name), tensorboard_dir=tensorboard or paths.tensorboard_dir(model_dir.name))
         if not result.chief:
             continue  # another worker of a multi-worker run: the chief reports
         last = " ".join(f"{key}={values[-1]:.4f}" for key, values in result.history.items())
@@ -241,9 +263,9 @@ def train(
 
 @app.command()
 def models(
-    arch: Annotated[Optional[list[str]], typer.Option(help="Only this architecture (repeatable) [default: all].")] = None,
-    input_shape: Annotated[Optional[str], typer.Option(help="HEIGHT,WIDTH,CHANNELS for every architecture [default: each one's seed input].")] = None,
-    classes: Annotated[Optional[int], typer.Option(help="Number of classes [default: each one's seed].")] = None,
+    arch: Annotated[Optional[list[str]], typer.Option(help=f"Only this architecture (repeatable): {ARCH_CHOICES}.", show_default="all")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="HEIGHT,WIDTH,CHANNELS for every architecture.", show_default="each one's seed input")] = None,
+    classes: Annotated[Optional[int], typer.Option(help="Number of classes.", show_default="each one's seed")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: a list of {arch, params, ...}.")] = False,
 ) -> None:
     """List every architecture and preset with its parameter count (built, not trained)."""
@@ -281,66 +303,94 @@ def _input_shape(value: Optional[str]) -> Optional[tuple[int, int, int]]:
 
 @app.command()
 def evaluate(
-    arch: Annotated[Optional[str], typer.Option(help="Architecture [default: each of train.archs].")] = None,
+    arch: Annotated[Optional[str], typer.Option(help=f"Architecture: {ARCH_CHOICES}.", show_default="each of train.archs")] = None,
     data: Annotated[Path, typer.Option(help="Prepared data folder.")] = paths.PREPARED_DIR,
-    model: Annotated[Optional[Path], typer.Option(help="Model file [default: models/<arch>/model.keras].")] = None,
-    metrics_out: Annotated[Optional[Path], typer.Option("--out", help="Metrics JSON [default: metrics/<arch>.json].")] = None,
-    thresholds: Annotated[Optional[int], typer.Option(help="Thresholds swept for best_threshold_accuracy.")] = None,
-    plots_dir: Annotated[Optional[Path], typer.Option("--plots", help="Plots folder [default: plots/<arch>].")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="Model file.", show_default="models/<arch>/model.keras")] = None,
+    metrics_out: Annotated[Optional[Path], typer.Option("--out", help="Metrics JSON (the data's identity goes beside it, <name>.dataset.json).", show_default="metrics/<arch>.json")] = None,
+    thresholds: Annotated[Optional[int], typer.Option(help="Thresholds swept for best_threshold_accuracy.", show_default="evaluate.thresholds")] = None,
+    plots_dir: Annotated[Optional[Path], typer.Option("--plots", help="Plots folder.", show_default="plots/<arch>")] = None,
 ) -> None:
     """Evaluate a trained model on the validation split; write metrics/<arch>.json and plots/<arch>/."""
-    from pipeline.report.compare import flatten
+    from pipeline.report.compare import flatten, format_value
     from pipeline.report.evaluate import run
     from pipeline.train.runtime import MODEL_FILE
 
     cfg = _section("evaluate", **{"evaluate.thresholds": thresholds})
     for name in _archs(arch, _section("train")):
         result = run(model or paths.MODELS_DIR / name / MODEL_FILE, data, cfg.thresholds, metrics_out or paths.METRICS_DIR / f"{name}.json", plots_dir or paths.PLOTS_DIR / name)
-        out.print(f"{name}: " + ", ".join(f"{key}={value:.4g}" for key, value in flatten(result.metrics).items()))
+        out.print(f"{name}: " + ", ".join(f"{key}={format_value(value)}" for key, value in flatten(result.metrics).items()), highlight=False, soft_wrap=True)
+
+
+def _fitting_table(columns: list[str], rows: dict[str, list[str]], title: str, caption: str | None = None) -> Table:
+    """Architectures as rows, metrics as columns; transposed (metrics as rows) when that would not
+    fit the terminal, so no value is cut to `0.9…`."""
+    wide = Table("arch", *columns, title=title, caption=caption)
+    for column in wide.columns[1:]:
+        column.justify = "right"
+    for arch, cells in rows.items():
+        wide.add_row(arch, *cells)
+    if Measurement.get(out, out.options.update(max_width=1 << 20), wide).maximum <= out.width:  # its natural width
+        return wide
+    tall = Table("metric", *rows, title=title, caption=caption)
+    for column in tall.columns[1:]:
+        column.justify = "right"
+        column.overflow = "fold"
+    for i, name in enumerate(columns):
+        tall.add_row(name, *(cells[i] for cells in rows.values()))
+    return tall
 
 
 @app.command()
 def compare(
     metrics_dir: Annotated[Path, typer.Option("--metrics", help="Folder of metrics JSON files.")] = paths.METRICS_DIR,
-    sort: Annotated[Optional[str], typer.Option(help="Metric to sort by (compare.sort).")] = None,
+    sort: Annotated[Optional[str], typer.Option(help="Metric to sort by; rows without it are ranked by accuracy.", show_default="compare.sort")] = None,
     md: Annotated[bool, typer.Option("--md", help="Print Markdown instead of a rich table.")] = False,
     md_out: Annotated[Optional[Path], typer.Option("--out", help="Also write the Markdown table to this file.")] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs", help="Run logs whose time and memory the rich table adds (runs/<arch>/run.json).")] = paths.RUNS_DIR,
 ) -> None:
-    """Compare every architecture's metrics side by side."""
-    from pipeline.report.compare import format_value, run, to_markdown
+    """Compare every architecture's metrics side by side, and say which data each was measured on."""
+    from pipeline.report.compare import format_value, run, to_markdown, with_run_figures
 
     cfg = _section("compare", **{"compare.sort": sort})
-    frame = run(metrics_dir, cfg.sort, md_out)
+    comparison = run(metrics_dir, cfg.sort, md_out)
     if md:
-        out.print(to_markdown(frame), end="", markup=False, highlight=False, soft_wrap=True)
+        out.print(to_markdown(comparison), end="", markup=False, highlight=False, soft_wrap=True)
         return
-    table = Table("arch", *frame.columns, title=f"sorted by {cfg.sort}")
-    for arch, row in frame.iterrows():
-        table.add_row(arch, *(format_value(value) for value in row))
-    out.print(table)
+    frame = with_run_figures(comparison.frame, runs_dir)
+    columns = [*map(str, frame.columns), *(["data"] if comparison.mixed else [])]
+    rows = {str(arch): [format_value(v) for v in row] + ([comparison.datasets[str(arch)]] if comparison.mixed else []) for arch, row in frame.iterrows()}
+    data = None if comparison.mixed else f"data: {next(iter(comparison.datasets.values()))}"
+    out.print(_fitting_table(columns, rows, f"sorted by {cfg.sort}", data))
+    if comparison.mixed:
+        console.print(f"[yellow]warning:[/] {escape(comparison.data_note().removeprefix('Warning: '))}", highlight=False, soft_wrap=True)
+    if comparison.fallback:
+        console.print(f"note: without {escape(cfg.sort)}, ranked by accuracy: {escape(', '.join(comparison.fallback))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def report(
     metrics_dir: Annotated[Path, typer.Option("--metrics", help="Folder of metrics JSON files.")] = paths.METRICS_DIR,
     survey: Annotated[Path, typer.Option(help="Survey JSON.")] = paths.REPORTS_DIR / "survey.json",
-    plots_dir: Annotated[Path, typer.Option("--plots", help="Plots folder (plots/<arch>/, and shapes.json is written here).")] = paths.PLOTS_DIR,
+    plots_dir: Annotated[Path, typer.Option("--plots", help="Plots folder (plots/<arch>/).")] = paths.PLOTS_DIR,
     md_out: Annotated[Path, typer.Option("--out", help="Summary Markdown file.")] = paths.REPORTS_DIR / "summary.md",
-    compare_md: Annotated[Optional[Path], typer.Option("--compare", help="Comparison table to embed (reports/compare.md) [default: computed from --metrics].")] = None,
-    live: Annotated[Path, typer.Option(help="dvclive folder (one subfolder per arch) whose training curves are linked.")] = paths.LIVE_DIR,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Self-contained HTML page with every plot drawn (works offline).", show_default="summary.html next to --out")] = None,
+    compare_md: Annotated[Optional[Path], typer.Option("--compare", help="Comparison table to embed (reports/compare.md).", show_default="computed from --metrics")] = None,
 ) -> None:
-    """Write reports/summary.md (comparison, survey, links to plots) and the shape histogram plot data."""
+    """Write reports/summary.md (comparison, survey, links to every plot) and reports/summary.html
+    (the same with every plot drawn, offline)."""
     from pipeline.report.report import write_report
 
-    result = write_report(metrics_dir, survey, plots_dir, md_out, _section("compare").sort, compare_md, live)
-    out.print(f"{result.summary}: {len(result.archs)} architectures ({', '.join(result.archs)}); {result.shapes}")
+    result = write_report(metrics_dir, survey, plots_dir, md_out, _section("compare").sort, compare_md, html_out)
+    out.print(f"{result.summary}, {result.html}: {len(result.archs)} architectures ({', '.join(result.archs)}), {len(result.plots)} plots drawn", highlight=False)
+    if result.missing:
+        console.print(f"[yellow]warning:[/] not drawn (file not found): {escape(', '.join(result.missing))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files to classify.", show_default=False)],
-    arch: Annotated[Optional[str], typer.Option(help="Architecture [default: the best in metrics/ by compare.sort, else the first of train.archs].")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="Model file [default: models/<arch>/model.keras].")] = None,
+    arch: Annotated[Optional[str], typer.Option(help=f"Architecture: {ARCH_CHOICES}.", show_default="the best by compare.sort among those evaluated on --data")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="Model file.", show_default="models/<arch>/model.keras")] = None,
     data: Annotated[Path, typer.Option(help="Prepared data folder whose meta.json gives the preprocessing.")] = paths.PREPARED_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
 ) -> None:
@@ -352,7 +402,7 @@ def predict(
     from pipeline.train.runtime import MODEL_FILE
 
     train = _section("train")
-    name = _archs(arch or default_arch(paths.METRICS_DIR, _section("compare").sort, list(train.archs)), train)[0]
+    name = _archs(arch or default_arch(paths.METRICS_DIR, _section("compare").sort, list(train.archs), data), train)[0]
     caps = _section("prepare")
     results = run(images, model or paths.MODELS_DIR / name / MODEL_FILE, data, caps.max_file_bytes, caps.max_pixels)
     if as_json:
@@ -405,7 +455,7 @@ app.add_typer(metrics_app, name="metrics")
 @metrics_app.command("diff")
 def metrics_diff(
     old: Annotated[str, typer.Argument(help="Old side: a git revision or DVC experiment name.")] = "HEAD",
-    new: Annotated[Optional[str], typer.Argument(help="New side [default: the workspace].", show_default=False)] = None,
+    new: Annotated[Optional[str], typer.Argument(help="New side.", show_default="the workspace")] = None,
     md: Annotated[bool, typer.Option("--md", help="Print a Markdown table (for pull-request comments).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     all_metrics: Annotated[bool, typer.Option("--all", help="Also list unchanged metrics.")] = False,
@@ -431,8 +481,10 @@ def metrics_diff(
     for column in table.columns[2:]:
         column.justify = "right"
     for change, cells in zip(result.changes, rows(result)):
+        if change.verdict:  # in words too: a log or a colour-blind reader has no colour
+            cells[4] += f" ({change.verdict})"
         style = {"better": "green", "worse": "red"}.get(change.verdict, "")
-        table.add_row(*(escape(c) for c in cells[:4]), *(f"[{style}]{c}[/]" if style else c for c in cells[4:]))
+        table.add_row(*(escape(c) for c in cells[:4]), *(f"[{style}]{escape(c)}[/]" if style else escape(c) for c in cells[4:]))
     out.print(table)
 
 

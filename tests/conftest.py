@@ -38,9 +38,10 @@ compare: {sort: best_threshold_accuracy}
 """
 
 
-def run_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m pipeline ARGS` in `cwd` as a user would, capturing its output."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_cli(*args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline ARGS` in `cwd` as a user would (with `env` added to the environment),
+    capturing its output."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"pipeline {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -66,12 +67,14 @@ def evaluated_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_dvc_project(root: Path) -> Path:
-    """A scratch git + DVC repository with this project's dvc.yaml, its code and tiny params."""
+    """A scratch git + DVC repository with this project's dvc.yaml, plot templates, code and tiny params."""
     (root / "params.yaml").write_text(TINY_PARAMS)
     shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(ROOT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
         subprocess.run(cmd, cwd=root, check=True)
+    shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots")  # the plot templates dvc.yaml names
+    shutil.copy(ROOT / ".gitignore", root / ".gitignore")  # (runs/ among others)
     return root
 
 

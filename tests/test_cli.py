@@ -1,6 +1,7 @@
 """The CLI end to end on a tiny synthetic dataset, and its handling of user errors."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -40,8 +41,10 @@ def test_end_to_end(tiny_project):
         assert {"mse", "pearson", "accuracy", "best_threshold", "best_threshold_accuracy", "params", "epochs"} <= set(metrics)
         assert all(isinstance(v, (int, float)) for v in metrics.values())
         assert 0 <= metrics["best_threshold_accuracy"] <= 1 and metrics["epochs"] == 1
-        run = json.loads((tiny_project / f"metrics/{arch}-run.json").read_text())
+        run = json.loads((tiny_project / f"runs/{arch}/run.json").read_text())  # git-ignored, declared by no stage
         assert run["train_seconds"] > 0 and run["peak_rss_mb"] > 0
+        assert list((tiny_project / f"runs/{arch}/tensorboard").rglob("events.out.tfevents.*"))
+        assert sorted(p.name for p in (tiny_project / f"models/{arch}").iterdir()) == ["best.keras", "history.csv", "model.keras"]
 
     table = run_cli("compare", "--md", "--sort", "mse", cwd=tiny_project).stdout
     lines = [line for line in table.splitlines() if line.startswith("| mlp") or line.startswith("| cnn")]
@@ -134,3 +137,78 @@ def test_help_and_check_params_import_no_heavy_library(tiny_project, args):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
     assert not HEAVY & set(listing.read_text().split())
+
+
+def test_check_params_prints_one_line_unless_asked_to_show(tiny_project):
+    proc = run_cli("check-params", cwd=tiny_project)
+    assert proc.stdout.splitlines() == ["params.yaml: valid (archs: mlp, cnn; source: synthetic)"] and not proc.stderr
+    shown = json.loads(run_cli("check-params", "--show", cwd=tiny_project).stdout)
+    assert set(shown) == {"fetch", "survey", "prepare", "train", "evaluate", "compare"} and shown["train"]["epochs"] == 1
+    assert run_cli("-S", "train.epochs=3", "check-params", cwd=tiny_project).stdout.startswith("params.yaml with 1 override(s): valid")
+
+
+def test_survey_of_another_folder_prints_and_writes_nothing(tiny_project):
+    import cv2
+
+    (tiny_project / "photos/a").mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(tiny_project / "photos/a" / f"{i}.png"), np.zeros((30, 40, 3), np.uint8))
+    missing = run_cli("survey-shapes", cwd=tiny_project, check=False)  # no argument: the pipeline's own data
+    assert missing.returncode == 2 and "input folder not found: data/raw/synthetic" in missing.stderr
+    run_cli("fetch", "--per-class", "4", cwd=tiny_project)
+    (tiny_project / "reports").mkdir()
+    (tiny_project / "reports/survey.json").write_text("the pipeline's own survey")
+    before = sorted(p.relative_to(tiny_project) for p in tiny_project.rglob("*"))
+    proc = run_cli("survey-shapes", "photos", cwd=tiny_project)
+    assert "3 images, 0 unreadable" in proc.stdout and "most common shape (height x width): 30x40" in proc.stdout
+    assert "nothing written" in proc.stderr
+    own = run_cli("survey-shapes", cwd=tiny_project)  # the pipeline's data, still print only
+    assert "8 images, 0 unreadable" in own.stdout
+    assert sorted(p.relative_to(tiny_project) for p in tiny_project.rglob("*")) == before
+    assert (tiny_project / "reports/survey.json").read_text() == "the pipeline's own survey"
+    run_cli("survey-shapes", "photos", "--out", "out/s.json", "--plot", "out/shapes.json", cwd=tiny_project)
+    assert sorted(p.name for p in (tiny_project / "out").iterdir()) == ["s.csv", "s.json", "shapes.json"]
+    assert json.loads((tiny_project / "out/shapes.json").read_text()) == [{"shape": "30x40", "count": 3}]
+
+
+HELP_DEFAULTS = {
+    ("train",): ["[default: (each of train.archs)]", "[default: (models/<arch>)]", "[default: data/prepared]", "runs/<model folder name>/tensorboard"],
+    ("fetch",): ["[default: (fetch.source)]", "[default: (data/raw/<source>)]"],
+    ("survey-shapes",): ["[default: (data/raw/<fetch.source>)]", "[default: (print only)]"],
+    ("prepare",): ["[default: (data/raw/<fetch.source>)]", "[default: data/prepared]"],
+    ("evaluate",): ["[default: (models/<arch>/model.keras)]", "[default: (metrics/<arch>.json)]", "[default: (plots/<arch>)]"],
+    ("report",): ["[default: (summary.html next to --out)]", "[default: reports/summary.md]"],
+    ("predict",): ["[default: (models/<arch>/model.keras)]"],
+    ("metrics", "diff"): ["[default: HEAD]", "[default: (the workspace)]"],
+}
+
+
+@pytest.mark.parametrize("command", list(HELP_DEFAULTS))
+def test_help_shows_defaults_and_choices(tmp_path, command):
+    from pipeline.fetch.sources import SOURCES
+    from pipeline.train.models import ARCHITECTURES
+
+    text = run_cli(*command, "--help", cwd=tmp_path, env={"COLUMNS": "250"}).stdout
+    for default in HELP_DEFAULTS[command]:
+        assert default in text, default
+    assert not re.search(r"\w \.\s", text)  # what rich markup left of a swallowed "[default: ...]"
+    if command[0] in ("train", "evaluate", "predict"):
+        assert ", ".join(ARCHITECTURES) in text
+    if command == ("fetch",):
+        assert ", ".join(SOURCES) in text
+
+
+def test_help_choices_are_the_registries():
+    from pipeline.core import names
+    from pipeline.fetch.sources import SOURCES
+    from pipeline.train.models import ARCHITECTURES
+
+    assert names.ARCHITECTURES == tuple(ARCHITECTURES) and names.SOURCES == tuple(SOURCES)
+
+
+def test_stage_summaries_keep_their_lines_and_one_number_format(tiny_project):
+    fetched = run_cli("fetch", "--per-class", "600", cwd=tiny_project).stdout
+    assert "│ ok     │ 1,200 │" in fetched
+    prepared = run_cli("prepare", "--size", "8x10", cwd=tiny_project, env={"COLUMNS": "100"}).stdout
+    assert prepared.splitlines()[0] == "data/prepared: input 8x10x3, classes vertical, horizontal"
+    assert "│ train   │    900 │" in prepared

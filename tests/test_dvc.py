@@ -11,6 +11,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from pipeline.core.config import TrainSettings
+from pipeline.report.compare import flatten
 from tests.conftest import ROOT, make_dvc_project
 
 # Loaded by every Python process started with it on PYTHONPATH: a process that DVC runs for a stage
@@ -112,9 +113,20 @@ def test_repro_then_up_to_date_then_experiment(reproduced):
     shown = json.loads(dvc(project, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
     assert {"metrics/mlp.json", "metrics/cnn.json"} <= set(files)
+    # DVC would show strings (and diff them as "-"): the metrics hold numbers only, the data's identity lies beside them
+    for name, content in files.items():
+        values = flatten(content["data"]).values()
+        assert values and all(isinstance(v, (int, float)) for v in values), name
+    assert json.loads((project / "metrics/cnn.dataset.json").read_text())["source"] == "synthetic"
 
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny run"], cwd=project, check=True)
+    # Every stage again: every output git keeps, and dvc.lock's hashes of what DVC keeps, are the same
+    # bytes (no TensorBoard file names, zip times or run times among them), so git sees no change.
+    forced = dvc(project, "repro", "--force")
+    assert forced.stdout.count("Running stage") == 10
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True).stdout == ""
+    assert (project / "runs/cnn/run.json").exists() and list((project / "runs/cnn/tensorboard").iterdir())  # beside, ignored
     dvc(project, "exp", "run", "-S", "train.epochs=2")
     assert json.loads((project / "metrics/cnn.json").read_text())["epochs"] == 2
     assert (project / "metrics/mlp.json").read_bytes() != metrics["mlp"]

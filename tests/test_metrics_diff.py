@@ -92,7 +92,9 @@ def test_diff_between_commits_with_missing_archs_and_metrics(metrics_repo):
     assert "| mlp | mse | 0.25 | 0.2 | -0.05 (better) | -20% |" in md
     assert "| cnn | accuracy | 0.9 | - | - | - |" in md
     table = run_cli("metrics", "diff", "HEAD~1", "HEAD", cwd=metrics_repo).stdout
-    assert re.search(r"mlp\s*│\s*accuracy\s*│\s*0\.5\s*│\s*0\.625\s*│\s*\+0\.125\s*│\s*\+25%", table), table
+    # piped, so no colour: the verdict in words
+    assert re.search(r"mlp\s*│\s*accuracy\s*│\s*0\.5\s*│\s*0\.625\s*│\s*\+0\.125 \(better\)\s*│\s*\+25%", table), table
+    assert re.search(r"mlp\s*│\s*mse\s*│\s*0\.25\s*│\s*0\.2\s*│\s*-0\.05 \(better\)", table), table
 
 
 def test_diff_defaults_to_head_against_the_workspace(metrics_repo):
@@ -154,14 +156,20 @@ def test_pipeline_plots_and_diff_between_two_commits(dvc_project):
     dvc(dvc_project, "plots", "show", "-o", "html")
     html = (dvc_project / "html/index.html").read_text()
     declared = json.loads(dvc(dvc_project, "plots", "show", "--json"))["data"]
-    assert len(declared) >= 9  # per arch: thresholds, ROC, confusion, predictions; and the shapes
+    assert len(declared) == 11  # per arch: curves, thresholds, ROC, confusion, predictions; and the shapes
     for plot_id in declared:
         assert re.sub(r"[^a-zA-Z0-9]", "_", plot_id) in html, plot_id
     for arch in ("mlp", "cnn"):
-        for name in ("thresholds.json", "roc.json", "confusion.json", "predictions.png"):
+        for name in ("curves.json", "thresholds.json", "roc.json", "confusion.json", "predictions.png"):
             assert f"plots/{arch}/{name}" in declared
         assert (dvc_project / f"html/static/workspace_plots_{arch}_predictions.png").stat().st_size > 10_000
     assert "plots/shapes.json" in declared
+    assert not any(plot_id.startswith("dvclive/") for plot_id in declared)  # the curves are drawn once, overlaid:
+    curves = declared["plots/cnn/curves.json"][0]["content"]
+    assert curves["facet"]["column"]["field"] == "metric" and curves["spec"]["encoding"]["color"]["field"] == "split"
+    assert {(r["metric"], r["split"]) for r in curves["data"]["values"]} == {(m, s) for m in ("loss", "accuracy") for s in ("train", "validation")}
+    confusion = declared["plots/cnn/confusion.json"][0]["content"]
+    assert {param["name"]: param.get("value") for param in confusion["params"]}["showValues"] is True  # counts shown
 
     git(dvc_project, "add", "-A")
     git(dvc_project, "commit", "-qm", "one epoch")

@@ -18,7 +18,8 @@ from pipeline.report.plots import (
     worst_mistakes,
     write_plots,
 )
-from pipeline.report.report import shape_records, write_report
+from pipeline.prepare.survey import shape_records
+from pipeline.report.report import write_report
 from tests.conftest import run_cli
 
 
@@ -156,10 +157,12 @@ def test_evaluate_writes_consistent_plots_for_each_arch(evaluated_project, tmp_p
 
     # Same model and data -> the same bytes for every plot file.
     again = tmp_path / "again"
-    run_cli("evaluate", "--arch", "cnn", "--out", str(tmp_path / "cnn.json"), "--plots", str(again), cwd=evaluated_project)
+    printed = run_cli("evaluate", "--arch", "cnn", "--out", str(tmp_path / "cnn.json"), "--plots", str(again), cwd=evaluated_project).stdout
+    assert f"params={json.loads((tmp_path / 'cnn.json').read_text())['params']:,}," in printed  # not 1.089e+07
     for path in (evaluated_project / "plots/cnn").iterdir():
         assert (again / path.name).read_bytes() == path.read_bytes(), path.name
     assert (tmp_path / "cnn.json").read_bytes() == (evaluated_project / "metrics/cnn.json").read_bytes()
+    assert (tmp_path / "cnn.dataset.json").read_bytes() == (evaluated_project / "metrics/cnn.dataset.json").read_bytes()
 
 
 def test_shape_records_top_shapes_then_other():
@@ -181,13 +184,43 @@ def test_report_links_every_plot_and_includes_the_survey(evaluated_project, tmp_
     assert f"{survey['images']} images read" in text
     for arch in ("mlp", "cnn"):
         assert f"\n| {arch} " in text
-        for name in ("predictions.png", "thresholds.json", "roc.json", "confusion.json"):
+        for name in ("predictions.png", "curves.json", "thresholds.json", "roc.json", "confusion.json"):
             link = f"../plots/{arch}/{name}"
             assert f"({link})" in text and (project / "reports" / link).resolve().exists()
     mse = {arch: json.loads((project / f"metrics/{arch}.json").read_text())["mse"] for arch in ("mlp", "cnn")}
     assert f"**{min(mse, key=mse.get)}**" in text  # best by mse, lower is better
-    shapes = json.loads((project / "plots/shapes.json").read_text())
-    assert sum(r["count"] for r in shapes) == survey["images"]
-    first = report.summary.read_bytes()
+    assert "[summary.html](summary.html)" in text and report.html == project / "reports/summary.html"
+    assert "train_seconds" not in text and "peak_rss_mb" not in text  # run-to-run figures stay out of tracked files
+    first = report.summary.read_bytes(), report.html.read_bytes()
     write_report(project / "metrics", tmp_path / "survey.json", project / "plots", project / "reports/summary.md", "mse")
-    assert report.summary.read_bytes() == first
+    assert (report.summary.read_bytes(), report.html.read_bytes()) == first
+
+
+def test_committed_dvc_templates_are_the_generated_ones():
+    from pipeline.report.charts import TEMPLATES_DIR, dvc_templates
+    from tests.conftest import ROOT
+
+    for name, spec in dvc_templates().items():
+        committed = json.loads((ROOT / TEMPLATES_DIR / f"{name}.json").read_text())
+        assert committed == spec, f"{name}: regenerate with `python -m pipeline.report.charts`"
+
+
+def test_curve_records_are_the_history_in_long_form():
+    from pipeline.report.plots import curve_records
+
+    history = ({"epoch": 1, "accuracy": 0.5, "loss": 0.25, "val_accuracy": 0.4, "val_loss": 0.3}, {"epoch": 2, "accuracy": 0.75, "loss": 0.125, "val_accuracy": 0.6, "val_loss": 0.2})
+    records = curve_records(history)
+    assert len(records) == 8 and records[:2] == [{"epoch": 1, "metric": "loss", "split": "train", "value": 0.25}, {"epoch": 1, "metric": "loss", "split": "validation", "value": 0.3}]
+    assert {r["value"] for r in records if r["metric"] == "accuracy" and r["split"] == "validation"} == {0.4, 0.6}
+    assert curve_records(({"epoch": 1, "loss": 0.5, "accuracy": 0.5},)) == [{"epoch": 1, "metric": "loss", "split": "train", "value": 0.5}, {"epoch": 1, "metric": "accuracy", "split": "train", "value": 0.5}]  # no validation split
+
+
+def test_confusion_chart_counts_every_cell_and_writes_the_counts():
+    from pipeline.report.charts import confusion, confusion_counts
+
+    records = [{"actual": "a", "predicted": "a"}] * 3 + [{"actual": "a", "predicted": "b"}]
+    cells = confusion_counts(records, ["a", "b"])
+    assert cells == [{"actual": "a", "predicted": "a", "count": 3}, {"actual": "a", "predicted": "b", "count": 1},
+                     {"actual": "b", "predicted": "a", "count": 0}, {"actual": "b", "predicted": "b", "count": 0}]  # fmt: skip
+    text_layer = confusion(cells, ["a", "b"])["layer"][1]
+    assert text_layer["mark"]["type"] == "text" and text_layer["encoding"]["text"]["field"] == "count"

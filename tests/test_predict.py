@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.core.errors import ImageError
+from pipeline.core.errors import ImageError, InputError
 from pipeline.report.predict import default_arch, read_image
 from tests.conftest import run_cli
 
@@ -92,11 +92,26 @@ def test_read_image_errors():
         read_image(Path(__file__), (8, 8), "stretch", "rgb")
 
 
-def test_default_arch_is_the_best_by_the_sort_metric(tmp_path):
+def test_default_arch_is_the_best_evaluated_on_the_current_data(evaluated_project, tmp_path):
+    data = evaluated_project / "data/prepared"
+    current = json.loads((evaluated_project / "metrics/cnn.dataset.json").read_text())
     metrics = tmp_path / "metrics"
     metrics.mkdir()
-    (metrics / "mlp.json").write_text(json.dumps({"mse": 0.3, "accuracy": 0.9}))
-    (metrics / "cnn.json").write_text(json.dumps({"mse": 0.1, "accuracy": 0.8}))
-    assert default_arch(metrics, "mse", ["mlp", "cnn"]) == "cnn"  # lower is better
-    assert default_arch(metrics, "accuracy", ["mlp", "cnn"]) == "mlp"
-    assert default_arch(tmp_path / "none", "mse", ["mlp", "cnn"]) == "mlp"  # no metrics yet: the first arch
+
+    def evaluated(arch, values, identity):
+        (metrics / f"{arch}.json").write_text(json.dumps(values))
+        if identity is not None:
+            (metrics / f"{arch}.dataset.json").write_text(json.dumps(identity))
+
+    evaluated("mlp", {"mse": 0.3, "accuracy": 0.9}, current)
+    evaluated("cnn", {"mse": 0.1, "accuracy": 0.8}, current)
+    evaluated("lenet5", {"mse": 0.01, "accuracy": 0.99}, {**current, "source": "mnist", "fingerprint": "0" * 64})  # better, on other data
+    evaluated("convnet", {"mse": 0.0, "accuracy": 1.0}, None)  # evaluated before the data was recorded
+    archs = ["mlp", "cnn", "lenet5", "convnet"]
+    assert default_arch(metrics, "mse", archs, data) == "cnn"  # lower is better
+    assert default_arch(metrics, "accuracy", archs, data) == "mlp"
+    assert default_arch(tmp_path / "none", "mse", archs, data) == "mlp"  # nothing evaluated yet: the first arch
+    for arch in ("mlp", "cnn"):
+        (metrics / f"{arch}.dataset.json").unlink()
+    with pytest.raises(InputError, match=r"no model in .* was evaluated on the current .*lenet5 \(mnist 00000000\)"):
+        default_arch(metrics, "mse", archs, data)

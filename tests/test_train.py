@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -124,13 +125,13 @@ ENGINE_ARGS = (
 
 
 def train_cmd(out: str, *extra: str) -> list[str]:
-    return [*ENGINE_ARGS, *extra, "train", "--arch", "preact", "--data", "data", "--out", out, "--run-file", f"{out}-run.json", "--live", f"{out}-live"]
+    return [*ENGINE_ARGS, *extra, "train", "--arch", "preact", "--data", "data", "--out", out, "--run-file", f"{out}-run.json", "--live", f"{out}-live"]  # (TensorBoard: runs/<out>/)
 
 
 def weights(path: Path) -> list[np.ndarray]:
-    from pipeline.train.runtime import keras_seeded
+    from pipeline.train.runtime import load_model
 
-    return keras_seeded(0).models.load_model(path).get_weights()
+    return load_model(path).get_weights()
 
 
 def same_weights(a: Path, b: Path) -> bool:
@@ -159,7 +160,8 @@ def engine_runs(tmp_path_factory):
         time.sleep(0.02)
     time.sleep(0.3)  # into the next epoch
     d.send_signal(signal.SIGKILL)
-    killed = d.wait()
+    d.communicate()  # (reaps it and closes its pipes)
+    killed = d.returncode
     backed_up = backed_up_epochs()
     for proc in (a, c):
         _, err = proc.communicate()
@@ -173,8 +175,9 @@ def engine_runs(tmp_path_factory):
 
 def test_same_params_in_two_processes_give_identical_bytes_and_weights(engine_runs):
     root = engine_runs["root"]
-    for rel in ("history.csv",):
-        assert (root / "A" / rel).read_bytes() == (root / "B" / rel).read_bytes()
+    for rel in ("history.csv", "model.keras", "best.keras"):  # the .keras files too: fixed zip times, no save date
+        assert (root / "A" / rel).read_bytes() == (root / "B" / rel).read_bytes(), rel
+    assert sorted(p.name for p in (root / "A").iterdir()) == ["best.keras", "history.csv", "model.keras"]  # nothing that varies
     assert (root / "A-live/metrics.json").read_bytes() == (root / "B-live/metrics.json").read_bytes()
     assert same_weights(root / "A/model.keras", root / "B/model.keras")
     assert same_weights(root / "A/best.keras", root / "B/best.keras")
@@ -195,6 +198,7 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(engine_runs):
     assert f"resumed after epoch {engine_runs['backed_up']}" in engine_runs["resumed_stdout"]
     assert "resumed" not in engine_runs["b_stdout"]
     assert (root / "D/history.csv").read_bytes() == (root / "A/history.csv").read_bytes()
+    assert (root / "D/model.keras").read_bytes() == (root / "A/model.keras").read_bytes()
     assert same_weights(root / "D/model.keras", root / "A/model.keras")
     assert same_weights(root / "D/best.keras", root / "A/best.keras")
     # dvclive holds every epoch once, as in the uninterrupted run
@@ -202,7 +206,7 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(engine_runs):
         assert (root / "D-live/plots/metrics" / name).read_text() == (root / "A-live/plots/metrics" / name).read_text()
     assert len((root / "D-live/plots/metrics/train/loss.tsv").read_text().splitlines()) == 5
     assert not (root / ".backup" / "D").exists()  # finished: the backup is gone
-    assert list((root / "D/tensorboard").iterdir())  # TensorBoard event files
+    assert list((root / "runs/D/tensorboard").iterdir())  # TensorBoard event files, outside the model folder
     run = json.loads((root / "D-run.json").read_text())
     assert run["peak_rss_mb"] > 0 and run["train_seconds"] > 0
 
@@ -296,7 +300,8 @@ def test_multi_worker_strategy_two_processes_on_localhost(tmp_path):
     assert "on 2 replica(s)" in outputs[0][0] and outputs[1][0] == ""  # worker 0 is the chief and reports
     assert len((tmp_path / "mw/history.csv").read_text().splitlines()) == 3
     assert json.loads((tmp_path / "mw-live/metrics.json").read_text())["step"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".backup", ".mw.lock", "data", "mw", "mw-live", "mw-run.json"]  # the other worker left nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".backup", ".mw.lock", "data", "mw", "mw-live", "mw-run.json", "runs"]  # the other worker left nothing
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["mw"]  # (the chief's TensorBoard logs)
     assert not list((tmp_path / ".backup").iterdir())  # both backups deleted at the end
 
 
@@ -311,20 +316,85 @@ def test_multi_worker_without_tf_config_is_a_clear_error(tmp_path):
 
 
 def test_mixed_precision_and_xla_are_options(tmp_path):
+    """XLA really compiles the steps (its dump holds the compiled modules) and Keras does not fall
+    back to no XLA; mixed float16 with a float32 output layer."""
     import keras
 
-    from pipeline.train.loop import train
-    from pipeline.train.runtime import keras_seeded
+    from pipeline.train.runtime import load_model
 
-    data = write_prepared(tmp_path / "data", 16, 8, (12, 12, 1), 10)
-    overrides = {"train.epochs": 1, "train.batch_size": 8, "train.mixed_precision": True, "train.jit_compile": True}
-    settings, params = load_params(Path("/nonexistent"), overrides).train.for_arch("convnet")
-    result = train("convnet", data, tmp_path / "m", settings, params)
-    assert result.mixed_precision and np.isfinite(result.history["loss"][0])
-    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored afterwards
-    model = keras_seeded(0).models.load_model(result.model_path)
+    write_prepared(tmp_path / "data", 16, 8, (12, 12, 1), 10)
+    args = ["-S", "train.epochs=1", "-S", "train.batch_size=8", "-S", "train.mixed_precision=true", "-S", "train.jit_compile=true",
+            "train", "--arch", "convnet", "--data", "data", "--out", "m"]  # fmt: skip
+    proc = run_cli(*args, cwd=tmp_path, env={"XLA_FLAGS": f"--xla_dump_to={tmp_path / 'xla'}"})
+    assert "jit_compile" not in proc.stderr  # Keras' "Model doesn't support jit_compile=True. Proceeding with jit_compile=False"
+    assert any("train_function" in p.name or "one_step_on_data" in p.name for p in (tmp_path / "xla").iterdir()), sorted(p.name for p in (tmp_path / "xla").iterdir())[:10]
+    model = load_model(tmp_path / "m/model.keras")
     assert model.get_layer("head").dtype_policy.name == "float32"
     assert any(layer.dtype_policy.name == "mixed_float16" for layer in model.layers if layer.name != "head")
     assert model.predict(np.zeros((1, 12, 12, 1), np.uint8), verbose=0).dtype == np.float32
+    assert keras.config.dtype_policy().name == "float32"
     auto, _ = load_params(Path("/nonexistent")).train.for_arch("convnet")
     assert auto.mixed_precision == "auto" and not auto.jit_compile  # off by default (on a GPU, auto turns it on)
+
+
+def test_xla_with_augmentation_it_cannot_compile_is_refused(tmp_path):
+    write_prepared(tmp_path / "data", 16, 8, (12, 12, 1), 2)
+    proc = run_cli("-S", "train.jit_compile=true", "-S", "train.augment=seed001", "train", "--arch", "convnet", "--data", "data", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "train.jit_compile: XLA cannot compile RandomRotation, RandomShear, RandomTranslation, RandomZoom (train.augment)" in proc.stderr
+
+
+def test_saved_models_have_fixed_zip_times_and_no_save_date(tmp_path):
+    import zipfile
+
+    from pipeline.train.models import build_model
+    from pipeline.train.models.mlp import MlpParams
+    from pipeline.train.runtime import ZIP_TIME, keras_seeded, load_model, save_model
+
+    keras_seeded(0)
+    model = build_model("mlp", (4, 4, 1), Head(1, "sigmoid"), MlpParams(hidden=[3]))
+    save_model(model, tmp_path / "a.keras")
+    time.sleep(2.1)  # a zip stores time in steps of 2 s
+    save_model(model, tmp_path / "b.keras")
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a.keras") as saved:
+        assert {info.date_time for info in saved.infolist()} == {ZIP_TIME}
+        assert "date_saved" not in json.loads(saved.read("metadata.json"))
+        shared = re.findall(r'"shared_object_id": (\d+)', saved.read("config.json").decode())
+        assert shared and set(shared) == {"1"}  # Keras wrote id() of the dtype policy the layers share
+    assert all(np.array_equal(a, b) for a, b in zip(load_model(tmp_path / "a.keras").get_weights(), model.get_weights()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.keras", "b.keras"]  # no temporary left
+
+
+# --- TensorFlow's start-up noise ----------------------------------------------------------------------
+
+
+def test_training_prints_no_tensorflow_noise_on_a_cpu_machine(tmp_path):
+    write_prepared(tmp_path / "data", 16, 8, (8, 8, 3), 2)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "-S", "train.epochs=1", "train", "--arch", "cnn", "--data", "data"],
+                          cwd=tmp_path, capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    noise = [line for line in (proc.stdout + proc.stderr).splitlines() if "cuInit" in line or "E0000" in line or "absl::InitializeLog" in line or re.match(r"[IWEF]\d{4} ", line)]
+    assert not noise, noise
+    assert proc.stderr == "" and proc.stdout.startswith("cnn: ")
+
+
+def test_a_log_level_the_user_sets_is_respected(tmp_path):
+    script = "from pipeline.train.runtime import tensorflow; tensorflow()"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert proc.returncode == 0 and re.search(r"^I\d{4} .*\] ", proc.stderr, re.M), proc.stderr  # TensorFlow's info lines, as asked
+
+
+def test_which_start_up_lines_are_noise():
+    from pipeline.train.runtime import is_noise
+
+    notice = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+    info = "I0000 00:00:1795867937.581063   26142 port.cc:153] oneDNN custom operations are on."
+    cuinit = "E0000 00:00:1795867941.482552   26142 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: UNKNOWN ERROR (303)"
+    other_error = "E0000 00:00:1795867941.482552   26142 some.cc:1] something else failed"
+    python = "/x/y.py:3: UserWarning: a Python warning"
+    assert is_noise(notice, 2, True) and is_noise(info, 2, True) and is_noise(cuinit, 2, True)
+    assert not is_noise(cuinit, 2, False)  # an NVIDIA GPU is there: a failing cuInit is a real error
+    assert not is_noise(other_error, 2, True) and not is_noise(python, 3, True)
+    assert not is_noise(info, 0, False) and not is_noise(notice, 0, False)  # TF_CPP_MIN_LOG_LEVEL=0: everything

@@ -43,3 +43,9 @@ def read_classes(root: Path) -> list[str] | None:
     """The class order a source declared (e.g. cats-dogs: dog = 0, cat = 1), or None."""
     path = root / DATASET
     return json.loads(path.read_text())["classes"] if path.exists() else None
+
+
+def read_source(root: Path) -> str | None:
+    """The source that fetched the dataset (dataset.json), or None for a plain folder."""
+    path = root / DATASET
+    return json.loads(path.read_text()).get("source") if path.exists() else None

@@ -18,22 +18,30 @@ import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary sibling; on any failure the temporary goes."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary file open at a temporary sibling of `path`, renamed to `path` when the block ends
+    without error; on any failure the temporary goes. For outputs streamed rather than held whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:  # a full disk says nothing of which file
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary sibling; on any failure the temporary goes."""
+    with atomic_file(path) as fh:
+        fh.write(data)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -147,3 +155,7 @@ def staged_dir(out: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+def write_records(path: Path, records: list[dict]) -> None:
+    """DVC plot data: an array of records, one per line: small, readable and diff-friendly."""
+    lines = ",\n".join(json.dumps(record, allow_nan=False) for record in records)
+    write_text(path, f"[\n{lines}\n]\n" if records else "[]\n")

@@ -3,12 +3,16 @@
 A folder with, per split (train, val), `<split>_x.npy` (N, height, width, channels) uint8 images
 and `<split>_y.npy` (N,) int32 labels; `index.csv` (which file went to which row); `skipped.csv`
 (files left out, with the reason); and `meta.json`: classes (label i = classes[i]), input_shape,
-splits (rows per split), aspect and color (the preprocessing `predict` must repeat), skipped and
-manifest_sha256 (the identity of the input listing).
+splits (rows per split), aspect and color (the preprocessing `predict` must repeat), skipped,
+source (the fetch source, or `folder`) and manifest_sha256 (the identity of the input listing).
+
+`identity` names the data a model was evaluated on: the source and a fingerprint of exactly these
+arrays, so runs on different data are never compared as if they were alike.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -59,3 +63,31 @@ def load_split(data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if x.shape != expected or x.dtype != np.uint8 or y.shape != expected[:1] or (len(y) and not 0 <= y.min() <= y.max() < len(meta["classes"])):
         raise InputError(f"{data}: the {split} arrays {x.shape} do not match meta.json {expected}: the folder is damaged or mixed; run `pipeline prepare` again")
     return x, y
+
+
+def fingerprint(data: Path) -> str:
+    """SHA-256 of meta.json and the four arrays (streamed): the same value exactly when the images,
+    labels, split and preprocessing are the same."""
+    read_meta(data)  # (its error when there is no prepared data at all)
+    digest = hashlib.sha256()
+    for path in [data / META, *(f(data, split) for split in SPLITS for f in (images_file, labels_file))]:
+        if not path.exists():
+            raise InputError(f"prepared data incomplete: {path} is missing (run `pipeline prepare` again)")
+        digest.update(f"{path.name}\0".encode())
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def identity(data: Path) -> dict:
+    """What identifies the prepared data: its source, fingerprint, input listing, classes and shape."""
+    meta = read_meta(data)
+    return {
+        "source": meta.get("source", "unknown"),
+        "fingerprint": fingerprint(data),
+        "manifest_sha256": meta.get("manifest_sha256"),
+        "classes": meta["classes"],
+        "input_shape": meta["input_shape"],
+        "splits": meta["splits"],
+    }

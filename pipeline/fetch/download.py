@@ -190,7 +190,7 @@ def download_file(session: requests.Session, url: str, dest: Path, settings: Dow
                 if total and total > cap:
                     raise too_big
                 with open(part, "ab" if resume else "wb") as fh:
-                    chunks = progress(resp.iter_content(CHUNK), f"Downloading {dest.name}", total=total and -(-total // CHUNK))
+                    chunks = progress(resp.iter_content(CHUNK), f"Downloading {dest.name}", total=total and total - (have if resume else 0), size=len)
                     for chunk in chunks:
                         fh.write(chunk)
                         if fh.tell() > cap:  # an endless or lying body: stop before the disk fills

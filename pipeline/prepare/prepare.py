@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipeline.core.config import MAX_SIDE, PrepareConfig
 from pipeline.core.console import progress
-from pipeline.core.dataset import MANIFEST, check_complete, read_classes, read_manifest
+from pipeline.core.dataset import MANIFEST, check_complete, read_classes, read_manifest, read_source
 from pipeline.core.errors import ConfigError, DataError, ImageError, InputError
 from pipeline.core.files import exclusive, printable, read_capped, staged_dir, walk, write_text
 from pipeline.core.images import load
@@ -247,6 +247,7 @@ def prepare(root: Path, out: Path, cfg: PrepareConfig, survey_json: Path | None 
             "aspect": cfg.aspect,
             "color": cfg.color,
             "skipped": len(skipped),
+            "source": read_source(root) or "folder",
             "manifest_sha256": digest,
         }
         write_meta(tmp, meta)  # last: the folder is complete

@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.core.console import progress
 from pipeline.core.errors import DataError, ImageError, InputError
-from pipeline.core.files import walk, write_json, write_text
+from pipeline.core.files import walk, write_json, write_records, write_text
 from pipeline.core.images import probe
 from pipeline.core.dataset import SIDECARS, check_complete
 
@@ -88,15 +88,35 @@ def survey_shapes(root: Path, sample: int = 0, seed: int = 0) -> Survey:
     return survey
 
 
-def write_survey(survey: Survey, json_path: Path, csv_path: Path | None = None) -> None:
-    write_json(json_path, asdict(survey))
+TOP_SHAPES = 15  # bars of the shape histogram plot; the rest are summed into one "other" bar
+
+
+def shape_records(survey: dict, top: int = TOP_SHAPES) -> list[dict]:
+    """The `top` most common shapes as bars, and one "other" bar for the rest (the survey lists them
+    most common first): the DVC plot data `plots/shapes.json`, also drawn on the summary page."""
+    shapes = survey.get("shapes", [])
+    records = [{"shape": f"{s['height']}x{s['width']}", "count": s["count"]} for s in shapes[:top]]
+    rest = shapes[top:]
+    if rest:
+        records.append({"shape": f"other ({len(rest)} shapes)", "count": sum(s["count"] for s in rest)})
+    return records
+
+
+def write_survey(survey: Survey, json_path: Path | None = None, csv_path: Path | None = None, plot_path: Path | None = None) -> None:
+    """The survey JSON, the full shape histogram as CSV and the plot data, each only where a path is given."""
+    if json_path is not None:
+        write_json(json_path, asdict(survey))
     if csv_path is not None:
         lines = ["height,width,count"] + [f"{s['height']},{s['width']},{s['count']}" for s in survey.shapes]
         write_text(csv_path, "\n".join(lines) + "\n")
+    if plot_path is not None:
+        write_records(plot_path, shape_records(asdict(survey)))
 
 
-def run(root: Path, sample: int, seed: int, json_out: Path, csv_out: Path | None = None) -> Survey:
-    """The survey stage: survey `root` and write the survey JSON (and the shape histogram CSV)."""
+def run(root: Path, sample: int, seed: int, json_out: Path | None = None, csv_out: Path | None = None, plot_out: Path | None = None) -> Survey:
+    """The survey stage: survey `root`; write the survey JSON, the shape histogram CSV and its plot
+    data where asked (nothing by default: a survey of some other folder must not touch the
+    pipeline's own outputs)."""
     survey = survey_shapes(root, sample, seed)
-    write_survey(survey, json_out, csv_out)
+    write_survey(survey, json_out, csv_out, plot_out)
     return survey

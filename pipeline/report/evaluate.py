@@ -15,6 +15,10 @@ More than two classes:
 
 Always: params (weights in the model) and epochs (rows of the training history).
 
+Beside `metrics/<arch>.json` (numbers only, for DVC) goes `metrics/<arch>.dataset.json`: the
+identity of the data it was measured on (`pipeline.core.prepared.identity`), which `compare` and
+`predict` read.
+
 Every value is a finite number (DVC drops strings; JSON has no NaN). Where a metric is undefined
 it takes a documented value instead:
   pearson     0.0 when predictions or labels are constant (no linear relation to measure)
@@ -38,7 +42,8 @@ from sklearn import metrics as skm
 
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_json
-from pipeline.core.prepared import load_split, read_meta
+from pipeline.core.paths import dataset_file
+from pipeline.core.prepared import identity, load_split, read_meta
 
 DIGITS = 6
 TOP_K = 5
@@ -54,6 +59,7 @@ class Evaluation:
     labels: np.ndarray  # (N,) int
     probs: np.ndarray  # (N, classes): probability of each class (a sigmoid unit expanded to 2 columns)
     n_thresholds: int
+    history: tuple[dict, ...] = ()  # the training history's rows (epoch, loss, accuracy, val_loss, ...), if found
 
 
 def thresholds(n: int) -> np.ndarray:
@@ -160,18 +166,21 @@ def evaluate(model_path: Path, data: Path, n_thresholds: int) -> Evaluation:
         raise InputError(f"{model_path} predicts {probs.shape[1]} classes but {data} has {len(meta['classes'])}: retrain on this data")
     metrics = compute_metrics(y_val, probs, meta["classes"], n_thresholds)
     metrics["params"] = int(model.count_params())
-    history = model_path.parent / HISTORY_FILE
-    if history.exists():
-        metrics["epochs"] = len(pd.read_csv(history))
-    return Evaluation(metrics, list(meta["classes"]), np.asarray(y_val), probs, n_thresholds)
+    history_file = model_path.parent / HISTORY_FILE
+    history = tuple(pd.read_csv(history_file).to_dict("records")) if history_file.exists() else ()
+    if history_file.exists():
+        metrics["epochs"] = len(history)
+    return Evaluation(metrics, list(meta["classes"]), np.asarray(y_val), probs, n_thresholds, history)
 
 
 def run(model_path: Path, data: Path, n_thresholds: int, metrics_out: Path, plots_dir: Path) -> Evaluation:
-    """The evaluate stage: the metrics to `metrics_out` and every plot of the model to `plots_dir`."""
+    """The evaluate stage: the metrics to `metrics_out`, the data's identity beside them
+    (`<name>.dataset.json`) and every plot of the model to `plots_dir`."""
     from pipeline.report.plots import write_plots  # (plots builds on this module)
 
     evaluation = evaluate(model_path, data, n_thresholds)
     write_json(metrics_out, evaluation.metrics)
+    write_json(dataset_file(metrics_out), identity(data))
     write_plots(evaluation, load_split(data, "val")[0], plots_dir)
     return evaluation
 

@@ -3,7 +3,9 @@
 Written to `plots/<arch>/` by `pipeline evaluate`, declared in dvc.yaml so `dvc plots show` draws them:
   thresholds.json   [{threshold, accuracy}]  seed 000's threshold sweep
   roc.json          [{fpr, tpr}]             the ROC curve
-  confusion.json    [{actual, predicted}]    one record per validation image (DVC's `confusion` template)
+  confusion.json    [{actual, predicted}]    one record per validation image (drawn with the counts shown)
+  curves.json       [{epoch, metric, split, value}]  the training history: loss and accuracy per epoch,
+                    train and validation, drawn overlaid in one chart per metric
   predictions.png   seed 001's grid of validation images, predicted class in blue when right and red
                     when wrong, and a gallery of the most confident mistakes
 
@@ -15,18 +17,20 @@ Records are rounded, so the files are byte-identical for the same model and data
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from pipeline.core.files import write_atomic, write_text
+from pipeline.core.files import write_atomic, write_records
 from pipeline.report.evaluate import DIGITS, Evaluation, positive_prob, threshold_sweep
 
 THRESHOLDS = "thresholds.json"
 ROC = "roc.json"
 CONFUSION = "confusion.json"
+CURVES = "curves.json"
+CURVE_METRICS = ("loss", "accuracy")
+SPLIT_NAMES = {"": "train", "val_": "validation"}  # Keras' history: loss, val_loss, ...
 PREDICTIONS = "predictions.png"
 GRID = 8  # seed 001 showed 8 predictions
 COLUMNS = 4
@@ -64,6 +68,18 @@ def predicted_labels(probs: np.ndarray) -> np.ndarray:
 def confusion_records(evaluation: Evaluation) -> list[dict]:
     names = evaluation.classes
     return [{"actual": names[a], "predicted": names[p]} for a, p in zip(evaluation.labels, predicted_labels(evaluation.probs))]
+
+
+def curve_records(history: tuple[dict, ...] | list[dict]) -> list[dict]:
+    """The training history in long form, one record per epoch, metric and split (epochs from 1)."""
+    records = []
+    for number, row in enumerate(history, 1):
+        for metric in CURVE_METRICS:
+            for prefix, split in SPLIT_NAMES.items():
+                value = row.get(prefix + metric)
+                if value is not None and value == value:
+                    records.append({"epoch": int(row.get("epoch", number)), "metric": metric, "split": split, "value": round(float(value), DIGITS)})
+    return records
 
 
 def sample_rows(n: int, count: int = GRID) -> list[int]:
@@ -121,15 +137,9 @@ def write_predictions_png(evaluation: Evaluation, images: np.ndarray, path: Path
     write_atomic(path, png.getvalue())
 
 
-def write_records(path: Path, records: list[dict]) -> None:
-    """DVC plot data: an array of records, one per line: small, readable and diff-friendly."""
-    lines = ",\n".join(json.dumps(record, allow_nan=False) for record in records)
-    write_text(path, f"[\n{lines}\n]\n" if records else "[]\n")
-
-
 def write_plots(evaluation: Evaluation, images: np.ndarray, out: Path) -> list[Path]:
     """Every plot of one model into `out`; returns the paths written."""
-    files = {THRESHOLDS: threshold_records(evaluation), ROC: roc_records(evaluation), CONFUSION: confusion_records(evaluation)}
+    files = {THRESHOLDS: threshold_records(evaluation), ROC: roc_records(evaluation), CONFUSION: confusion_records(evaluation), CURVES: curve_records(evaluation.history)}
     for name, records in files.items():
         write_records(out / name, records)
     write_predictions_png(evaluation, images, out / PREDICTIONS)

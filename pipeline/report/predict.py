@@ -28,14 +28,27 @@ class Prediction:
     error: str | None = None
 
 
-def default_arch(metrics_dir: Path, sort: str, archs: list[str]) -> str:
-    """The best architecture in `metrics_dir` by `sort` (compare's order), else the first of `archs`."""
-    from pipeline.report.compare import compare
+def default_arch(metrics_dir: Path, sort: str, archs: list[str], data: Path) -> str:
+    """The best architecture by `sort` (compare's order) among those evaluated on the prepared data
+    in `data` (the same fingerprint); the first of `archs` when nothing was evaluated yet. A model
+    evaluated on other data (an earlier dataset's leftover) is never picked."""
+    from pipeline.core.prepared import fingerprint
+    from pipeline.report.compare import compare, read_dataset
 
     try:
-        return str(compare(metrics_dir, sort).index[0])
+        comparison = compare(metrics_dir, sort)
     except InputError:
         return archs[0]
+    current = fingerprint(data)
+    for arch in comparison.frame.index:
+        identity = read_dataset(metrics_dir / f"{arch}.json")
+        if identity and identity.get("fingerprint") == current:
+            return str(arch)
+    others = ", ".join(f"{arch} ({label})" for arch, label in comparison.datasets.items())
+    raise InputError(
+        f"no model in {metrics_dir} was evaluated on the current {data} (fingerprint {current[:8]}): {others}; "
+        "run `dvc repro` (or `pipeline train` and `pipeline evaluate`), or choose one with --arch"
+    )
 
 
 def read_image(path: Path, size: tuple[int, int], aspect: str, color: str, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -6,6 +6,9 @@
 - In the graph: augmentation (training only) and normalisation (`pipeline.train.models.common`).
 - Callbacks: ModelCheckpoint (best model), EarlyStopping (optional), TensorBoard, dvclive, and
   `Resume` (crash-safe per-epoch backups for an exact resume) last.
+- Outputs: the model folder holds only what is the same for the same params (the .keras files are
+  saved with fixed zip times); TensorBoard's event files (named after the time, host and process)
+  and the run's time and memory go to `runs/<arch>/`, which git ignores and no stage declares.
 - Hardware: TensorFlow's default device placement (a GPU when there is one), mixed precision and
   XLA as options, tf.distribute strategies for several GPUs or several machines.
 """
@@ -33,7 +36,7 @@ from pipeline.core.files import exclusive, write_json, write_text
 from pipeline.core.prepared import load_split, read_meta
 from pipeline.train.models import build_model
 from pipeline.train.models.common import Head, Preprocess
-from pipeline.train.runtime import BEST_FILE, HISTORY_FILE, MODEL_FILE, TENSORBOARD_DIR, gathered, head_for, in_order, keras_seeded, targets, tensorflow
+from pipeline.train.runtime import BEST_FILE, HISTORY_FILE, MODEL_FILE, gathered, head_for, in_order, keras_seeded, rewrite_keras_file, save_model, targets, tensorflow
 
 BACKUP_DIR = ".backup"  # beside the model folder, not in it: DVC deletes a stage's outputs before rerunning it
 
@@ -228,17 +231,19 @@ def train(
     live_dir: Path | None = None,
     backup_dir: Path | None = None,
     run_file: Path | None = None,
+    tensorboard_dir: Path | None = None,
 ) -> Trained:
-    """Fit `arch` on `data`'s train split (validating on val). Writes `out/model.keras`, `best.keras`,
-    `history.csv` and `tensorboard/`, per-epoch dvclive logs in `live_dir` and the run's time and
-    memory in `run_file` when given.
+    """Fit `arch` on `data`'s train split (validating on val). Writes `out/model.keras`, `best.keras`
+    and `history.csv` (the same bytes for the same params and data on a CPU), per-epoch dvclive logs
+    in `live_dir`, TensorBoard event files in `tensorboard_dir` and the run's time and memory in
+    `run_file`, each when given.
 
     An interrupted run leaves a backup in `backup_dir` (default `<out>/../.backup/<out name>`); the
     next run with the same settings and data continues from its last finished epoch.
     """
     meta = read_meta(data)
     strategy = distribution(settings.strategy)  # first: a multi-worker strategy must precede other TF ops
-    keras = keras_seeded(settings.seed)
+    keras = keras_seeded(settings.seed, deterministic=not settings.jit_compile)
     tf = tensorflow()
     head = head_for(len(meta["classes"]), settings.head)
     if settings.loss == "categorical_crossentropy" and head.units == 1:
@@ -251,24 +256,26 @@ def train(
     backup, scratch = backup_dir or default_backup_dir(out), None
     if not chief:  # the other workers do the same work (collective ops need them) into throwaway folders
         scratch = Path(tempfile.mkdtemp(prefix=f"pipeline-{task_name}-"))
-        out, backup, live_dir = scratch / "out", backup.with_name(f"{backup.name}.{task_name}"), None
+        out, backup, live_dir, tensorboard_dir = scratch / "out", backup.with_name(f"{backup.name}.{task_name}"), None, None
     with exclusive(out, "train"):  # one writer per model folder (and its backup)
-        return _fit(arch, data, out, settings, params, live_dir, backup, scratch, run_file, meta, strategy, keras, head, mixed, chief)
+        return _fit(arch, data, out, settings, params, live_dir, tensorboard_dir, backup, scratch, run_file, meta, strategy, keras, head, mixed, chief)
 
 
-def _fit(arch, data, out, settings, params, live_dir, backup, scratch, run_file, meta, strategy, keras, head, mixed, chief) -> Trained:
+def _fit(arch, data, out, settings, params, live_dir, tensorboard_dir, backup, scratch, run_file, meta, strategy, keras, head, mixed, chief) -> Trained:
     """`train` once the model folder is this run's alone."""
     tf = tensorflow()
     x_train, y_train = load_split(data, "train")
     x_val, y_val = load_split(data, "val")
     _claim_backup(backup, _fingerprint(arch, settings, params, data, meta, strategy.num_replicas_in_sync))
-    callbacks, resume = _callbacks(keras, settings, backup, out, live_dir, "val_loss" if len(x_val) else "loss", chief)
+    callbacks, resume = _callbacks(keras, settings, backup, out, live_dir, tensorboard_dir, "val_loss" if len(x_val) else "loss")
 
     keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
     try:
         with strategy.scope():
             stats = channel_stats(x_train) if settings.normalize == "standardize" else (None, None)
             model = build_model(arch, meta["input_shape"], head, params, Preprocess(settings.augment, *stats))
+            if settings.jit_compile:
+                _check_xla(model)
             accuracy = keras.metrics.BinaryAccuracy(name="accuracy") if head.units == 1 else keras.metrics.CategoricalAccuracy(name="accuracy")
             model.compile(optimizer=_optimizer(keras, settings), loss=settings.loss, metrics=[accuracy], jit_compile=settings.jit_compile)
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -289,7 +296,7 @@ def _fit(arch, data, out, settings, params, live_dir, backup, scratch, run_file,
             verbose=1 if console.is_terminal and chief else 0,
         )
         seconds = time.perf_counter() - start
-        _save(model, out / MODEL_FILE)
+        save_model(model, out / MODEL_FILE)
     finally:
         keras.config.set_dtype_policy("float32")
 
@@ -301,11 +308,17 @@ def _fit(arch, data, out, settings, params, live_dir, backup, scratch, run_file,
     return trained
 
 
-def _save(model, path: Path) -> None:
-    """model.save through a temporary name (Keras wants the .keras suffix), then renamed into place."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    model.save(tmp)
-    os.replace(tmp, path)
+def _check_xla(model) -> None:
+    """`train.jit_compile` compiles the steps with XLA or fails: Keras would silently fall back to
+    no XLA for a model holding a layer XLA cannot compile (the random image transforms)."""
+    def walk(layer):
+        yield layer
+        for sub in getattr(layer, "layers", []):
+            yield from walk(sub)
+
+    unsupported = sorted({type(layer).__name__ for layer in walk(model) if not layer.supports_jit})
+    if unsupported:
+        raise ConfigError(f"train.jit_compile: XLA cannot compile {', '.join(unsupported)} (train.augment); set train.augment: none or train.jit_compile: false")
 
 
 def _check_finite(history: list[dict[str, float]], backup: Path, settings: TrainSettings) -> None:
@@ -320,9 +333,10 @@ def _check_finite(history: list[dict[str, float]], backup: Path, settings: Train
         )
 
 
-def _callbacks(keras, settings: TrainSettings, backup: Path, out: Path, live_dir: Path | None, monitor: str, chief: bool):
-    """ModelCheckpoint (best model), EarlyStopping, TensorBoard and dvclive (chief only), and
-    `Resume` last, so its snapshot of an epoch includes what the others did in it."""
+def _callbacks(keras, settings: TrainSettings, backup: Path, out: Path, live_dir: Path | None, tensorboard_dir: Path | None, monitor: str):
+    """ModelCheckpoint (best model), EarlyStopping, TensorBoard and dvclive (the chief's: the other
+    workers get no folders), and `Resume` last, so its snapshot of an epoch includes what the others
+    did in it."""
     from pipeline.train.resume import Resume
 
     tracked = [keras.callbacks.ModelCheckpoint(str(backup / BEST_FILE), monitor=monitor, save_best_only=True)]
@@ -330,20 +344,21 @@ def _callbacks(keras, settings: TrainSettings, backup: Path, out: Path, live_dir
         tracked.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.early_stopping))
     resume = Resume(backup / "epochs", tracked)
     out.mkdir(parents=True, exist_ok=True)
-    if not resume.start_epoch:  # a fresh run: no leftovers of an earlier one in its folder
-        shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
     callbacks = [*tracked, keras.callbacks.TerminateOnNaN()]
-    if chief:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / TENSORBOARD_DIR), write_graph=False))
+    if tensorboard_dir is not None:
+        if not resume.start_epoch:  # a fresh run: no leftovers of an earlier one in its folder
+            shutil.rmtree(tensorboard_dir, ignore_errors=True)
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
     if live_dir is not None:
         callbacks.append(_live_callback(live_dir, resume.history))
     return [*callbacks, resume], resume
 
 
 def _finish(out: Path, backup: Path, scratch: Path | None, rows: list[dict[str, float]]) -> dict[str, list[float]]:
-    """Move the best model out of the backup, write the history, delete the backup (it has served)."""
+    """Move the best model out of the backup (with fixed zip times, as `model.keras`), write the
+    history, delete the backup (it has served)."""
     if (backup / BEST_FILE).exists():
-        os.replace(backup / BEST_FILE, out / BEST_FILE)
+        rewrite_keras_file(backup / BEST_FILE, out / BEST_FILE)
     frame = pd.DataFrame(rows)
     write_text(out / HISTORY_FILE, frame.to_csv(index=False, lineterminator="\n"))
     shutil.rmtree(backup, ignore_errors=True)  # (its parent stays: other runs may be using it)
@@ -353,5 +368,6 @@ def _finish(out: Path, backup: Path, scratch: Path | None, rows: list[dict[str, 
 
 
 def write_run_file(path: Path, trained: Trained) -> None:
-    """Figures that vary from run to run, kept apart from the deterministic quality metrics."""
+    """Figures that vary from run to run, kept apart from the deterministic outputs (in runs/<arch>/,
+    which git ignores and no stage declares)."""
     write_json(path, {"train_seconds": round(trained.train_seconds, 3), "peak_rss_mb": round(trained.peak_rss_mb, 1)})

@@ -339,6 +339,7 @@ def test_mixed_precision_and_xla_are_options(tmp_path):
 
 def test_xla_with_augmentation_it_cannot_compile_is_refused(tmp_path):
     write_prepared(tmp_path / "data", 16, 8, (12, 12, 1), 2)
+    (tmp_path / "params.yaml").write_text("train: {}\n")  # (no "using the default params" warning line)
     proc = run_cli("-S", "train.jit_compile=true", "-S", "train.augment=seed001", "train", "--arch", "convnet", "--data", "data", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "train.jit_compile: XLA cannot compile RandomRotation, RandomShear, RandomTranslation, RandomZoom (train.augment)" in proc.stderr

@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.console import progress
-from pipeline.fetch.download import DownloadSettings, fetch_bytes, make_session
-from pipeline.core.errors import ImageError
 from pipeline.core.dataset import read_manifest
-from pipeline.fetch.manifest import FetchResult, store_image, write_manifest
+from pipeline.core.errors import ImageError
+from pipeline.core.images import ImageInfo, validate
+from pipeline.fetch.download import DownloadSettings, Fetched, fetch_bytes, make_session
+from pipeline.fetch.manifest import FetchResult, write_image, write_manifest
 
 JOURNAL = ".journal.jsonl"
 # Flickr answers deleted photos with a valid 2,051-byte PNG, often after a redirect to this name.
 FLICKR_PLACEHOLDER_MD5 = "880a7a58e05d3e83797f27573bb6d35c"
 PLACEHOLDER_URL_MARK = "photo_unavailable"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -46,24 +48,37 @@ def _row(url: str, cls: str, status: str, reason: str = "", **fields) -> dict:
     return {"url": url, "class": cls, "status": status, "reason": reason, **fields}
 
 
-def process(session, url: str, cls: str, out: Path, settings: DownloadSettings) -> dict:
-    """Fetch, check and store one URL; the manifest row says what happened (status before dedupe)."""
-    got = fetch_bytes(session, url, settings)
+def judge(got: Fetched, cls: str, settings: DownloadSettings) -> tuple[dict, bytes | None, ImageInfo | None]:
+    """The verdict on one fetched URL, shared by both layouts: its manifest row (status before
+    dedupe, no `path` yet) and, for a usable image, its bytes and header facts.
+
+    The MD5 for Flickr's placeholder is computed for PNGs only (the placeholder is one): MD5 costs
+    as much CPU as the whole HTTP exchange for a JPEG.
+    """
+    url = got.url
     timing = {"http_status": got.http_status or "", "elapsed_ms": got.elapsed_ms}
     if got.error:
         status = "skipped" if got.error.startswith(("unsupported URL", "malformed URL")) else "failed"
-        return _row(url, cls, status, got.error, **timing)
+        return _row(url, cls, status, got.error, **timing), None, None
     data = got.data
     fields = {**timing, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     if PLACEHOLDER_URL_MARK in got.final_url:
-        return _row(url, cls, "skipped", "placeholder: redirected to photo_unavailable", **fields)
-    if hashlib.md5(data).hexdigest() == FLICKR_PLACEHOLDER_MD5 or fields["sha256"] in settings.placeholder_sha256:
-        return _row(url, cls, "skipped", "placeholder image", **fields)
+        return _row(url, cls, "skipped", "placeholder: redirected to photo_unavailable", **fields), None, None
+    if (data[:8] == PNG_MAGIC and hashlib.md5(data).hexdigest() == FLICKR_PLACEHOLDER_MD5) or fields["sha256"] in settings.placeholder_sha256:
+        return _row(url, cls, "skipped", "placeholder image", **fields), None, None
     try:
-        stored = store_image(out, cls, data, fields["sha256"], settings.max_pixels, settings.min_side)
+        info = validate(data, settings.max_pixels, settings.min_side)
     except ImageError as exc:
-        return _row(url, cls, "skipped", str(exc), **fields)
-    return _row(url, cls, "ok", **stored, **fields)
+        return _row(url, cls, "skipped", str(exc), **fields), None, None
+    return _row(url, cls, "ok", **fields, width=info.width, height=info.height, format=info.format), data, info
+
+
+def process(session, url: str, cls: str, out: Path, settings: DownloadSettings) -> dict:
+    """Fetch, check and store one URL; the manifest row says what happened (status before dedupe)."""
+    row, data, info = judge(fetch_bytes(session, url, settings), cls, settings)
+    if data is not None:
+        row["path"] = write_image(out, cls, data, row["sha256"], info)
+    return row
 
 
 def _load_done(out: Path) -> dict[str, dict]:

@@ -142,6 +142,20 @@ def _watch_parent(pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="watch-parent").start()
 
 
+def _probe(scheduler: str) -> None:
+    """Fail in a second, not after Dask's connect timeout, when nothing listens at a tcp:// address."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(scheduler)
+    if parts.scheme != "tcp" or not parts.hostname:
+        return
+    try:
+        socket.create_connection((parts.hostname, parts.port or 8786), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise ConfigError(f"fetch.scheduler: cannot reach the Dask scheduler {scheduler!r} ({exc.strerror or type(exc).__name__}); start one with `dask scheduler` or use --engine local") from None
+
+
 @contextmanager
 def _client(scheduler: str, workers: int):
     try:
@@ -149,6 +163,7 @@ def _client(scheduler: str, workers: int):
     except ImportError:  # pragma: no cover - a dependency of the package
         raise ConfigError("fetch.engine: dask needs the `distributed` package (pip install 'dask[distributed]')") from None
     if scheduler:
+        _probe(scheduler)
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as exc:

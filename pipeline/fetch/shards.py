@@ -99,7 +99,7 @@ class Plan:
         return lists
 
 
-def make_plan(rows: Iterable[tuple[str, str]], classes: list[str], folder: Path) -> Plan:
+def make_plan(rows: Iterable[tuple[str, str]], classes: list[str], folder: Path, batch: int = BATCH) -> Plan:
     """Stream (class, url) rows into a plan under `folder`; rows of other classes are ignored.
 
     Two passes over disk, never a list of all rows: the first writes the rows as they come and
@@ -133,7 +133,7 @@ def make_plan(rows: Iterable[tuple[str, str]], classes: list[str], folder: Path)
                 continue
             cls_buf.append(i)
             url_buf.append(url)
-            if len(url_buf) >= BATCH:
+            if len(url_buf) >= batch:
                 flush()
         if url_buf:
             flush()

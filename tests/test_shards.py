@@ -85,10 +85,11 @@ def _decisions(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(str).sort_values(["class", "url"]).reset_index(drop=True)
 
 
-def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_path):
+@pytest.mark.parametrize("verify", ["decode", "header"])
+def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_path, verify):
     urls = mixed_list(server, tmp_path)
     folder = _fetch(tmp_path / "folder", urls, Sharding(layout="folder"))
-    sharded = _fetch(tmp_path / "sharded", urls, Sharding(layout="shards", shard_size=6, workers=2))
+    sharded = _fetch(tmp_path / "sharded", urls, Sharding(layout="shards", shard_size=6, workers=2), settings=SETTINGS.model_copy(update={"verify": verify}))
     root = tmp_path / "sharded"
     assert layout(root) == "shards" and layout(tmp_path / "folder") == "folder"
     assert sharded.counts == folder.counts and sharded.warnings == folder.warnings and sharded.reasons == folder.reasons

@@ -80,16 +80,27 @@ class Plan:
     cls: np.ndarray  # int32: index into `classes` of each candidate
     rank: np.ndarray  # int32: position of each candidate in its class's list
     counts: np.ndarray  # int64: candidates per class
-    _table: pa.Table | None = field(default=None, repr=False)
+    _table: list | None = field(default=None, repr=False)  # the url column's batches, memory-mapped
+    _starts: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.cls)
 
     def urls(self, rows: np.ndarray) -> list[str]:
-        """The URLs of plan rows `rows` (read from the memory-mapped file, not held)."""
+        """The URLs of plan rows `rows`, in that order, read batch by batch from the memory-mapped
+        file (only the batches they fall in are touched; nothing is concatenated)."""
         if self._table is None:
-            self._table = ipc.open_file(pa.memory_map(str(self.path))).read_all()
-        return self._table.column("url").take(pa.array(rows, pa.int64())).to_pylist()
+            reader = ipc.open_file(pa.memory_map(str(self.path)))
+            self._table = [reader.get_batch(i).column(0) for i in range(reader.num_record_batches)]
+            self._starts = np.cumsum([0] + [len(batch) for batch in self._table])
+        rows = np.asarray(rows, np.int64)
+        which = np.searchsorted(self._starts, rows, side="right") - 1
+        out: list[str] = [""] * len(rows)
+        for batch in np.unique(which):
+            at = np.flatnonzero(which == batch)
+            for position, url in zip(at.tolist(), self._table[batch].take(pa.array(rows[at] - self._starts[batch])).to_pylist()):
+                out[position] = url
+        return out
 
     def lists(self) -> dict[str, list[str]]:
         """Each class's candidate list: for the folder layout (small lists only)."""
@@ -142,13 +153,13 @@ def make_plan(rows: Iterable[tuple[str, str]], classes: list[str], folder: Path,
     del cls_parts
     hashes = np.concatenate(hash_parts) if hash_parts else np.zeros(0, np.uint64)
     del hash_parts
-    keep = np.zeros(len(hashes), bool)
-    keep[np.unique(hashes, return_index=True)[1]] = True
+    keep = _first_places(hashes)
     del hashes
     ids = ids[keep]
     rank = _rank_in_class(ids, len(classes))
     path = folder / "plan.arrow"
-    with ipc.open_stream(str(raw_path)) as source, ipc.new_file(str(path), schema) as plan:
+    # Plain reads, not a memory map: the mapped pages of a 1 GB file would count as resident.
+    with pa.OSFile(str(raw_path)) as raw_file, ipc.open_stream(raw_file) as source, ipc.new_file(str(path), schema) as plan:
         start = 0
         for batch in source:
             mask = keep[start : start + batch.num_rows]
@@ -159,13 +170,31 @@ def make_plan(rows: Iterable[tuple[str, str]], classes: list[str], folder: Path,
     return Plan(path, classes, ids, rank, np.bincount(ids, minlength=len(classes)).astype(np.int64))
 
 
-def _rank_in_class(ids: np.ndarray, n_classes: int) -> np.ndarray:
-    """Position of each row among the rows of its class (a stable group-by cumcount, O(n log n))."""
-    order = np.argsort(ids, kind="stable")
-    starts = np.zeros(n_classes + 1, np.int64)
-    np.cumsum(np.bincount(ids, minlength=n_classes), out=starts[1:])
+def _first_places(hashes: np.ndarray, buckets: int = 16) -> np.ndarray:
+    """True at the first row of each distinct hash. Sorted bucket by bucket (by the hash's top
+    bits), so the sort's copies are a sixteenth of the rows at a time."""
+    keep = np.zeros(len(hashes), bool)
+    bucket_of = (hashes >> np.uint64(60)).astype(np.uint8)
+    for bucket in range(buckets):
+        rows = np.flatnonzero(bucket_of == bucket)
+        keep[rows[np.unique(hashes[rows], return_index=True)[1]]] = True
+    return keep
+
+
+def _rank_in_class(ids: np.ndarray, n_classes: int, chunk: int = 1 << 20) -> np.ndarray:
+    """Position of each row among the rows of its class: a group-by cumcount, chunk by chunk with a
+    running count per class, so its temporaries are a chunk's, not all rows'."""
+    seen = np.zeros(n_classes, np.int64)
     rank = np.empty(len(ids), np.int32)
-    rank[order] = np.arange(len(ids), dtype=np.int64) - starts[ids[order]]
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        order = np.argsort(part, kind="stable")
+        counts = np.bincount(part, minlength=n_classes)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        local = np.empty(len(part), np.int64)
+        local[order] = np.arange(len(part)) - starts[part[order]]
+        rank[start : start + chunk] = local + seen[part]
+        seen += counts
     return rank
 
 

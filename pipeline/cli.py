@@ -138,13 +138,18 @@ def fetch(
     per_class: Annotated[Optional[int], typer.Option(help="Images per class (synthetic, imagenet: train images).")] = None,
     val_per_class: Annotated[Optional[int], typer.Option(help="imagenet: validation images per class.")] = None,
     wnids: Annotated[Optional[str], typer.Option(help="imagenet: comma-separated synset ids, e.g. n04194289,n02834778.")] = None,
+    wnids_file: Annotated[Optional[Path], typer.Option(help="imagenet: a file of synset ids, one per line, # comments (fetch.imagenet.wnids_file).")] = None,
     api_url: Annotated[Optional[str], typer.Option(help="imagenet: synset URL-list API base (GET <api-url>?wnid=<wnid>).")] = None,
     url_list: Annotated[Optional[Path], typer.Option(help="imagenet: fall11_urls.txt-style file (<wnid>_<n> TAB <url>), .gz ok.")] = None,
     url: Annotated[Optional[str], typer.Option(help="Archive URL (cats-dogs, mnist, cifar10: base URL).")] = None,
     archive: Annotated[Optional[Path], typer.Option(help="cats-dogs: a zip already on disk.")] = None,
     sha256: Annotated[Optional[str], typer.Option(help="Expected SHA-256 of the archive.")] = None,
     path: Annotated[Optional[Path], typer.Option(help="folder: a local directory of class subfolders.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Parallel downloads (fetch.download.concurrency).")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Parallel downloads (fetch.download.concurrency; per process with shards).")] = None,
+    layout: Annotated[Optional[str], typer.Option(help="imagenet: folder, shards or auto (fetch.layout).")] = None,
+    shard_size: Annotated[Optional[int], typer.Option(help="URLs per shard (fetch.shard_size).")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="Where shards run: local or dask (fetch.engine).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler, tcp://HOST:8786 (fetch.scheduler).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Fail when a class gets fewer images than requested.")] = False,
 ) -> None:
     """Fetch a dataset into <out>/<class>/ with a manifest.csv row for every item."""
@@ -153,8 +158,10 @@ def fetch(
     name = _section("fetch", **{"fetch.source": source}).source
     own = {"per_class": per_class, "val_per_class": val_per_class, "api_url": api_url, "url": url, "sha256": sha256}
     own |= {"wnids": wnids.split(",") if wnids else None, "url_list": url_list and str(url_list), "archive": archive and str(archive), "path": path and str(path)}
-    cfg = _section("fetch", **{"fetch.source": source, "fetch.download.concurrency": concurrency}, **{f"fetch.{name}.{k}": v for k, v in own.items()})
-    result = SOURCES[name].fetch(out_dir or paths.RAW_DIR / name, cfg.section(name), cfg.download)
+    own |= {"wnids_file": wnids_file and str(wnids_file)}
+    shared = {"fetch.source": source, "fetch.download.concurrency": concurrency, "fetch.layout": layout, "fetch.shard_size": shard_size, "fetch.engine": engine, "fetch.scheduler": scheduler}
+    cfg = _section("fetch", **shared, **{f"fetch.{name}.{k}": v for k, v in own.items()})
+    result = SOURCES[name].fetch(out_dir or paths.RAW_DIR / name, cfg.section(name), cfg.download, cfg.sharding())
     out.print(f"{name} -> {result.out}")
     table = Table("status", "items")
     table.columns[1].justify = "right"

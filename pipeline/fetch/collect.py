@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.console import progress
-from pipeline.fetch.download import DownloadSettings, fetch_bytes, make_session
-from pipeline.core.errors import ImageError
 from pipeline.core.dataset import read_manifest
-from pipeline.fetch.manifest import FetchResult, store_image, write_manifest
+from pipeline.core.errors import ImageError
+from pipeline.core.images import ImageInfo, probe, sniff, validate
+from pipeline.fetch.download import DownloadSettings, Fetched, fetch_bytes, make_session
+from pipeline.fetch.manifest import FetchResult, write_image, write_manifest
 
 JOURNAL = ".journal.jsonl"
 # Flickr answers deleted photos with a valid 2,051-byte PNG, often after a redirect to this name.
 FLICKR_PLACEHOLDER_MD5 = "880a7a58e05d3e83797f27573bb6d35c"
 PLACEHOLDER_URL_MARK = "photo_unavailable"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -46,24 +48,76 @@ def _row(url: str, cls: str, status: str, reason: str = "", **fields) -> dict:
     return {"url": url, "class": cls, "status": status, "reason": reason, **fields}
 
 
-def process(session, url: str, cls: str, out: Path, settings: DownloadSettings) -> dict:
-    """Fetch, check and store one URL; the manifest row says what happened (status before dedupe)."""
-    got = fetch_bytes(session, url, settings)
+def judge(got: Fetched, cls: str, settings: DownloadSettings) -> tuple[dict, bytes | None, ImageInfo | None]:
+    """The verdict on one fetched URL, shared by both layouts: its manifest row (status before
+    dedupe, no `path` yet) and, for a usable image, its bytes and header facts.
+
+    The MD5 for Flickr's placeholder is computed for PNGs only (the placeholder is one): MD5 costs
+    as much CPU as the whole HTTP exchange for a JPEG.
+    """
+    url = got.url
     timing = {"http_status": got.http_status or "", "elapsed_ms": got.elapsed_ms}
     if got.error:
         status = "skipped" if got.error.startswith(("unsupported URL", "malformed URL")) else "failed"
-        return _row(url, cls, status, got.error, **timing)
+        return _row(url, cls, status, got.error, **timing), None, None
     data = got.data
     fields = {**timing, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     if PLACEHOLDER_URL_MARK in got.final_url:
-        return _row(url, cls, "skipped", "placeholder: redirected to photo_unavailable", **fields)
-    if hashlib.md5(data).hexdigest() == FLICKR_PLACEHOLDER_MD5 or fields["sha256"] in settings.placeholder_sha256:
-        return _row(url, cls, "skipped", "placeholder image", **fields)
+        return _row(url, cls, "skipped", "placeholder: redirected to photo_unavailable", **fields), None, None
+    if (data[:8] == PNG_MAGIC and hashlib.md5(data).hexdigest() == FLICKR_PLACEHOLDER_MD5) or fields["sha256"] in settings.placeholder_sha256:
+        return _row(url, cls, "skipped", "placeholder image", **fields), None, None
     try:
-        stored = store_image(out, cls, data, fields["sha256"], settings.max_pixels, settings.min_side)
+        info = validate(data, settings.max_pixels, settings.min_side) if settings.verify == "decode" else check_header(data, settings.max_pixels, settings.min_side)
     except ImageError as exc:
-        return _row(url, cls, "skipped", str(exc), **fields)
-    return _row(url, cls, "ok", **stored, **fields)
+        return _row(url, cls, "skipped", str(exc), **fields), None, None
+    return _row(url, cls, "ok", **fields, width=info.width, height=info.height, format=info.format), data, info
+
+
+def check_header(data: bytes, max_pixels: int, min_side: int) -> ImageInfo:
+    """`validate` without the pixel decode (`fetch.download.verify: header`): the same magic-byte,
+    pixel-count and size checks, and truncation found from the end-of-image structure (a JPEG's
+    EOI marker after its last scan, PNG's IEND, GIF's trailer, the RIFF/BMP size). Corrupt data
+    inside a complete file is left for `prepare`, which decodes every image anyway."""
+    fmt = sniff(data)
+    if fmt is None or not data:
+        validate(data, max_pixels, min_side)  # raises the same reason as the decode check
+    cut = _cut_short(data, fmt)
+    if cut:
+        raise ImageError(f"truncated: {cut}")
+    try:
+        height, width = probe(data)
+    except ImageError:
+        raise ImageError("corrupt: unreadable header") from None
+    if height * width > max_pixels:
+        raise ImageError(f"too many pixels: {width}x{height} > {max_pixels}")
+    if min(height, width) < min_side:
+        raise ImageError(f"too small: {width}x{height}, minimum side {min_side}")
+    return ImageInfo(fmt, height, width)
+
+
+def _cut_short(data: bytes, fmt: str) -> str:
+    """Why `data` is not a whole file of format `fmt`, or "" (cheap structural checks only)."""
+    if fmt == "JPEG":
+        # Entropy-coded data never holds FF D9 (FF is stuffed as FF 00), so a whole file has its
+        # EOI after the start of its last scan; trailing bytes after the EOI are tolerated.
+        return "" if data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") >= 0 else "no end-of-image marker after the last scan"
+    if fmt == "PNG":
+        return "" if b"IEND\xaeB`\x82" in data[-4096:] else "no IEND chunk"
+    if fmt == "GIF":
+        return "" if data.rstrip(b"\x00").endswith(b";") else "no GIF trailer"
+    if fmt == "WEBP":
+        return "" if len(data) >= 8 + int.from_bytes(data[4:8], "little") else "shorter than its RIFF size"
+    if fmt == "BMP":
+        return "" if len(data) >= int.from_bytes(data[2:6], "little") else "shorter than its BMP size"
+    return ""
+
+
+def process(session, url: str, cls: str, out: Path, settings: DownloadSettings) -> dict:
+    """Fetch, check and store one URL; the manifest row says what happened (status before dedupe)."""
+    row, data, info = judge(fetch_bytes(session, url, settings), cls, settings)
+    if data is not None:
+        row["path"] = write_image(out, cls, data, row["sha256"], info)
+    return row
 
 
 def _load_done(out: Path) -> dict[str, dict]:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from pipeline.core.dataset import COLUMNS, DATASET, MANIFEST, NUMERIC, SUMMARY
 from pipeline.core.files import printable, write_atomic, write_json
-from pipeline.core.images import EXTENSIONS, validate
+from pipeline.core.images import EXTENSIONS, ImageInfo, validate
 
 
 
@@ -35,11 +35,17 @@ def store_image(out: Path, cls: str, data: bytes, digest: str, max_pixels: int, 
     image. Raises ImageError for data that is not a usable image. Shared by every source that stores
     bytes it did not make (downloads, archives, folders)."""
     info = validate(data, max_pixels, min_side)
+    rel = write_image(out, cls, data, digest, info)
+    return {"path": rel, "width": info.width, "height": info.height, "format": info.format}
+
+
+def write_image(out: Path, cls: str, data: bytes, digest: str, info: ImageInfo) -> str:
+    """Write validated image bytes once to `<cls>/<sha256>.<ext>`; the path relative to `out`."""
     rel = f"{cls}/{digest}.{EXTENSIONS[info.format]}"
     dest = out / rel
     if not (dest.is_file() and dest.stat().st_size == len(data)):  # a rerun finds the same content-named file
         write_atomic(dest, data)
-    return {"path": rel, "width": info.width, "height": info.height, "format": info.format}
+    return rel
 
 
 def write_manifest(out: Path, rows: list[dict], classes: list[str], source: str, warnings: list[str] | None = None) -> FetchResult:

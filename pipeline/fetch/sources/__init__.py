@@ -11,6 +11,7 @@ this folder, its params class and one registry line below.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -23,6 +24,7 @@ from pipeline.core.config import MAX_FILE_BYTES, Bytes, Count, DownloadSettings,
 
 if TYPE_CHECKING:
     from pipeline.fetch.manifest import FetchResult
+    from pipeline.fetch.shards import Sharding
 
 
 class SyntheticParams(Section):
@@ -39,6 +41,7 @@ class ImagenetParams(Section):
     val_per_class: Annotated[int, Field(ge=0, le=10**9)] = 50
     api_url: str = IMAGENET_API
     url_list: str | None = None  # a fall11_urls.txt-style file instead of the API
+    wnids_file: str | None = None  # one wnid per line (# comments): replaces `wnids` (21,841 ids exceed argv)
 
     @field_validator("wnids")
     @classmethod
@@ -107,7 +110,7 @@ class Source:
     def parse(self, raw: dict) -> BaseModel:
         return self.params.model_validate(raw)
 
-    def fetch(self, out: Path, params: BaseModel, download: DownloadSettings) -> FetchResult:
+    def fetch(self, out: Path, params: BaseModel, download: DownloadSettings, sharding: Sharding | None = None) -> FetchResult:
         """The fetch stage for this source, made safe around the source's own `fetch`:
 
         - one writer per output folder (`exclusive`); temporary files a killed run left are deleted;
@@ -117,7 +120,9 @@ class Source:
           and the params that decide them.
 
         The module is imported only now (it needs what fetching needs); a module may define
-        `check(out, params)`, run before anything is written.
+        `check(out, params)`, run before anything is written. Sources that can write the shard
+        layout (imagenet) take `sharding` (`fetch.layout`, `fetch.engine`, ...); the others are
+        folder-only and never see it.
         """
         from pipeline.core.dataset import INCOMPLETE
         from pipeline.core.files import exclusive, write_text
@@ -130,7 +135,8 @@ class Source:
             for leftover in out.rglob(".*.tmp"):
                 leftover.unlink(missing_ok=True)
             write_text(out / INCOMPLETE, "a fetch is writing this folder, or was stopped before it finished\n")
-            result = module.fetch(out, params, download)
+            takes_sharding = "sharding" in inspect.signature(module.fetch).parameters
+            result = module.fetch(out, params, download, sharding=sharding) if takes_sharding else module.fetch(out, params, download)
             (out / INCOMPLETE).unlink()
         return _judged(result)
 
@@ -151,7 +157,8 @@ def _judged(result: FetchResult) -> FetchResult:
         return result
     top = sorted(result.reasons.items(), key=lambda item: -item[1])[:3]
     reasons = ", ".join(f"{n} {kind}" + (f" (set by {REASON_PARAMS[kind]})" if kind in REASON_PARAMS else "") for kind, n in top)
-    summary = f"{bad} of {ok + bad} items were not usable: {reasons}; every item and its reason: {result.out / 'manifest.csv'}"
+    manifest = result.out / ("manifest" if (result.out / "manifest").is_dir() and not (result.out / "manifest.csv").exists() else "manifest.csv")
+    summary = f"{bad} of {ok + bad} items were not usable: {reasons}; every item and its reason: {manifest}"
     if not ok:
         raise DataError(f"no usable image fetched: {summary if bad else '; '.join(result.warnings) or 'the source listed no item'}")
     return replace(result, warnings=[*result.warnings, f"most items were not usable, {summary}"])

@@ -9,6 +9,8 @@ the same lists live on in mirrors, hence the configurable base URL. Classes are 
 from __future__ import annotations
 
 import gzip
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -19,6 +21,7 @@ from pipeline.fetch.download import check_url, make_session
 from pipeline.core.errors import ConfigError, InputError, PipelineError
 from pipeline.fetch.manifest import FetchResult
 from pipeline.core.config import DownloadSettings
+from pipeline.fetch.shards import PLAN_DIR, Sharding, collect_shards, make_plan
 from pipeline.fetch.sources import ImagenetParams
 
 class SourceUnavailable(PipelineError):
@@ -31,28 +34,37 @@ def parse_url_lines(text: str) -> list[str]:
     return [line.strip() for line in body.splitlines() if line.strip()]
 
 
-def urls_from_api(api_url: str, wnids: list[str], settings: DownloadSettings) -> dict[str, list[str]]:
+def iter_api(api_url: str, wnids: list[str], settings: DownloadSettings) -> Iterator[tuple[str, str]]:
+    """(wnid, url) rows from the synset API, one request per wnid, in wnid order."""
     reason = check_url(api_url)
     if reason:
         raise ConfigError(f"fetch.imagenet.api_url {api_url!r}: {reason}")
     session = make_session(settings)
-    lists = {}
-    for wnid in wnids:
-        try:
-            resp = session.get(api_url, params={"wnid": wnid}, timeout=(settings.connect_timeout, settings.read_timeout))
-        except requests.RequestException as exc:
-            raise SourceUnavailable(f"URL-list API unreachable: {api_url} ({type(exc).__name__}); point --api-url at a mirror or use --url-list FILE") from None
-        if resp.status_code != 200:
-            raise SourceUnavailable(f"URL-list API {resp.url} answered HTTP {resp.status_code}; point --api-url at a mirror or use --url-list FILE")
-        lists[wnid] = parse_url_lines(resp.text)
+    with session:
+        for wnid in wnids:
+            try:
+                resp = session.get(api_url, params={"wnid": wnid}, timeout=(settings.connect_timeout, settings.read_timeout))
+            except requests.RequestException as exc:
+                raise SourceUnavailable(f"URL-list API unreachable: {api_url} ({type(exc).__name__}); point --api-url at a mirror or use --url-list FILE") from None
+            if resp.status_code != 200:
+                raise SourceUnavailable(f"URL-list API {resp.url} answered HTTP {resp.status_code}; point --api-url at a mirror or use --url-list FILE")
+            for url in parse_url_lines(resp.text):
+                yield wnid, url
+
+
+def urls_from_api(api_url: str, wnids: list[str], settings: DownloadSettings) -> dict[str, list[str]]:
+    lists: dict[str, list[str]] = {wnid: [] for wnid in wnids}
+    for wnid, url in iter_api(api_url, wnids, settings):
+        lists[wnid].append(url)
     return lists
 
 
-def urls_from_file(path: Path, wnids: list[str]) -> dict[str, list[str]]:
-    """Stream a fall11_urls.txt-style file (1 GB for all of ImageNet), keeping the wanted wnids."""
+def iter_url_file(path: Path, wnids: list[str]) -> Iterator[tuple[str, str]]:
+    """Stream (wnid, url) rows of the wanted wnids from a fall11_urls.txt-style file (1 GB, 14.2M
+    lines for all of ImageNet; gzipped or not), in file order, holding one line at a time."""
     if not path.is_file():
         raise InputError(f"URL list not found: {path}")
-    wanted = {wnid: [] for wnid in wnids}
+    wanted = set(wnids)
     with open(path, "rb") as raw:
         gzipped = raw.read(2) == b"\x1f\x8b"
     opener = gzip.open if gzipped else open
@@ -61,11 +73,65 @@ def urls_from_file(path: Path, wnids: list[str]) -> dict[str, list[str]]:
             key, sep, url = line.rstrip("\r\n").partition("\t")
             wnid = key.split("_", 1)[0]
             if sep and wnid in wanted:
-                wanted[wnid].append(url.strip())
-    return wanted
+                yield wnid, url.strip()
 
 
-def fetch(out: Path, params: ImagenetParams, download: DownloadSettings) -> FetchResult:
-    lists = urls_from_file(Path(params.url_list), params.wnids) if params.url_list else urls_from_api(params.api_url, params.wnids, download)
-    quotas = {wnid: Quota(params.per_class, params.val_per_class) for wnid in params.wnids}
-    return collect(lists, quotas, out, download, "imagenet")
+def urls_from_file(path: Path, wnids: list[str]) -> dict[str, list[str]]:
+    """Each wanted wnid's URLs from a fall11_urls.txt-style file (small lists: see iter_url_file)."""
+    lists: dict[str, list[str]] = {wnid: [] for wnid in wnids}
+    for wnid, url in iter_url_file(path, wnids):
+        lists[wnid].append(url)
+    return lists
+
+
+def read_wnids_file(path: Path) -> list[str]:
+    """One wnid per line; blank lines and `#` comments ignored; duplicates kept once, first place."""
+    where = f"fetch.imagenet.wnids_file {str(path)!r}"
+    if not path.is_file():
+        raise InputError(f"{where}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{where}: cannot read it ({exc})") from None
+    wnids = []
+    for number, line in enumerate(text.splitlines(), 1):
+        wnid = line.split("#", 1)[0].strip()
+        if not wnid:
+            continue
+        if not (len(wnid) == 9 and wnid[0] == "n" and wnid[1:].isdigit()):
+            raise InputError(f"{where}, line {number}: {wnid!r} is not a WordNet id like n04194289")
+        wnids.append(wnid)
+    if not wnids:
+        raise InputError(f"{where}: no wnid in it (one per line, like n04194289)")
+    return list(dict.fromkeys(wnids))
+
+
+def wanted_wnids(params: ImagenetParams) -> list[str]:
+    """The classes: the wnids file when one is given, else `wnids`."""
+    return read_wnids_file(Path(params.wnids_file)) if params.wnids_file else params.wnids
+
+
+def check(out: Path, params: ImagenetParams) -> None:
+    """Before anything is written: a bad wnids file or a missing URL list is one clear error."""
+    wanted_wnids(params)
+    if params.url_list and not Path(params.url_list).is_file():
+        raise InputError(f"URL list not found: {params.url_list}")
+
+
+def fetch(out: Path, params: ImagenetParams, download: DownloadSettings, sharding: Sharding | None = None) -> FetchResult:
+    """Plan the candidates on disk, then fetch them in the layout `fetch.layout` picks."""
+    sharding = sharding or Sharding()
+    wnids = wanted_wnids(params)
+    rows = iter_url_file(Path(params.url_list), wnids) if params.url_list else iter_api(params.api_url, wnids, download)
+    quotas = {wnid: Quota(params.per_class, params.val_per_class) for wnid in wnids}
+    plan_dir = out / PLAN_DIR
+    shutil.rmtree(plan_dir, ignore_errors=True)
+    try:
+        plan = make_plan(rows, wnids, plan_dir)
+        if sharding.use_shards(len(plan)):
+            return collect_shards(plan, quotas, out, download, "imagenet", sharding)
+        lists = plan.lists()
+        del plan
+        return collect(lists, quotas, out, download, "imagenet")
+    finally:
+        shutil.rmtree(plan_dir, ignore_errors=True)

@@ -237,6 +237,16 @@ class PrepareConfig(Section):
     seed: int = 0
     max_pixels: Pixels = MAX_PIXELS  # images larger than this (from the header) are skipped, never decoded
     max_file_bytes: Bytes = MAX_FILE_BYTES  # larger files are skipped unread (also what `predict` reads)
+    # A shard-layout dataset is prepared one task per shard on this engine (a folder always in this
+    # process, as before): local (a process per core) or dask (`scheduler`, or a local cluster).
+    engine: Literal["local", "dask"] = "local"
+    scheduler: str | None = None  # dask only: the scheduler's address, e.g. tcp://10.0.0.5:8786; none = a local cluster
+
+    @model_validator(mode="after")
+    def _check_scheduler(self) -> "PrepareConfig":
+        if self.scheduler and self.engine != "dask":
+            raise ConfigError(f"prepare.scheduler: {self.scheduler!r} is for prepare.engine dask (got engine {self.engine!r}); set prepare.engine: dask or leave the scheduler empty")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -177,12 +177,12 @@ def prepare_shards(root: Path, out: Path, cfg: PrepareConfig, survey_json: Path 
 
     with exclusive(out, "prepare"), staged_dir(out) as tmp:
         (tmp / SHARDS).mkdir()
-        tasks = []
+        tasks, members = [], items["member"].tolist()
         for shard, group in items.groupby("shard", sort=True):
-            chosen = [i for i in group.index if assigned[i]]
+            chosen = [i for i in group.index.tolist() if assigned[i]]
             if chosen:
                 tasks.append(ShardTask(
-                    root, tmp, str(shard), tuple(items["member"][i] for i in chosen), tuple(labels[i] for i in chosen),
+                    root, tmp, str(shard), tuple(members[i] for i in chosen), tuple(labels[i] for i in chosen),
                     tuple(assigned[i] for i in chosen), size, cfg.aspect, cfg.color, cfg.max_pixels, cfg.max_file_bytes,
                 ))
         results = list(progress(map_tasks(prepare_shard, tasks, cfg.engine, cfg.scheduler), f"Preparing {len(tasks)} shards", total=len(tasks)))

@@ -114,3 +114,36 @@ def test_same_batches_give_the_same_results_as_the_arrays_layout(prepared):
     plots = sorted(p.name for p in (root / "s-plots").iterdir())
     assert "predictions.png" in plots and plots == sorted(p.name for p in (root / "a-plots").iterdir())
     assert all((root / "s-plots" / name).read_bytes() == (root / "a-plots" / name).read_bytes() for name in plots)
+
+
+def test_an_interrupted_training_on_shards_resumes_as_an_uninterrupted_one(prepared, tmp_path, monkeypatch):
+    """Stopped after its second epoch's backup (as a kill would), the rerun continues at epoch 2 and
+    ends with the history and weights of the uninterrupted run."""
+    import keras
+
+    from pipeline.train.loop import train
+    from pipeline.train.resume import POINTER
+
+    data = prepared["local"]
+    settings, params = load_params(Path("/nonexistent"), {"train.epochs": 3, "train.batch_size": 16, "train.mlp.hidden": [4]}).train.for_arch("mlp")
+    uninterrupted = train("mlp", data, tmp_path / "whole", settings, params)
+
+    class Killed(BaseException):
+        pass
+
+    save_weights, calls = keras.Model.save_weights, []
+
+    def dies_on_the_third(self, filepath, *args, **kwargs):
+        calls.append(filepath)
+        if len(calls) == 3:
+            raise Killed
+        return save_weights(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save_weights", dies_on_the_third)
+    with pytest.raises(Killed):
+        train("mlp", data, tmp_path / "m", settings, params)
+    monkeypatch.setattr(keras.Model, "save_weights", save_weights)
+    assert json.loads((tmp_path / ".backup" / "m" / "epochs" / POINTER).read_text()) == {"epoch": 2}
+    resumed = train("mlp", data, tmp_path / "m", settings, params)
+    assert resumed.resumed_from == 2 and resumed.history == uninterrupted.history
+    assert same_weights(tmp_path / "m" / "model.keras", uninterrupted.model_path)

@@ -244,3 +244,19 @@ def test_prepare_engine_params_are_validated():
         load_section("prepare", Path("/nonexistent"), {"prepare.engine": "spark"})
     with pytest.raises(ConfigError, match="prepare.scheduler"):
         load_section("prepare", Path("/nonexistent"), {"prepare.scheduler": "tcp://127.0.0.1:8786"})
+
+
+def test_sharded_rows_index_like_the_concatenated_array():
+    import itertools
+
+    parts = [np.arange(i * 10, i * 10 + n, dtype=np.uint8).reshape(n, 1) for i, n in enumerate([3, 0, 5, 2])]
+    whole, rows = np.concatenate(parts), ShardedRows(parts, (1,))
+    assert len(rows) == 10 and rows.shape == (10, 1) and rows.counts == [3, 0, 5, 2]
+    for start, stop, step in itertools.product([None, -3, 0, 2, 4, 9, 12], [None, -1, 0, 3, 8, 10, 20], [None, 1, 2, -1]):
+        np.testing.assert_array_equal(rows[start:stop:step], whole[start:stop:step])
+    np.testing.assert_array_equal(rows[[9, 0, 3, 3]], whole[[9, 0, 3, 3]])
+    assert rows[-1][0] == whole[-1][0] and rows[3][0] == 20
+    with pytest.raises(IndexError):
+        rows[10]
+    with pytest.raises(IndexError):
+        rows[[0, 10]]

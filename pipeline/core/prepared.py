@@ -85,7 +85,11 @@ class ShardedRows:
             shard = int(np.searchsorted(self.offsets, row, side="right")) - 1
             return self.parts[shard][row - self.offsets[shard]]
         if isinstance(key, slice):
-            key = np.arange(len(self))[key]
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                return self[np.arange(start, stop, step)]
+            pieces = [part[max(start - lo, 0) : max(stop - lo, 0)] for part, lo in zip(self.parts, self.offsets[:-1].tolist())]
+            return np.concatenate([np.empty((0, *self.shape[1:]), self.dtype), *pieces])  # (copies: a block of rows)
         idx = np.asarray(key, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"rows out of range for {len(self)} rows")

@@ -213,11 +213,15 @@ def prepare(
     aspect: Annotated[Optional[str], typer.Option(help="stretch, pad or center-crop.", show_default="prepare.aspect")] = None,
     color: Annotated[Optional[str], typer.Option(help="rgb or grayscale.", show_default="prepare.color")] = None,
     survey: Annotated[Optional[Path], typer.Option(help="Survey JSON whose most common shape --size auto uses.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="A shard dataset's engine: local (a process per core) or dask.", show_default="prepare.engine")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (tcp://host:8786); none = a local cluster.", show_default="prepare.scheduler")] = None,
 ) -> None:
-    """Resize every image to a fixed input and write train/val uint8 arrays."""
+    """Resize every image to a fixed input and write train/val uint8 arrays (a shard dataset: one
+    task per shard, arrays per shard)."""
     from pipeline.prepare.prepare import prepare as run
 
-    cfg = _section("prepare", **{"prepare.size": _size(size), "prepare.scale": scale, "prepare.aspect": aspect, "prepare.color": color})
+    cfg = _section("prepare", **{"prepare.size": _size(size), "prepare.scale": scale, "prepare.aspect": aspect, "prepare.color": color,
+                                 "prepare.engine": engine, "prepare.scheduler": scheduler})
     result = run(in_dir or _raw_dir(), out_dir, cfg, survey)
     out.print(f"{result.out}: input {'x'.join(map(str, result.input_shape))}, classes {', '.join(result.classes)}", highlight=False)
     table = Table("split", "images")

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from pipeline.core.config import DownloadSettings
-from pipeline.core.dataset import COLUMNS, iter_shard_items, layout, list_shards, read_manifest
+from pipeline.core.dataset import COLUMNS, iter_shard_images, layout, read_manifest, shard_names, stored_items
 from pipeline.fetch.shards import Sharding, make_plan
 from pipeline.fetch.sources import ImagenetParams
 from pipeline.fetch.sources.imagenet import fetch, iter_url_file, read_wnids_file
@@ -102,11 +102,12 @@ def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_pat
     dup = manifest[manifest.status == "duplicate"]
     assert len(dup) >= 3 and all(p.startswith("shards/") and "#" in p for p in dup.path)
     # Every shard: tar members = its ok rows (before dedupe), parquet rows = its URLs, stats last.
-    shards = list_shards(root)
-    assert shards == list(range(len(shards))) and len(shards) >= 3
+    shards = shard_names(root)
+    assert shards == [f"{n:05d}" for n in range(len(shards))] and len(shards) >= 3
+    usable, _ = stored_items(root)
+    where = {(shard, member): (cls, split) for shard, member, cls, split in zip(usable["shard"], usable["member"], usable["class"], usable["split"])}
     items = []
-    for shard in shards:
-        name = f"{shard:05d}"
+    for name in shards:
         rows = pd.read_parquet(root / "shards" / f"{name}.parquet")
         stats = json.loads((root / "shards" / f"{name}.stats.json").read_text())
         assert stats["rows"] == len(rows) and stats["counts"].get("ok", 0) == (rows.status == "ok").sum()
@@ -116,10 +117,10 @@ def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_pat
             assert names == [m for p in ok.path for m in (p.split("#")[1], p.split("#")[1].rsplit(".", 1)[0] + ".json")]
             meta = json.loads(tar.extractfile(names[1]).read()) if names else {}
             assert not names or set(meta) == {"url", "class", "sha256", "width", "height", "format"}
-        items += list(iter_shard_items(root, shard))
+        items += [(*where[name, member], data) for member, data in iter_shard_images(root, name, 10**8) if (name, member) in where]
     final_ok = manifest[manifest.status == "ok"]
     assert len(items) == len(final_ok) and all(hashlib.sha256(data).hexdigest() in set(final_ok.sha256) for *_, data in items)
-    assert sorted((cls, split) for _, cls, split, _ in items) == sorted(zip(final_ok["class"], final_ok.split))
+    assert sorted((cls, split) for cls, split, _ in items) == sorted(zip(final_ok["class"], final_ok.split))
     assert json.loads((root / "dataset.json").read_text())["layout"] == "shards" and not (root / ".plan").exists()
 
 
@@ -179,8 +180,8 @@ def test_kill_then_rerun_skips_finished_shards_and_equals_uninterrupted(server, 
     run_cli(*args, "--out", "whole", cwd=tmp_path)
     resumed, whole = read_manifest(tmp_path / "ds"), read_manifest(tmp_path / "whole")
     pd.testing.assert_frame_equal(resumed.drop(columns="elapsed_ms"), whole.drop(columns="elapsed_ms"))
-    for shard in list_shards(tmp_path / "ds"):
-        name = f"shards/{shard:05d}.tar"
+    for shard in shard_names(tmp_path / "ds"):
+        name = f"shards/{shard}.tar"
         assert (tmp_path / "ds" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
     assert not (tmp_path / "ds/.incomplete").exists() and not list((tmp_path / "ds").rglob("*.tmp"))
 
@@ -227,7 +228,7 @@ def test_bad_engine_and_unreachable_scheduler_are_one_line(server, tmp_path):
 
 
 def test_engine_bounds_tasks_in_flight():
-    from pipeline.fetch.engine import map_shards
+    from pipeline.core.engine import map_shards
 
     pulled = []
 

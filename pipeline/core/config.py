@@ -63,6 +63,19 @@ Pixels = _between(0, 1_000_000_000)
 Bytes = _between(0, 10**12)
 
 # A SHA-256 pin; "" (`-S fetch.<source>.sha256=`) means no check, as null does in params.yaml.
+# Where per-shard work runs (pipeline.core.engine): local = a process pool on this machine; dask =
+# dask.distributed, at `scheduler` (tcp://HOST:8786) or, when it is "", a local cluster on 127.0.0.1.
+EngineName = Literal["local", "dask"]
+Workers = _between(0, 1024, low_inclusive=True)  # local processes (and local Dask workers); 0 = one per core
+
+
+def _check_engine(section: str, engine: str, scheduler: str) -> None:
+    if scheduler and not scheduler.startswith(("tcp://", "tls://")):
+        raise ConfigError(f"{section}.scheduler: {scheduler!r} is not a Dask scheduler address; expected tcp://HOST:PORT (or tls://)")
+    if scheduler and engine != "dask":
+        raise ConfigError(f"{section}.scheduler: {scheduler!r} is for {section}.engine dask (got {engine!r}); set {section}.engine: dask or leave the scheduler empty")
+
+
 Sha256 = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{64})?$"), AfterValidator(str.lower)]
 Optimizer = Literal["adam", "sgd"]
 Loss = Literal["mse", "binary_crossentropy", "categorical_crossentropy"]
@@ -224,15 +237,14 @@ class FetchConfig(RegistrySection):
     # manifests, one task per shard; auto = shards above AUTO_SHARDS candidate URLs.
     layout: Literal["auto", "folder", "shards"] = "auto"
     shard_size: _between(0, 99_999) = 10_000  # candidate URLs per shard
-    engine: Literal["local", "dask"] = "local"  # local = a process pool on this machine; dask = dask.distributed
-    scheduler: str = ""  # dask: tcp://HOST:8786; "" = a local cluster on 127.0.0.1
-    workers: _between(0, 1024, low_inclusive=True) = 0  # local processes (and local Dask workers); 0 = one per core
+    engine: EngineName = "local"
+    scheduler: str = ""
+    workers: Workers = 0
 
     @model_validator(mode="after")
     def _check(self) -> "FetchConfig":
         _check_choice("fetch.source", self.source, self.registry())
-        if self.scheduler and not self.scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
-            raise ConfigError(f"fetch.scheduler: {self.scheduler!r} is not a Dask scheduler address; expected tcp://HOST:PORT (or tls://)")
+        _check_engine("fetch", self.engine, self.scheduler)
         return self
 
     def sharding(self) -> Any:
@@ -257,6 +269,16 @@ class PrepareConfig(Section):
     seed: int = 0
     max_pixels: Pixels = MAX_PIXELS  # images larger than this (from the header) are skipped, never decoded
     max_file_bytes: Bytes = MAX_FILE_BYTES  # larger files are skipped unread (also what `predict` reads)
+    # A shard-layout dataset is prepared one task per shard on this engine (a folder always in this
+    # process, as before).
+    engine: EngineName = "local"
+    scheduler: str = ""
+    workers: Workers = 0
+
+    @model_validator(mode="after")
+    def _check_scheduler(self) -> "PrepareConfig":
+        _check_engine("prepare", self.engine, self.scheduler)
+        return self
 
     @model_validator(mode="before")
     @classmethod

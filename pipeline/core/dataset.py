@@ -23,7 +23,8 @@ candidate URLs; written by pipeline.fetch.shards):
   "seconds", "cpu_seconds"}, written last: the shard's done marker.
 - `manifest/<NNNNN>.parquet`: the final manifest, one file per shard, the same rows in the same
   order with duplicates and the split settled (`status` duplicate with `path` = the owner's
-  member, `split` train / val / extra for ok rows). `pd.read_parquet(root / "manifest")` reads all.
+  member, `split` train / val / extra for ok rows). Readers (`stored_items`,
+  `iter_shard_images`) use its `ok` rows only: duplicates stay in the tars, unused.
 - `dataset.json` (source, classes, "layout": "shards", "shards": count), `summary.json` as above.
 
 In both layouts `.incomplete` is present while a fetch writes the folder; readers refuse it.
@@ -32,13 +33,14 @@ In both layouts `.incomplete` is present while a fetch writes the folder; reader
 from __future__ import annotations
 
 import json
+import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 
-from pipeline.core.errors import InputError
+from pipeline.core.errors import ImageError, InputError
 
 MANIFEST = "manifest.csv"
 DATASET = "dataset.json"
@@ -49,6 +51,8 @@ MANIFEST_DIR = "manifest"  # shard layout: the settled manifest, one parquet fil
 SIDECARS = {MANIFEST, DATASET, SUMMARY}  # the dataset's own files, not items
 COLUMNS = ["url", "path", "class", "split", "status", "reason", "http_status", "bytes", "sha256", "width", "height", "format", "elapsed_ms"]
 NUMERIC = ["http_status", "bytes", "width", "height", "elapsed_ms"]
+SHARD_SUFFIX = ".tar"
+MEMBER_SEP = "#"  # `shards/00000.tar#<member>`: a stored item's path in the shard layout
 
 
 def check_complete(root: Path) -> None:
@@ -64,7 +68,7 @@ def read_manifest(root: Path) -> pd.DataFrame | None:
     For the shard layout this reads every shard's rows into one frame: fine for thousands of
     rows, not for millions (read `manifest/<NNNNN>.parquet` shard by shard instead)."""
     if layout(root) == "shards":
-        return pd.concat([read_parquet_frame(root / MANIFEST_DIR / f"{shard_name(n)}.parquet") for n in list_shards(root)], ignore_index=True)
+        return read_final_manifest(root)
     path = root / MANIFEST
     if not path.exists():
         return None
@@ -83,24 +87,11 @@ def read_source(root: Path) -> str | None:
     return json.loads(path.read_text()).get("source") if path.exists() else None
 
 
-# --- The shard layout ---------------------------------------------------------------------------
+# --- The shard layout ------------------------------------------------------------------------------
 
 
 def shard_name(shard: int) -> str:
     return f"{shard:05d}"
-
-
-def layout(root: Path) -> str:
-    """"shards" or "folder" (also for a plain folder of class subfolders)."""
-    path = root / DATASET
-    if path.exists():
-        return json.loads(path.read_text()).get("layout", "folder")
-    return "folder"
-
-
-def list_shards(root: Path) -> list[int]:
-    """The shard numbers of a shard-layout dataset, in order (each has a settled manifest file)."""
-    return sorted(int(p.name.split(".")[0]) for p in (root / MANIFEST_DIR).glob("*.parquet") if p.name.split(".")[0].isdigit())
 
 
 def read_parquet_frame(path: Path) -> pd.DataFrame:
@@ -111,19 +102,117 @@ def read_parquet_frame(path: Path) -> pd.DataFrame:
     return pq.read_table(path).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
-def shard_manifest(root: Path, shard: int) -> pd.DataFrame:
-    """The settled manifest rows of one shard (every URL, in candidate order)."""
-    return read_parquet_frame(root / MANIFEST_DIR / f"{shard_name(shard)}.parquet")
+def layout(root: Path) -> str:
+    """`shards` when dataset.json says so, else `folder` (every older or plain dataset)."""
+    path = root / DATASET
+    if not path.exists():
+        return "folder"
+    try:
+        value = json.loads(path.read_text()).get("layout", "folder")
+    except (OSError, ValueError, AttributeError):
+        raise InputError(f"{path} is damaged (not JSON): run `pipeline fetch` again") from None
+    if value not in ("folder", "shards"):
+        raise InputError(f"{path}: unknown layout {value!r}; valid choices: folder, shards")
+    return value
 
 
-def iter_shard_items(root: Path, shard: int) -> Iterator[tuple[str, str, str, bytes]]:
-    """(key, class, split, bytes) of each usable, distinct image of one shard, in candidate order:
-    the tar members whose settled row is ok (duplicates and failures are left out)."""
-    rows = shard_manifest(root, shard)
-    rows = rows[rows["status"] == "ok"]
-    wanted = {path.split("#", 1)[1]: (cls, split) for path, cls, split in zip(rows["path"], rows["class"], rows["split"])}
-    with tarfile.open(root / SHARDS / f"{shard_name(shard)}.tar") as tar:
-        for member in tar:
-            if member.name in wanted:
-                cls, split = wanted[member.name]
-                yield member.name.rsplit(".", 1)[0], cls, split, tar.extractfile(member).read()
+def shard_names(root: Path) -> list[str]:
+    """The shards (`NNNNN`) of a shard-layout dataset, sorted: every `shards/<name>.tar`."""
+    folder = root / SHARDS
+    if not folder.is_dir():
+        raise InputError(f"{root}: dataset.json says layout shards but {folder} is missing")
+    return sorted(p.name[: -len(SHARD_SUFFIX)] for p in folder.iterdir() if p.name.endswith(SHARD_SUFFIX) and not p.name.startswith("."))
+
+
+def manifest_files(root: Path) -> list[Path]:
+    """The settled manifest files of a shard-layout dataset, in shard order."""
+    return sorted((root / MANIFEST_DIR).glob("*.parquet"))
+
+
+def read_final_manifest(root: Path) -> pd.DataFrame:
+    """The settled manifest of a shard-layout dataset, every shard's rows in shard order (COLUMNS;
+    text columns as str with "" for none, counts as nullable integers). Refuses an unfinished fetch.
+    (Reads every row: fine for millions of rows of these few columns; per shard, `read_parquet_frame`.)"""
+    check_complete(root)
+    files = manifest_files(root)
+    if not files:
+        raise InputError(f"{root / MANIFEST_DIR} has no manifest: the shard dataset is unfinished or damaged; run `pipeline fetch` again")
+    try:
+        frame = pd.concat([read_parquet_frame(path) for path in files], ignore_index=True)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise InputError(f"{root / MANIFEST_DIR} cannot be read ({type(exc).__name__}): run `pipeline fetch` again") from None
+    missing = [c for c in ("path", "class", "split", "status") if c not in frame.columns]
+    if missing:
+        raise InputError(f"{root / MANIFEST_DIR}: columns {missing} are missing (expected {', '.join(COLUMNS)})")
+    for column in COLUMNS:
+        if column not in frame.columns:
+            frame[column] = pd.NA
+        if column not in NUMERIC:
+            frame[column] = frame[column].fillna("").astype(str)
+    return frame[COLUMNS].reset_index(drop=True)
+
+
+def split_member(path: str) -> tuple[str, str]:
+    """(`NNNNN`, member) of a shard-layout path `shards/<NNNNN>.tar#<member>`; InputError otherwise.
+    (Plain string checks: this runs once per item.)"""
+    tar, sep, member = path.partition(MEMBER_SEP)
+    head, tail = f"{SHARDS}/", SHARD_SUFFIX
+    shard = tar[len(head) : -len(tail)] if tar.startswith(head) and tar.endswith(tail) else ""
+    if not sep or not shard or "/" in shard or shard.startswith(".") or not member or "/" in member:
+        raise InputError(f"manifest path {path!r} is not a stored shard item (shards/<NNNNN>.tar#<member>)")
+    return shard, member
+
+
+def member_path(shard: str, member: str) -> str:
+    return f"{SHARDS}/{shard}{SHARD_SUFFIX}{MEMBER_SEP}{member}"
+
+
+def iter_shard_images(root: Path, shard: str, max_bytes: int, wanted: set[str] | None = None) -> Iterator[tuple[str, bytes | ImageError]]:
+    """Stream the members of `shards/<shard>.tar` in tar order with `tarfile`: (member name, its
+    bytes), only for regular members (links, folders and devices are never read) and, with `wanted`,
+    only for those names (the others are skipped unread). A member over `max_bytes` comes as an
+    ImageError value instead of bytes (recorded, not raised). The tar itself is opened without
+    following a symbolic link; a damaged tar raises InputError where it breaks.
+    """
+    path = root / SHARDS / f"{shard}{SHARD_SUFFIX}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open the shard ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "rb") as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
+            for info in tar:
+                if not info.isreg() or (wanted is not None and info.name not in wanted):
+                    continue
+                if info.size > max_bytes:
+                    yield info.name, ImageError(f"too large: {info.size} bytes > {max_bytes}")
+                    continue
+                data = tar.extractfile(info).read()
+                if len(data) < info.size:
+                    raise tarfile.ReadError(f"member {info.name} is truncated")
+                yield info.name, data
+    except (tarfile.TarError, OSError) as exc:
+        raise InputError(f"{path}: damaged shard ({str(exc)[:160]}): run `pipeline fetch` again") from None
+
+
+def stored_items(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The usable items of a shard-layout dataset: the final manifest's `ok` rows in its order, with
+    `shard` and `member` columns added; and the (path, reason) of `ok` rows whose path names no
+    stored shard item (left out, recorded). Refuses an unfinished fetch and a missing shard."""
+    ok = read_final_manifest(root)
+    ok = ok[ok["status"] == "ok"].reset_index(drop=True)
+    located, bad = [], []
+    for path in ok["path"]:
+        try:
+            located.append(split_member(path))
+        except InputError:
+            located.append(None)
+            bad.append((path, "path is not a stored shard item (shards/<NNNNN>.tar#<member>)"))
+    keep = [loc is not None for loc in located]
+    ok = ok[keep].reset_index(drop=True)
+    ok["shard"] = [loc[0] for loc in located if loc is not None]
+    ok["member"] = [loc[1] for loc in located if loc is not None]
+    missing = sorted(set(ok["shard"]) - set(shard_names(root)))
+    if missing:
+        raise InputError(f"{root}: the manifest lists items in shards {', '.join(missing[:3])} but {SHARDS}/{missing[0]}{SHARD_SUFFIX} is missing; run `pipeline fetch` again")
+    return ok, bad

@@ -12,7 +12,7 @@ Three steps (format on disk: pipeline.core.dataset):
    tries, per class, as many untried candidates as images are still missing, so which URLs are
    tried is the same whatever order downloads finish in. A wave's candidates, in candidate order,
    are cut into shards of `fetch.shard_size` URLs; each shard is one task (`fetch_shard`) on the
-   engine (pipeline.fetch.engine: a local process pool, or Dask). Between waves, duplicates and
+   engine (pipeline.core.engine: a local process pool, or Dask). Between waves, duplicates and
    counts are settled with group-bys over the ok rows only, whose cost grows with rows, not rows x
    classes.
 3. Settle. Duplicates (same content from two URLs; the first in class order, then candidate order,
@@ -447,7 +447,7 @@ def _waves(plan: Plan, out: Path, settings: DownloadSettings, size: int, engine,
 def collect_shards(plan: Plan, quotas: dict, out: Path, settings: DownloadSettings, source: str, sharding: Sharding):
     """Fetch in waves of shards until each class has its quota or runs out of candidates; write the
     settled manifest, dataset.json and summary.json. Returns a FetchResult."""
-    from pipeline.fetch.engine import Engine
+    from pipeline.core.engine import Engine
     from pipeline.fetch.manifest import FetchResult, reason_kind
 
     classes = plan.classes

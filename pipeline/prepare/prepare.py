@@ -1,7 +1,9 @@
 """Decode, convert and resize every usable image into fixed-size uint8 arrays with a stratified split.
 
 Output: the prepared-data format of pipeline.core.prepared; the image arrays are written row by row at
-their offsets, so no split is ever held in RAM.
+their offsets, so no split is ever held in RAM. A folder dataset is prepared here, in this process,
+into the arrays layout; a shard dataset by `pipeline.prepare.sharded`, one task per shard, into the
+shard layout.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -21,7 +24,7 @@ import pandas as pd
 
 from pipeline.core.config import MAX_SIDE, PrepareConfig
 from pipeline.core.console import progress
-from pipeline.core.dataset import MANIFEST, check_complete, read_classes, read_manifest, read_source
+from pipeline.core.dataset import MANIFEST, check_complete, layout, read_classes, read_manifest, read_source
 from pipeline.core.errors import ConfigError, DataError, ImageError, InputError
 from pipeline.core.files import exclusive, printable, read_capped, staged_dir, walk, write_text
 from pipeline.core.images import load
@@ -83,6 +86,28 @@ def auto_size(most_common: list[int], scale: float) -> tuple[int, int]:
     if not most_common:
         raise InputError("no readable image to derive the input size from; give --size HxW")
     return tuple(max(1, math.floor(side * scale + 0.5)) for side in most_common)
+
+
+def input_size(cfg: PrepareConfig, survey_json: Path | None, shapes: Callable[[], list[tuple[int, int]]]) -> tuple[int, int]:
+    """prepare.size, or the survey's most common shape x prepare.scale, or else that of `shapes()`
+    (the usable images' shapes, asked for only then)."""
+    if cfg.size != "auto":
+        size = tuple(cfg.size)
+    elif survey_json is not None:
+        size = auto_size(read_survey_shape(survey_json), cfg.scale)
+    else:
+        size = auto_size(summarise(shapes()).most_common_shape, cfg.scale)
+    if max(size) > MAX_SIDE:
+        raise ConfigError(f"prepare: input size {size[0]}x{size[1]} exceeds {MAX_SIDE} pixels a side; lower prepare.scale or set prepare.size")
+    return size
+
+
+def check_splits(splits: dict[str, list[int]], labels: list[int]) -> None:
+    """Each split needs images of two classes at least."""
+    for split, rows in splits.items():
+        present = {labels[i] for i in rows}
+        if len(present) < 2:
+            raise DataError(f"the {split} split has images of {len(present)} class(es) only; each split needs at least two (check prepare.{split}_size and the data)")
 
 
 def _count(size: int | float, n: int) -> int:
@@ -190,6 +215,12 @@ def prepare(root: Path, out: Path, cfg: PrepareConfig, survey_json: Path | None 
     src, dst = root.resolve(), out.resolve()
     if dst == src or src in dst.parents:
         raise ConfigError(f"--out {out} is inside --in {root}: the next run would read the output as a class; choose a folder outside it")
+    if root.is_dir():
+        check_complete(root)
+        if layout(root) == "shards":  # one task per shard on prepare.engine
+            from pipeline.prepare.sharded import prepare_shards
+
+            return prepare_shards(root, out, cfg, survey_json)
     items, classes, digest, skipped = list_items(root)
     unknown = sorted({item.cls for item in items} - set(classes))
     if unknown:
@@ -206,22 +237,12 @@ def prepare(root: Path, out: Path, cfg: PrepareConfig, survey_json: Path | None 
     if not usable:
         raise DataError(f"no usable image under {root} ({len(skipped)} skipped{_top_reasons(skipped)})")
 
-    if cfg.size != "auto":
-        size = tuple(cfg.size)
-    elif survey_json is not None:
-        size = auto_size(read_survey_shape(survey_json), cfg.scale)
-    else:
-        size = auto_size(summarise([shape for _, shape in usable]).most_common_shape, cfg.scale)
-    if max(size) > MAX_SIDE:
-        raise ConfigError(f"prepare: input size {size[0]}x{size[1]} exceeds {MAX_SIDE} pixels a side; lower prepare.scale or set prepare.size")
+    size = input_size(cfg, survey_json, lambda: [shape for _, shape in usable])
     channels = 3 if cfg.color == "rgb" else 1
 
     labels = [classes.index(item.cls) for item, _ in usable]
     splits = split_items(labels, [item.split for item, _ in usable], cfg, len(classes))
-    for split, rows in splits.items():
-        present = {labels[i] for i in rows}
-        if len(present) < 2:
-            raise DataError(f"the {split} split has images of {len(present)} class(es) only; each split needs at least two (check prepare.{split}_size and the data)")
+    check_splits(splits, labels)
     _check_space(out, sum(map(len, splits.values())) * math.prod((*size, channels)))
 
     with exclusive(out, "prepare"), staged_dir(out) as tmp:

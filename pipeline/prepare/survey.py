@@ -1,4 +1,8 @@
-"""Survey image shapes from file headers (no pixel decoding), as seed 000 did to choose its input size."""
+"""Survey image shapes from file headers (no pixel decoding), as seed 000 did to choose its input size.
+
+Either layout of a fetched dataset (pipeline.core.dataset): every file of a folder, or the `ok`
+items of a shard dataset's final manifest, read from their tars one shard at a time.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,9 @@ import numpy as np
 from pipeline.core.console import progress
 from pipeline.core.errors import DataError, ImageError, InputError
 from pipeline.core.files import walk, write_json, write_records, write_text
+from pipeline.core.config import MAX_FILE_BYTES
 from pipeline.core.images import probe
-from pipeline.core.dataset import SIDECARS, check_complete
-
+from pipeline.core.dataset import SIDECARS, check_complete, iter_shard_images, layout, stored_items
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,9 @@ def list_files(root: Path) -> list[Path]:
     return [path for path in walk(root)[0] if path.name not in SIDECARS]
 
 
-def _probe_or_none(path: Path) -> tuple[int, int] | None:
+def _probe_or_none(source: Path | bytes) -> tuple[int, int] | None:
     try:
-        return probe(path)
+        return probe(source)
     except ImageError:
         return None
 
@@ -76,12 +80,43 @@ def summarise(sizes: list[tuple[int, int] | None]) -> Survey:
     return Survey(sum(counts.values()), len(sizes) - sum(counts.values()), most_common, shapes)
 
 
+def _sampled(n: int, sample: int, seed: int) -> list[int]:
+    """Every position, or a seeded random `sample` of them in order."""
+    if 0 < sample < n:
+        return sorted(np.random.default_rng(seed).choice(n, size=sample, replace=False).tolist())
+    return list(range(n))
+
+
+@gc_paused()
+def probe_shards(root: Path, items, max_bytes: int = MAX_FILE_BYTES) -> list[tuple[int, int] | None]:
+    """Header sizes of shard items (`stored_items` rows), in their order: each shard's tar streamed
+    once, only the wanted members read (a header of a tar member costs reading the member: they are
+    small, and contiguous in the tar)."""
+    where = {(shard, member): i for i, (shard, member) in enumerate(zip(items["shard"], items["member"]))}
+    sizes: list[tuple[int, int] | None] = [None] * len(where)
+    by_shard: dict[str, set[str]] = {}
+    for shard, member in where:
+        by_shard.setdefault(shard, set()).add(member)
+    for shard in progress(sorted(by_shard), "Reading headers", total=len(by_shard)):
+        for member, data in iter_shard_images(root, shard, max_bytes, by_shard[shard]):
+            if isinstance(data, bytes):
+                sizes[where[shard, member]] = _probe_or_none(data)
+    return sizes
+
+
 def survey_shapes(root: Path, sample: int = 0, seed: int = 0) -> Survey:
     """Read the header of every image under `root`, or of a seeded random `sample` of them."""
+    if root.is_dir():
+        check_complete(root)
+    if root.is_dir() and layout(root) == "shards":
+        items = stored_items(root)[0]
+        items = items.iloc[_sampled(len(items), sample, seed)]
+        survey = summarise(probe_shards(root, items))
+        if not survey.images:
+            raise DataError(f"no readable image in the shards of {root} ({len(items)} items, none an image): nothing to survey")
+        return survey
     files = list_files(root)
-    if 0 < sample < len(files):
-        chosen = np.random.default_rng(seed).choice(len(files), size=sample, replace=False)
-        files = [files[i] for i in sorted(chosen)]
+    files = [files[i] for i in _sampled(len(files), sample, seed)]
     survey = summarise(probe_all(files))
     if not survey.images:
         raise DataError(f"no readable image under {root} ({len(files)} files, none an image): nothing to survey")

@@ -2,7 +2,8 @@
 
 - Input: tf.data over the memory-mapped uint8 arrays, one NumPy gather per batch (no copy of the
   dataset in RAM); the order of each epoch is a seeded permutation of that epoch's number, so a
-  resumed run sees the same batches as an uninterrupted one.
+  resumed run sees the same batches as an uninterrupted one. In the shard layout the epoch reads a
+  few shards at a time, interleaved (`sharded_epoch_order`), still a function of (seed, epoch).
 - In the graph: augmentation (training only) and normalisation (`pipeline.train.models.common`).
 - Callbacks: ModelCheckpoint (best model), EarlyStopping (optional), TensorBoard, dvclive, and
   `Resume` (crash-safe per-epoch backups for an exact resume) last.
@@ -33,7 +34,7 @@ from pipeline.core.config import ArchParams, TrainSettings
 from pipeline.core.console import console
 from pipeline.core.errors import ConfigError, DataError, InputError
 from pipeline.core.files import exclusive, write_json, write_text
-from pipeline.core.prepared import load_split, read_meta
+from pipeline.core.prepared import ShardedRows, load_split, read_meta
 from pipeline.train.models import build_model
 from pipeline.train.models.common import Head, Preprocess
 from pipeline.train.runtime import BEST_FILE, HISTORY_FILE, MODEL_FILE, gathered, head_for, in_order, keras_seeded, rewrite_keras_file, save_model, targets, tensorflow
@@ -108,15 +109,41 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def training_dataset(x: np.ndarray, labels: np.ndarray, head: Head, batch_size: int, seed: int, first_epoch: int, epochs: int):
-    """Epochs `first_epoch` .. `epochs - 1` back to back, each in its own seeded order; use with
+INTERLEAVE = 4  # shards read at the same time in the shard layout (their pages are the working set)
+
+
+def sharded_epoch_order(counts: list[int], seed: int, epoch: int, cycle: int = INTERLEAVE) -> np.ndarray:
+    """The order of the training examples in `epoch` of the shard layout (rows numbered as the
+    shards concatenated), a function of (counts, seed, epoch) alone, whatever the parallelism.
+
+    The shards in a permutation seeded by (seed, epoch), the rows of shard s in a permutation seeded
+    by (seed, epoch, s); then `cycle` shards are read at a time, interleaved one row each in turn,
+    as tf.data's `interleave(cycle_length=cycle, block_length=1)`: each shard of the epoch's order
+    takes the lane that finishes first (ties to the lowest lane), and lanes take turns row by row.
+    """
+    offsets = np.cumsum([0, *counts])
+    lanes: list[list[np.ndarray]] = [[] for _ in range(max(1, min(cycle, len(counts))))]
+    filled = [0] * len(lanes)
+    for shard in np.random.default_rng([seed, epoch]).permutation(len(counts)):
+        lane = int(np.argmin(filled))
+        lanes[lane].append(offsets[shard] + np.random.default_rng([seed, epoch, int(shard)]).permutation(counts[shard]))
+        filled[lane] += counts[shard]
+    rows = [np.concatenate(lane) if lane else np.zeros(0, np.int64) for lane in lanes]
+    keys = np.concatenate([np.arange(len(r), dtype=np.int64) * len(lanes) + k for k, r in enumerate(rows)])
+    return np.concatenate(rows).astype(np.int64)[np.argsort(keys, kind="stable")]
+
+
+def training_dataset(x: np.ndarray | ShardedRows, labels: np.ndarray, head: Head, batch_size: int, seed: int, first_epoch: int, epochs: int):
+    """Epochs `first_epoch` .. `epochs - 1` back to back, each in its own seeded order (`epoch_order`,
+    or `sharded_epoch_order` for the shard layout's `ShardedRows`); use with
     `steps_per_epoch = ceil(len(x) / batch_size)`."""
     import tensorflow as tf
 
     n = len(x)
+    counts = x.counts if isinstance(x, ShardedRows) else None
 
     def order(epoch):
-        return epoch_order(n, seed, int(epoch))
+        return epoch_order(n, seed, int(epoch)) if counts is None else sharded_epoch_order(counts, seed, int(epoch))
 
     def epoch_batches(epoch):
         idx = tf.numpy_function(order, [epoch], tf.int64, stateful=False)
@@ -147,7 +174,7 @@ def _optimizer(keras, settings: TrainSettings):
 
 def _fingerprint(arch: str, settings: TrainSettings, params: ArchParams, data: Path, meta: dict, replicas: int) -> str:
     """What a backup must match to be resumed from: the same model, settings, data and devices."""
-    files = {p.name: p.stat().st_size for p in sorted(data.glob("*.npy"))}
+    files = {p.relative_to(data).as_posix(): p.stat().st_size for p in sorted(data.rglob("*.npy"))}  # (shards/ too)
     blob = {"arch": arch, "settings": settings.model_dump(mode="json"), "params": params.model_dump(mode="json"), "meta": meta, "files": files, "replicas": replicas}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 

@@ -8,7 +8,8 @@ picklable result; results come back as tasks finish, in any order. `tasks` may b
 at most `2 x workers` tasks are in flight at once, so a plan of a million shards is never all
 submitted (nor held) at the same time. The same `fn` runs unchanged on both engines; with Dask,
 every worker must import this package and see the output folder at the same path (a shared file
-system). `prepare` can reuse this for per-shard work.
+system). `fetch` runs its shards on it, `prepare` its per-shard work (`section` names the params,
+fetch or prepare, in error messages).
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ def default_workers(workers: int = 0) -> int:
     return workers or os.cpu_count() or 1
 
 
-def map_shards(fn: Callable[[Any], Any], tasks: Iterable[Any], engine: str = "local", scheduler: str = "", workers: int = 0, preload: Iterable[str] = ()) -> Iterator[Any]:
+def map_shards(
+    fn: Callable[[Any], Any], tasks: Iterable[Any], engine: str = "local", scheduler: str = "", workers: int = 0, preload: Iterable[str] = (), section: str = "fetch"
+) -> Iterator[Any]:
     """Run `fn(task)` for every task on `engine`; yield each result as soon as its task finishes.
 
     An exception in a task is raised here (the remaining tasks are cancelled). `workers` is the
     number of local processes (0 = one per core); with Dask and a `scheduler`, the cluster decides.
     `preload`: modules the local processes import once, before they fork (what `fn` imports lazily).
     """
-    with Engine(engine, scheduler, workers, preload) as pool:
+    with Engine(engine, scheduler, workers, preload, section) as pool:
         yield from pool.map(fn, tasks)
 
 
@@ -45,10 +48,10 @@ class Engine:
     """The processes (or the cluster connection) of `map_shards`, kept open across several maps:
     a fetch runs one map per wave and starts its workers once."""
 
-    def __init__(self, engine: str = "local", scheduler: str = "", workers: int = 0, preload: Iterable[str] = ()):
+    def __init__(self, engine: str = "local", scheduler: str = "", workers: int = 0, preload: Iterable[str] = (), section: str = "fetch"):
         if engine not in ENGINES:
-            raise ConfigError(f"fetch.engine: unknown value {engine!r}; valid choices: {', '.join(ENGINES)}")
-        self.engine, self.scheduler, self.workers, self.preload = engine, scheduler, workers, tuple(preload)
+            raise ConfigError(f"{section}.engine: unknown value {engine!r}; valid choices: {', '.join(ENGINES)}")
+        self.engine, self.scheduler, self.workers, self.preload, self.section = engine, scheduler, workers, tuple(preload), section
         self._stack = ExitStack()
         self._pool: Any = None
 
@@ -69,7 +72,7 @@ class Engine:
                 self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_watch_parent, initargs=(os.getpid(),))
                 self._stack.callback(self._pool.shutdown, wait=True, cancel_futures=True)
             else:
-                self._pool = self._stack.enter_context(_client(self.scheduler, self.workers))
+                self._pool = self._stack.enter_context(_client(self.scheduler, self.workers, self.section))
         return self._pool
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
@@ -142,7 +145,7 @@ def _watch_parent(pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="watch-parent").start()
 
 
-def _probe(scheduler: str) -> None:
+def _probe(scheduler: str, section: str) -> None:
     """Fail in a second, not after Dask's connect timeout, when nothing listens at a tcp:// address."""
     import socket
     from urllib.parse import urlsplit
@@ -153,21 +156,21 @@ def _probe(scheduler: str) -> None:
     try:
         socket.create_connection((parts.hostname, parts.port or 8786), timeout=CONNECT_TIMEOUT).close()
     except OSError as exc:
-        raise ConfigError(f"fetch.scheduler: cannot reach the Dask scheduler {scheduler!r} ({exc.strerror or type(exc).__name__}); start one with `dask scheduler` or use --engine local") from None
+        raise ConfigError(f"{section}.scheduler: cannot reach the Dask scheduler {scheduler!r} ({exc.strerror or type(exc).__name__}); start one with `dask scheduler` or use --engine local") from None
 
 
 @contextmanager
-def _client(scheduler: str, workers: int):
+def _client(scheduler: str, workers: int, section: str):
     try:
         from distributed import Client, LocalCluster
     except ImportError:  # pragma: no cover - a dependency of the package
-        raise ConfigError("fetch.engine: dask needs the `distributed` package (pip install 'dask[distributed]')") from None
+        raise ConfigError(f"{section}.engine: dask needs the `distributed` package (pip install 'dask[distributed]')") from None
     if scheduler:
-        _probe(scheduler)
+        _probe(scheduler, section)
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as exc:
-            raise ConfigError(f"fetch.scheduler: cannot reach the Dask scheduler {scheduler!r} ({type(exc).__name__}); start one with `dask scheduler` or use --engine local") from None
+            raise ConfigError(f"{section}.scheduler: cannot reach the Dask scheduler {scheduler!r} ({type(exc).__name__}); start one with `dask scheduler` or use --engine local") from None
         with client:
             yield client
     else:  # no scheduler given: a cluster of this machine's cores, on 127.0.0.1 only

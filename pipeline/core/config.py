@@ -171,8 +171,9 @@ class DownloadSettings(Section):
     placeholder_sha256: list[str] = []  # more "image unavailable" placeholders to reject, besides Flickr's
     # URL-list downloads: decode = decode every image (at 1/8 size for JPEG), ~0.85 ms of CPU per
     # 40 KB JPEG, as much as the HTTP exchange; header = magic bytes, size from the header and an
-    # end-of-image check for truncation, no pixel decode (prepare decodes later anyway).
-    verify: Literal["decode", "header"] = "decode"
+    # end-of-image check for truncation, no pixel decode (prepare decodes later anyway, and records
+    # what fails); auto = header in the shard layout (millions of URLs), decode in class folders.
+    verify: Literal["auto", "decode", "header"] = "auto"
 
 
 # --- Sections that hold a registry ------------------------------------------------------------

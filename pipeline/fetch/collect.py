@@ -67,7 +67,7 @@ def judge(got: Fetched, cls: str, settings: DownloadSettings) -> tuple[dict, byt
     if (data[:8] == PNG_MAGIC and hashlib.md5(data).hexdigest() == FLICKR_PLACEHOLDER_MD5) or fields["sha256"] in settings.placeholder_sha256:
         return _row(url, cls, "skipped", "placeholder image", **fields), None, None
     try:
-        info = validate(data, settings.max_pixels, settings.min_side) if settings.verify == "decode" else check_header(data, settings.max_pixels, settings.min_side)
+        info = validate(data, settings.max_pixels, settings.min_side) if settings.verify in ("decode", "auto") else check_header(data, settings.max_pixels, settings.min_side)
     except ImageError as exc:
         return _row(url, cls, "skipped", str(exc), **fields), None, None
     return _row(url, cls, "ok", **fields, width=info.width, height=info.height, format=info.format), data, info

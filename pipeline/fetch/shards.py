@@ -447,6 +447,8 @@ def _waves(plan: Plan, out: Path, settings: DownloadSettings, size: int, engine,
 def collect_shards(plan: Plan, quotas: dict, out: Path, settings: DownloadSettings, source: str, sharding: Sharding):
     """Fetch in waves of shards until each class has its quota or runs out of candidates; write the
     settled manifest, dataset.json and summary.json. Returns a FetchResult."""
+    if settings.verify == "auto":  # prepare decodes every image of a shard anyway
+        settings = settings.model_copy(update={"verify": "header"})
     from pipeline.core.engine import Engine
     from pipeline.fetch.manifest import FetchResult, reason_kind
 

@@ -372,6 +372,7 @@ def test_saved_models_have_fixed_zip_times_and_no_save_date(tmp_path):
 
 def test_training_prints_no_tensorflow_noise_on_a_cpu_machine(tmp_path):
     write_prepared(tmp_path / "data", 16, 8, (8, 8, 3), 2)
+    (tmp_path / "params.yaml").write_text("train: {}\n")  # (no "using the default params" warning)
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc = subprocess.run([sys.executable, "-m", "pipeline", "-S", "train.epochs=1", "train", "--arch", "cnn", "--data", "data"],
                           cwd=tmp_path, capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)})  # fmt: skip

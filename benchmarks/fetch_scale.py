@@ -8,7 +8,8 @@ Everything is served by `benchmarks.imageserver` on 127.0.0.1 (20 ms latency, di
 JPEGs, per-URL hit counts, time of the first request), in two processes of its own. Each tool runs
 as a subprocess in its own session; its CPU is user+sys of its whole process tree (os.wait4 of the
 leader, which includes every descendant it reaped) and its peak RSS the larger of the leader's
-ru_maxrss (largest single process) and the whole tree's RSS sampled every 50 ms with psutil. Wall
+ru_maxrss (largest single process) and the whole tree's memory sampled every 50 ms with psutil (the
+sum of PSS, so pages that forked workers share count once). Wall
 time runs from the start of the process to its exit, start-up included, for both tools alike.
 
 What it measures (N = --n, 10,000 by default):
@@ -40,8 +41,8 @@ accepts them, `--wnids-file` is used when `fetch --help` lists it; otherwise the
 img2dataset conflicts with the project's environment (it pins opencv-python-headless<5 and
 pandas<3), so it is never installed there: the first run builds `benchmarks/.venv-img2dataset`
 (git-ignored, about 800 MB) with `python -m venv` and pip, from the pin in pyproject.toml's `bench`
-extra, and calls its `img2dataset` executable. Under pytest it is used if already built and never
-built (the img2dataset rows are left out then).
+extra, and calls its `img2dataset` executable. Under pytest (tests/test_benchmarks.py runs every
+case at --n 40 to check the harness) img2dataset is neither built nor run, and its rows are left out.
 
 The server and both tools share this machine's two cores: fair, since it is the same for every
 contender, but no client here reaches the concurrency bound (32 / 20 ms = 1,600 images/s) exactly.
@@ -95,10 +96,16 @@ class Ran:
     started: float  # time.time() at the start
 
 
-def _tree_rss(proc: psutil.Process) -> int:
+def _tree_memory(proc: psutil.Process) -> int:
+    """Bytes the process tree holds: the sum of its processes' PSS (a page shared by N processes
+    counts 1/N in each, so forked workers are not counted twice for what they share), or of their
+    RSS where PSS is unavailable."""
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
+            info = p.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except psutil.AccessDenied:
             total += p.memory_info().rss
         except psutil.Error:
             pass
@@ -122,7 +129,7 @@ def run_tool(cmd: list[str], log: Path, cwd: Path, *, kill_when: Callable[[], bo
             return
         while not stop.wait(0.05):
             try:
-                peak[0] = max(peak[0], _tree_rss(ps))
+                peak[0] = max(peak[0], _tree_memory(ps))
             except psutil.Error:
                 continue
             why = ("rss cap" if rss_cap_mb and peak[0] > rss_cap_mb * 2**20 else "") or ("kill_when" if kill_when and kill_when() else "") or ("timeout" if time.perf_counter() - t0 > timeout else "")
@@ -170,6 +177,7 @@ class Pipeline:
         self.layout = "shards" if "layout" in fetch else "folder"
         self.engine = "engine" in fetch
         self.shard_key = next((f"fetch.{k}" for k in fetch if re.fullmatch(r"shard_?(size|rows)", k)), None)
+        self.workers = "workers" in fetch  # processes of the local engine; then --concurrency is per process
         self.wnids_file = "--wnids-file" in self._run_text("fetch", "--help")
 
     def _run_text(self, *args: str) -> str:
@@ -184,9 +192,15 @@ class Pipeline:
             out += ["--set", f"fetch.layout={layout or self.layout}"]
         if self.engine:
             out += ["--set", "fetch.engine=local"]
+        if self.workers:
+            out += ["--set", f"fetch.workers={I2D_PROCESSES}"]
         if self.shard_key and shard_rows:
             out += ["--set", f"{self.shard_key}={shard_rows}"]
         return out
+
+    def concurrency(self, layout: str | None = None) -> int:
+        """--concurrency for CONCURRENCY connections in all: per process with the shard layout."""
+        return CONCURRENCY // I2D_PROCESSES if self.workers and (layout or self.layout) == "shards" else CONCURRENCY
 
     def fetch_cmd(self, out: Path, url_list: Path, wnids: list[str], per_class_total: int, *, layout: str | None = None, shard_rows: int | None = None) -> list[str]:
         val = per_class_total // 5
@@ -198,32 +212,26 @@ class Pipeline:
             classes = ["--wnids", ",".join(wnids)]
         return [
             sys.executable, "-m", "pipeline", *self.sets(layout, shard_rows), "fetch", "--source", "imagenet", "--out", str(out),
-            "--url-list", str(url_list), *classes, "--per-class", str(per_class_total - val), "--val-per-class", str(val), "--concurrency", str(CONCURRENCY),
+            "--url-list", str(url_list), *classes, "--per-class", str(per_class_total - val), "--val-per-class", str(val), "--concurrency", str(self.concurrency(layout)),
         ]
 
     def describe(self) -> str:
-        return f"layout {self.layout}" + (", engine local" if self.engine else "")
+        procs = f", {I2D_PROCESSES} processes x {self.concurrency()} threads" if self.concurrency() != CONCURRENCY else f", concurrency {CONCURRENCY}"
+        return f"layout {self.layout}" + (", engine local" if self.engine else "") + procs
 
 
 def count_ok(out: Path) -> int:
-    """Images a pipeline fetch stored: manifest.csv rows with status ok, or the shards' Parquet rows."""
-    manifest = out / "manifest.csv"
-    if manifest.exists():
-        with open(manifest, newline="") as fh:
-            return sum(row["status"] == "ok" for row in csv.DictReader(fh))
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    return sum(pc.sum(pc.equal(pq.read_table(p, columns=["status"])["status"], "ok")).as_py() or 0 for p in _finished_parquets(out))
-
-
-def _finished_parquets(out: Path) -> list[Path]:
-    return sorted(p for p in out.rglob("*.parquet") if not p.name.startswith(".") and ".tmp" not in p.name and ".part" not in p.name)
+    """Images a pipeline fetch stored: summary.json's ok count (either layout), else manifest.csv's."""
+    summary = out / "summary.json"
+    if summary.exists():
+        return int(json.loads(summary.read_text()).get("counts", {}).get("ok", 0))
+    with open(out / "manifest.csv", newline="") as fh:
+        return sum(row["status"] == "ok" for row in csv.DictReader(fh))
 
 
 def finished_urls(out: Path) -> list[str]:
-    """URLs a killed fetch had recorded as finished: journal rows (folder layout) or the rows of
-    every shard whose Parquet manifest was renamed into place (shards layout)."""
+    """URLs a killed fetch had recorded as finished: the rows of every shard with its done marker
+    (`shards/NNNNN.stats.json`, written last) in the shard layout; journal rows in the folder layout."""
     urls: list[str] = []
     journal = out / ".journal.jsonl"
     if journal.exists():
@@ -232,12 +240,10 @@ def finished_urls(out: Path) -> list[str]:
                 urls.append(json.loads(line)["url"])
             except (ValueError, KeyError):
                 pass  # a line cut by the kill
-    parquets = _finished_parquets(out)
-    if parquets:
+    for stats in sorted((out / "shards").glob("*.stats.json")):
         import pyarrow.parquet as pq
 
-        for p in parquets:
-            urls += pq.read_table(p, columns=["url"])["url"].to_pylist()
+        urls += pq.read_table(stats.with_name(stats.name.split(".")[0] + ".parquet"), columns=["url"])["url"].to_pylist()
     return urls
 
 
@@ -255,12 +261,12 @@ def img2dataset_pin() -> str:
 
 
 def img2dataset_exe(notes: list[str]) -> Path | None:
+    if "PYTEST_CURRENT_TEST" in os.environ:  # a test checks the harness; img2dataset's runs alone take 30 s
+        notes.append("img2dataset is not measured under pytest")
+        return None
     exe = VENV / "bin" / "img2dataset"
     if exe.exists():
         return exe
-    if "PYTEST_CURRENT_TEST" in os.environ:
-        notes.append(f"img2dataset was not measured: {VENV} is not built, and tests never build it (run the benchmark once outside pytest)")
-        return None
     pin = img2dataset_pin()
     print(f"fetch_scale: building {VENV} with {pin} (once; about 800 MB)", file=sys.stderr)
     try:
@@ -386,7 +392,7 @@ def speed_rows(server: ImageServer, pipe: Pipeline, work: Path, n_urls: int, rou
 
     ours = best["pipeline"]
     p_cpu, p_cpu_all = cpu_ms("pipeline")
-    what = f"pipeline fetch, {pipe.describe()}, concurrency {CONCURRENCY} ({n_urls} URLs)"
+    what = f"pipeline fetch, {pipe.describe()} ({n_urls} URLs)"
     rows = []
     if "img2dataset" in best:
         theirs = best["img2dataset"]

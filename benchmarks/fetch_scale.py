@@ -7,8 +7,8 @@ Run:  python -m benchmarks fetch_scale            (full: 20,000 URLs; lists of 1
 Everything is served by `benchmarks.imageserver` on 127.0.0.1 (20 ms latency, distinct ~43 KB
 JPEGs, per-URL hit counts, time of the first request), in two processes of its own. Each tool runs
 as a subprocess in its own session; its CPU is user+sys of its whole process tree (os.wait4 of the
-leader, which includes every descendant it reaped) and its peak RSS the larger of the leader's
-ru_maxrss (largest single process) and the whole tree's memory sampled every 50 ms with psutil (the
+a small subreaper process that starts it and reaps every descendant, orphaned or not) and its peak
+RSS the larger of ru_maxrss (the largest single process) and the whole tree's memory sampled every 50 ms with psutil (the
 sum of PSS, so pages that forked workers share count once). Wall
 time runs from the start of the process to its exit, start-up included, for both tools alike.
 
@@ -96,12 +96,29 @@ class Ran:
     started: float  # time.time() at the start
 
 
+# Runs the tool as its child and is its subreaper: every descendant orphaned on the way (a process
+# pool's workers, a forkserver, a Dask nanny) is re-parented here and reaped, so this process's
+# rusage, which os.wait4 returns to the harness, holds the CPU of the whole tree. Without it the
+# CPU of any process that the tool itself never waited for would be lost.
+REAPER = """
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+code = subprocess.Popen(sys.argv[1:]).wait()
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+sys.exit(code)
+"""
+
+
 def _tree_memory(proc: psutil.Process) -> int:
     """Bytes the process tree holds: the sum of its processes' PSS (a page shared by N processes
     counts 1/N in each, so forked workers are not counted twice for what they share), or of their
     RSS where PSS is unavailable."""
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in proc.children(recursive=True):  # not the reaper itself
         try:
             info = p.memory_full_info()
             total += getattr(info, "pss", info.rss)
@@ -119,7 +136,7 @@ def run_tool(cmd: list[str], log: Path, cwd: Path, *, kill_when: Callable[[], bo
     env |= {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled", "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200"}
     started, t0 = time.time(), time.perf_counter()
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-S", "-c", REAPER, *cmd], cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     peak, killed, stop = [0], [""], threading.Event()
 
     def watch() -> None:

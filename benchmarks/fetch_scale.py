@@ -1,51 +1,67 @@
 """fetch_scale: `pipeline fetch` at ImageNet scale against img2dataset, side by side in one run (issue 12).
 
-Run:  python -m benchmarks fetch_scale            (full: 20,000 URLs; lists of 100,000 to 14.2M lines)
-      python -m benchmarks fetch_scale --quick    (2,000 URLs; a tenth of every count)
-      python -m benchmarks fetch_scale --n 40     (a smoke run in seconds; --n N fetches 2N URLs)
+Run:  python -m benchmarks fetch_scale            full: 20,000 URLs, lists of 100,000 to 14.2M lines
+                                                  (about 15 minutes on this 2-core machine)
+      python -m benchmarks fetch_scale --quick    a tenth of every count (2,000 URLs), about 2 minutes
+      python -m benchmarks fetch_scale --n 40     a smoke run of the harness (--n N: 2N URLs, ...)
+      BENCH_PIPELINE_SRC=/path/to/checkout python -m benchmarks fetch_scale   measure another checkout
 
-Everything is served by `benchmarks.imageserver` on 127.0.0.1 (20 ms latency, distinct ~43 KB
-JPEGs, per-URL hit counts, time of the first request), in two processes of its own. Each tool runs
-as a subprocess in its own session; its CPU is user+sys of its whole process tree (os.wait4 of the
-a small subreaper process that starts it and reaps every descendant, orphaned or not) and its peak
-RSS the larger of ru_maxrss (the largest single process) and the whole tree's memory sampled every 50 ms with psutil (the
-sum of PSS, so pages that forked workers share count once). Wall
-time runs from the start of the process to its exit, start-up included, for both tools alike.
+The server: `benchmarks.imageserver` on 127.0.0.1, two processes of its own, 20 ms latency, a
+distinct ~43 KB JPEG per URL (`/<id>.jpg`), hit counts per URL, the times of the first request and
+the last response. Its ceiling is measured first (rows 1-2).
 
-What it measures (N = --n, 10,000 by default):
-1. Server ceiling: a trivial asyncio client, 256 keep-alive connections, and one connection per
-   request (what urllib, hence img2dataset, does), with the server's own CPU per request.
-2. Speed: img2dataset 1.47 (2 processes x 16 threads, webdataset output, `--resize_mode no
-   --skip_reencode True`: it decodes each image, as pipeline's validation does, and writes the
-   original bytes; no EXIF extraction, no X-Robots-Tag check, since pipeline does neither) and
-   `pipeline fetch --concurrency 32` over the same 2N URLs, best of --rounds, interleaved:
-   pipeline >= 1.2x img2dataset's images/s, and <= 1.0 ms CPU per image.
-3. Peak RSS of `pipeline fetch` from a 10N- to a 200N-line list (N fetched from each), and from N to
-   10N fetched URLs (a 10N-line list): <= 1.15x. Lines are spread over 10 classes, interleaved.
-4. Planning a 1,420N-line gzipped list (14.2M for the full run, generated here and streamed to disk)
-   over 1,000 classes, fetching 10 images a class: peak RSS under 1 GB. A run past 4 GB is
-   killed and reported as at least that.
-5. Resume: `kill -9` of the whole process group of a 10N-URL fetch once 45% of its URLs were
+How a tool is measured: it runs as a subprocess in a session of its own, under a small subreaper
+that reaps every descendant (a process pool's workers, a forkserver, a nanny), so the CPU, user +
+sys from os.wait4, is that of the whole process tree. Memory is the peak of the tree's PSS sum,
+sampled every 50 ms with psutil (pages that forked workers share count once), or ru_maxrss (the
+largest single process) if that is larger. Images/s is the images the tool says it stored (its
+stats or summary.json) over the server's window from the tool's first request to its last response:
+the fetching itself, without the start-up that dominates small runs (img2dataset spawns and imports
+for about 10 s); the start-to-exit rate is reported beside it. CPU per image has each tool's fixed
+cost taken off: (CPU of the full run - CPU of a run over 64 URLs) / (difference in images).
+
+Rows (N = --n, 10,000 by default):
+1-2. Server ceiling: a trivial asyncio client, 256 keep-alive connections (target > 3,000 req/s),
+   and 64 connections with a connection per request, as urllib (so img2dataset) does; each with the
+   server's CPU per request.
+3-9. Speed over the same 2N URLs in 2 classes, best of --rounds interleaved: img2dataset 1.47 with
+   2 processes x 16 threads, webdataset output, `--resize_mode no --skip_reencode True` (it decodes
+   every image, as pipeline's default check does, and stores the original bytes), no EXIF
+   extraction and no X-Robots-Tag check (pipeline does neither), shards of min(10,000, N) URLs;
+   pipeline fetch with 32 connections in all (with the shard layout: 2 processes x
+   `--concurrency 16`, shards of the same size). Targets: pipeline >= 1.2x img2dataset's images/s,
+   <= 1.0 ms CPU per image.
+10-12. Peak memory of `pipeline fetch` from a 10N- to a 200N-line list (N fetched from each), and
+   from N to 10N fetched (a 10N-line list): <= 1.15x. Lines are spread over 10 classes, interleaved;
+   shards are N/2 URLs in every run (5,000), since a shard's size sets its worker's memory.
+13. Planning a 1,420N-line gzipped list (14.2M lines for the full run; written here, streamed) over
+   1,000 classes, fetching max(1, N / 1,000) images a class: peak memory under 1 GB. A run past
+   4 GB is killed there and reported as at least that.
+14-15. Resume: `kill -9` of the whole process group of a 10N-URL fetch once 45% of its URLs were
    requested, then the same command again: time from the restart to the first request the server
-   sees (<= 5 s), and how many URLs recorded as finished on disk at the kill (rows of finished
-   shards; for the folder layout, journal rows) are requested again (none).
-6. prepare over shards vs over the folder layout, images/s (>= 1.0): runs only once `pipeline
-   prepare` accepts a shard-layout dataset; until then the case says so and measures nothing.
+   sees (<= 5 s), and the URLs recorded as finished on disk at the kill (the rows of every shard
+   with its stats.json done marker; for the folder layout, the journal) that are requested again
+   (none).
+16-17. prepare over shards vs over the folder layout, the same 2N images, images/s (>= 1.0). It
+   runs only when `pipeline prepare` accepts a shard-layout dataset; until then the notes under
+   the table say so and the rows are left out.
 
 Which pipeline is measured: the one importable from this checkout (PYTHONPATH is set to the
-repository root), or BENCH_PIPELINE_SRC=/path/to/checkout. Its options are probed, not assumed:
-`fetch.layout: shards`, `fetch.engine: local` and a shard-size key are set when `check-params`
-accepts them, `--wnids-file` is used when `fetch --help` lists it; otherwise the folder layout and
-`--wnids` are measured and the table says so.
+repository root) or BENCH_PIPELINE_SRC's. Its params are probed (`check-params`), not assumed:
+fetch.layout=shards, fetch.engine=local, fetch.workers=2 and fetch.shard_size are set when it has
+them, `--wnids-file` is used when `fetch --help` lists it; otherwise the folder layout (one process,
+32 connections) and `--wnids` are measured, and the notes say so.
 
 img2dataset conflicts with the project's environment (it pins opencv-python-headless<5 and
 pandas<3), so it is never installed there: the first run builds `benchmarks/.venv-img2dataset`
-(git-ignored, about 800 MB) with `python -m venv` and pip, from the pin in pyproject.toml's `bench`
-extra, and calls its `img2dataset` executable. Under pytest (tests/test_benchmarks.py runs every
-case at --n 40 to check the harness) img2dataset is neither built nor run, and its rows are left out.
+(git-ignored, about 800 MB) with `python -m venv` and pip from the pin in pyproject.toml's `bench`
+extra, and runs its `img2dataset` executable. Under pytest (tests/test_benchmarks.py runs every case
+at --n 40 to check the harness) img2dataset is neither built nor run, and its rows are left out.
 
-The server and both tools share this machine's two cores: fair, since it is the same for every
-contender, but no client here reaches the concurrency bound (32 / 20 ms = 1,600 images/s) exactly.
+Fairness: the server shares this machine's two cores with the client it serves, the same for every
+contender, so no client here reaches the concurrency bound (32 / 20 ms = 1,600 images/s). A
+connection per request costs the server about 5x the CPU of a keep-alive request (rows 1-2), a
+cost of img2dataset's design that it pays here as it would against any server.
 """
 
 from __future__ import annotations
@@ -434,12 +450,12 @@ def speed_rows(server: ImageServer, pipe: Pipeline, work: Path, n_urls: int, rou
     return rows
 
 
-def _fetch(server: ImageServer, pipe: Pipeline, work: Path, name: str, lines: int, classes: int, per_class: int, *, gz: bool = False, rss_cap_mb: float | None = None) -> tuple[Ran, int]:
+def _fetch(server: ImageServer, pipe: Pipeline, work: Path, name: str, lines: int, classes: int, per_class: int, shard_rows: int, *, gz: bool = False, rss_cap_mb: float | None = None) -> tuple[Ran, int]:
     url_list = work / f"{name}.tsv{'.gz' if gz else ''}"
     names = write_list(url_list, server, lines, classes, gz)
     out, log = work / name, work / f"{name}.log"
     server.reset()
-    ran = run_tool(pipe.fetch_cmd(out, url_list, names, per_class, shard_rows=min(SHARD_ROWS, max(10, per_class * classes // 10))), log, work, rss_cap_mb=rss_cap_mb)
+    ran = run_tool(pipe.fetch_cmd(out, url_list, names, per_class, shard_rows=shard_rows), log, work, rss_cap_mb=rss_cap_mb)
     _check(ran, log, f"pipeline fetch ({name})")
     url_list.unlink()
     ok = 0 if ran.killed else count_ok(out)
@@ -447,10 +463,16 @@ def _fetch(server: ImageServer, pipe: Pipeline, work: Path, name: str, lines: in
     return ran, ok
 
 
+def _rss_shard(n: int) -> int:
+    """One shard size for every memory run (memory grows with it, so comparing sizes needs the same
+    one): N/2, so that the smallest run still keeps both processes busy."""
+    return min(SHARD_ROWS, max(10, n // 2))
+
+
 def rss_rows(server: ImageServer, pipe: Pipeline, work: Path, n: int) -> list[dict]:
-    a, a_ok = _fetch(server, pipe, work, "rss-a", 10 * n, CLASSES, n // CLASSES)
-    b, b_ok = _fetch(server, pipe, work, "rss-b", 200 * n, CLASSES, n // CLASSES)
-    c, c_ok = _fetch(server, pipe, work, "rss-c", 10 * n, CLASSES, n)
+    a, a_ok = _fetch(server, pipe, work, "rss-a", 10 * n, CLASSES, n // CLASSES, _rss_shard(n))
+    b, b_ok = _fetch(server, pipe, work, "rss-b", 200 * n, CLASSES, n // CLASSES, _rss_shard(n))
+    c, c_ok = _fetch(server, pipe, work, "rss-c", 10 * n, CLASSES, n, _rss_shard(n))
     return [
         _row(f"fetch peak RSS: {10 * n}-line list, {a_ok} fetched", a.peak_rss_mb, "MB", 1.0, rss=a.peak_rss_mb),
         _row(f"fetch peak RSS: {200 * n}-line list, {b_ok} fetched, vs {10 * n} lines", b.peak_rss_mb, "MB", b.peak_rss_mb / a.peak_rss_mb, "<= 1.15 (flat)", b.peak_rss_mb),
@@ -460,7 +482,7 @@ def rss_rows(server: ImageServer, pipe: Pipeline, work: Path, n: int) -> list[di
 
 def plan_rows(server: ImageServer, pipe: Pipeline, work: Path, n: int, notes: list[str]) -> list[dict]:
     lines, per_class = 1420 * n, max(1, n // 1000)
-    ran, ok = _fetch(server, pipe, work, "plan", lines, PLAN_CLASSES, per_class, gz=True, rss_cap_mb=PLAN_RSS_CAP_MB)
+    ran, ok = _fetch(server, pipe, work, "plan", lines, PLAN_CLASSES, per_class, _rss_shard(n), gz=True, rss_cap_mb=PLAN_RSS_CAP_MB)
     if ran.killed:
         notes.append(f"planning the {lines}-line list was killed at {ran.peak_rss_mb:.0f} MB ({ran.killed}) after {ran.seconds:.0f} s")
     what = f"killed past {PLAN_RSS_CAP_MB} MB" if ran.killed == "rss cap" else f"{ok} fetched, {ran.seconds:.0f} s"

@@ -54,7 +54,8 @@ def write_manifest(out: Path, rows: list[dict], classes: list[str], source: str,
     Rows are sorted by class, url and path so the file is byte-identical whatever order items
     finished in.
     """
-    frame = pd.DataFrame(rows)
+    # file names that are not UTF-8, escaped (before pandas: its Arrow-backed strings refuse them)
+    frame = pd.DataFrame([{k: printable(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows])
     for column in COLUMNS:
         if column not in frame:
             frame[column] = ""
@@ -62,8 +63,6 @@ def write_manifest(out: Path, rows: list[dict], classes: list[str], source: str,
     frame = frame.astype({c: str for c in ("url", "path", "class", "split")}).sort_values(["class", "url", "path"], kind="stable")
     for column in NUMERIC:  # integers stay integers when some rows have none (no "700.0")
         frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce").astype("Int64")
-    for column in frame.columns.difference(NUMERIC):  # file names that are not UTF-8, escaped
-        frame[column] = frame[column].map(lambda value: printable(value) if isinstance(value, str) else value)
     write_atomic(out / MANIFEST, frame.to_csv(index=False, lineterminator="\n").encode())
     write_json(out / DATASET, {"source": source, "classes": classes})
     counts = {k: int(v) for k, v in frame["status"].value_counts().sort_index().items()}

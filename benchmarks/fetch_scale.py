@@ -42,15 +42,11 @@ Rows (N = --n, 10,000 by default):
    sees (<= 5 s), and the URLs recorded as finished on disk at the kill (the rows of every shard
    with its stats.json done marker; for the folder layout, the journal) that are requested again
    (none).
-16-17. prepare over shards vs over the folder layout, the same 2N images, images/s (>= 1.0). It
-   runs only when `pipeline prepare` accepts a shard-layout dataset; until then the notes under
-   the table say so and the rows are left out.
+16-17. prepare over shards vs over the folder layout, the same 2N images, images/s (>= 1.0).
 
 Which pipeline is measured: the one importable from this checkout (PYTHONPATH is set to the
-repository root) or BENCH_PIPELINE_SRC's. Its params are probed (`check-params`), not assumed:
-fetch.layout=shards, fetch.engine=local, fetch.workers=2 and fetch.shard_size are set when it has
-them, `--wnids-file` is used when `fetch --help` lists it; otherwise the folder layout (one process,
-32 connections) and `--wnids` are measured, and the notes say so.
+repository root) or BENCH_PIPELINE_SRC's, with fetch.layout=shards, fetch.engine=local,
+fetch.workers=2 (img2dataset's processes), fetch.shard_size and `--wnids-file`.
 
 img2dataset conflicts with the project's environment (it pins opencv-python-headless<5 and
 pandas<3), so it is never installed there: the first run builds `benchmarks/.venv-img2dataset`
@@ -201,56 +197,33 @@ def _check(ran: Ran, log: Path, what: str) -> None:
 
 
 class Pipeline:
-    """`pipeline` as a subprocess, with the options that the checkout under test accepts."""
+    """`pipeline fetch` as a subprocess: the shard layout (or the folder one, to compare) on the
+    local engine with img2dataset's processes, `--concurrency` per process."""
 
     def __init__(self, work: Path) -> None:
         self.work = work
+        self.layout = "shards"
         work.mkdir(parents=True, exist_ok=True)
-        fetch = json.loads(self._run_text("check-params") or "{}").get("fetch", {})
-        self.layout = "shards" if "layout" in fetch else "folder"
-        self.engine = "engine" in fetch
-        self.shard_key = next((f"fetch.{k}" for k in fetch if re.fullmatch(r"shard_?(size|rows)", k)), None)
-        self.workers = "workers" in fetch  # processes of the local engine; then --concurrency is per process
-        self.wnids_file = "--wnids-file" in self._run_text("fetch", "--help")
-
-    def _run_text(self, *args: str) -> str:
-        """stdout of `python -m pipeline ARGS` ('' when it fails), run where no params.yaml is."""
-        env = {**os.environ, "PYTHONPATH": os.environ.get("BENCH_PIPELINE_SRC", str(ROOT)), "COLUMNS": "200"}
-        done = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=self.work, env=env, capture_output=True, text=True)
-        return done.stdout if done.returncode == 0 else ""
 
     def sets(self, layout: str | None = None, shard_rows: int | None = None) -> list[str]:
-        out: list[str] = []
-        if self.layout == "shards":
-            out += ["--set", f"fetch.layout={layout or self.layout}"]
-        if self.engine:
-            out += ["--set", "fetch.engine=local"]
-        if self.workers:
-            out += ["--set", f"fetch.workers={I2D_PROCESSES}"]
-        if self.shard_key and shard_rows:
-            out += ["--set", f"{self.shard_key}={shard_rows}"]
-        return out
+        out = ["--set", f"fetch.layout={layout or self.layout}", "--set", "fetch.engine=local", "--set", f"fetch.workers={I2D_PROCESSES}"]
+        return out + (["--set", f"fetch.shard_size={shard_rows}"] if shard_rows else [])
 
     def concurrency(self, layout: str | None = None) -> int:
         """--concurrency for CONCURRENCY connections in all: per process with the shard layout."""
-        return CONCURRENCY // I2D_PROCESSES if self.workers and (layout or self.layout) == "shards" else CONCURRENCY
+        return CONCURRENCY // I2D_PROCESSES if (layout or self.layout) == "shards" else CONCURRENCY
 
     def fetch_cmd(self, out: Path, url_list: Path, wnids: list[str], per_class_total: int, *, layout: str | None = None, shard_rows: int | None = None) -> list[str]:
         val = per_class_total // 5
-        if self.wnids_file:
-            wnids_path = url_list.with_suffix(".wnids")
-            wnids_path.write_text("\n".join(wnids) + "\n")
-            classes = ["--wnids-file", str(wnids_path)]
-        else:
-            classes = ["--wnids", ",".join(wnids)]
+        wnids_path = url_list.with_suffix(".wnids")
+        wnids_path.write_text("\n".join(wnids) + "\n")
         return [
-            sys.executable, "-m", "pipeline", *self.sets(layout, shard_rows), "fetch", "--source", "imagenet", "--out", str(out),
-            "--url-list", str(url_list), *classes, "--per-class", str(per_class_total - val), "--val-per-class", str(val), "--concurrency", str(self.concurrency(layout)),
-        ]
+            sys.executable, "-m", "pipeline", *self.sets(layout, shard_rows), "fetch", "--source", "imagenet", "--out", str(out), "--url-list", str(url_list),
+            "--wnids-file", str(wnids_path), "--per-class", str(per_class_total - val), "--val-per-class", str(val), "--concurrency", str(self.concurrency(layout)),
+        ]  # fmt: skip
 
     def describe(self) -> str:
-        procs = f", {I2D_PROCESSES} processes x {self.concurrency()} threads" if self.concurrency() != CONCURRENCY else f", concurrency {CONCURRENCY}"
-        return f"layout {self.layout}" + (", engine local" if self.engine else "") + procs
+        return f"layout {self.layout}, engine local, {I2D_PROCESSES} processes x {self.concurrency()} threads"
 
 
 def count_ok(out: Path) -> int:
@@ -521,9 +494,6 @@ def resume_rows(server: ImageServer, pipe: Pipeline, work: Path, n: int, notes: 
 
 def prepare_rows(pipe: Pipeline, server: ImageServer, work: Path, n_urls: int, notes: list[str]) -> list[dict]:
     """prepare over shards vs over the folder layout (the same images): needs prepare-on-shards."""
-    if pipe.layout != "shards":
-        notes.append("prepare over shards not measured: this pipeline has no shard layout (fetch.layout) yet")
-        return []
     names = [wnid(k) for k in range(2)]
     raws = {}
     for layout in ("folder", "shards"):
@@ -555,8 +525,6 @@ def run(work: Path, n: int, rounds: int) -> list[dict]:
     n = max(n, 20)
     quick = n < 10_000
     pipe = Pipeline(work)
-    if pipe.layout != "shards":
-        notes.append("the pipeline measured has no fetch.layout param yet, so every pipeline row is its folder layout (one process, requests, per-class waves), which issue 12 replaces")
     i2d = img2dataset_exe(notes)
     with ImageServer(max_ids=200 * n) as server:
         rows = server_rows(server, quick)

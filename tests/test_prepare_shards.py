@@ -3,8 +3,6 @@ the local process pool and on a Dask LocalCluster; the engine itself; the shard-
 
 from __future__ import annotations
 
-import io
-import json
 import tarfile
 from pathlib import Path
 

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.core.config import DownloadSettings
 from pipeline.core.dataset import COLUMNS, iter_shard_images, layout, read_manifest, shard_names, stored_items
 from pipeline.fetch.shards import Sharding, make_plan
 from pipeline.fetch.sources import ImagenetParams

@@ -5,7 +5,6 @@ the arrays layout when the batches are the same."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -393,8 +393,9 @@ def speed_rows(server: ImageServer, pipe: Pipeline, work: Path, n_urls: int, rou
     def cpu_ms(name: str) -> tuple[float, float]:
         """(CPU ms per image without the fixed cost, with it)."""
         big, little = best[name], fixed[name]
+        whole = big.ran.cpu_s / max(big.ok, 1) * 1000
         marginal = (big.ran.cpu_s - little.ran.cpu_s) / max(big.ok - little.ok, 1) * 1000
-        return marginal, big.ran.cpu_s / max(big.ok, 1) * 1000
+        return (marginal if marginal > 0 else whole), whole  # (a smoke run is too small to tell the fixed cost apart)
 
     ours = best["pipeline"]
     p_cpu, p_cpu_all = cpu_ms("pipeline")

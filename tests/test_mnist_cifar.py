@@ -23,6 +23,7 @@ from pipeline.core.errors import InputError
 from pipeline.fetch.sources import CIFAR10_SHA256, Cifar10Params, MnistParams, cifar10, mnist
 from tests.conftest import run_cli
 from tests.httpserver import FileServer
+from tests.seed_standins import py2_pickle
 
 FAST = DownloadSettings(retries=0, backoff=0.0, connect_timeout=2.0, read_timeout=2.0)
 
@@ -119,37 +120,6 @@ def test_mnist_cli_then_prepare_28x28_grayscale(tiny_project):
 
 
 # --- cifar10 ---------------------------------------------------------------------------------------
-
-
-class Py2Pickler(pickle._Pickler):
-    """Pickles as Python 2's cPickle wrote the official batches: str/bytes as BINSTRING and numpy's
-    old module path, so loading needs `encoding="bytes"` exactly as for the real files."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def save_string(self, obj) -> None:
-        data = obj.encode("latin-1") if isinstance(obj, str) else obj
-        if len(data) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
-        self.memoize(obj)
-
-    dispatch[str] = save_string
-    dispatch[bytes] = save_string
-
-    def save_global(self, obj, name=None) -> None:
-        if getattr(obj, "__name__", "") == "_reconstruct":
-            self.write(pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n")
-            self.memoize(obj)
-        else:
-            super().save_global(obj, name)
-
-
-def py2_pickle(obj) -> bytes:
-    buf = io.BytesIO()
-    Py2Pickler(buf, protocol=2).dump(obj)
-    return buf.getvalue()
 
 
 def cifar_batch(n: int, seed: int, label: str) -> tuple[np.ndarray, list[int], bytes]:

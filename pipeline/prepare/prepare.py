@@ -258,23 +258,29 @@ def prepare(root: Path, out: Path, cfg: PrepareConfig, survey_json: Path | None 
                 item = usable[rows[old_row]][0]
                 index_rows.append({"split": split, "row": new_row, "path": printable(item.rel), "class": item.cls, "label": classes.index(item.cls)})
         skipped = sorted((printable(path), reason) for path, reason in skipped)
-        write_text(tmp / INDEX, pd.DataFrame(index_rows, columns=["split", "row", "path", "class", "label"]).to_csv(index=False, lineterminator="\n"))
-        write_text(tmp / SKIPPED, pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(index=False, lineterminator="\n"))
         input_shape = (*size, channels)
-        meta = {
-            "classes": classes,
-            "input_shape": list(input_shape),
-            "splits": sizes,
-            "aspect": cfg.aspect,
-            "color": cfg.color,
-            "skipped": len(skipped),
-            "source": read_source(root) or "folder",
-            "manifest_sha256": digest,
-        }
-        write_meta(tmp, meta)  # last: the folder is complete
+        write_listing(tmp, index_rows, skipped, classes, input_shape, sizes, cfg, read_source(root) or "folder", digest)
     kept = sum(sizes.values())
     warnings = [f"most files were skipped, {len(skipped)} of {len(skipped) + kept}{_top_reasons(skipped)} (see {out / SKIPPED})"] if len(skipped) > kept else []
     return Prepared(out, classes, input_shape, sizes, skipped, warnings)
+
+
+def write_listing(out: Path, index_rows: list[dict], skipped: list[tuple[str, str]], classes: list[str], input_shape: tuple, sizes: dict, cfg: PrepareConfig, source: str, digest: str, **extra) -> None:
+    """index.csv, skipped.csv and, last (the folder is then complete), meta.json: for either layout."""
+    write_text(out / INDEX, pd.DataFrame(index_rows, columns=["split", "row", "path", "class", "label"]).to_csv(index=False, lineterminator="\n"))
+    write_text(out / SKIPPED, pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(index=False, lineterminator="\n"))
+    meta = {
+        "classes": classes,
+        "input_shape": list(input_shape),
+        "splits": sizes,
+        "aspect": cfg.aspect,
+        "color": cfg.color,
+        "skipped": len(skipped),
+        "source": source,
+        "manifest_sha256": digest,
+        **extra,
+    }
+    write_meta(out, meta)
 
 
 def _top_reasons(skipped: list[tuple[str, str]], top: int = 3) -> str:

@@ -31,10 +31,10 @@ from pipeline.core.console import progress
 from pipeline.core.dataset import iter_shard_images, manifest_files, member_path, read_classes, read_source, stored_items
 from pipeline.core.engine import map_shards
 from pipeline.core.errors import DataError, ImageError, InputError
-from pipeline.core.files import atomic_file, exclusive, printable, staged_dir, write_text
+from pipeline.core.files import atomic_file, exclusive, printable, staged_dir
 from pipeline.core.images import load, probe
-from pipeline.core.prepared import INDEX, SHARDS, SKIPPED, SPLITS, shard_images_file, shard_labels_file, write_meta
-from pipeline.prepare.prepare import Prepared, _check_space, _top_reasons, check_splits, input_size, split_items
+from pipeline.core.prepared import SHARDS, SKIPPED, SPLITS, shard_images_file, shard_labels_file
+from pipeline.prepare.prepare import Prepared, _check_space, _top_reasons, check_splits, input_size, split_items, write_listing
 from pipeline.prepare.survey import probe_shards
 
 
@@ -198,21 +198,8 @@ def prepare_shards(root: Path, out: Path, cfg: PrepareConfig, survey_json: Path 
             shards.append({"name": task.shard, **{split: len(result.kept[split]) for split in SPLITS}})
         skipped = sorted((printable(path), reason) for path, reason in skipped)
         rows = [row for split in SPLITS for row in index_rows[split]]
-        write_text(tmp / INDEX, pd.DataFrame(rows, columns=["split", "row", "path", "class", "label"]).to_csv(index=False, lineterminator="\n"))
-        write_text(tmp / SKIPPED, pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(index=False, lineterminator="\n"))
         input_shape = (*size, channels)
-        write_meta(tmp, {
-            "classes": classes,
-            "input_shape": list(input_shape),
-            "splits": sizes,
-            "aspect": cfg.aspect,
-            "color": cfg.color,
-            "skipped": len(skipped),
-            "source": read_source(root) or "folder",
-            "manifest_sha256": _manifest_sha256(root),
-            "layout": SHARDS,
-            "shards": shards,
-        })  # last: the folder is complete
+        write_listing(tmp, rows, skipped, classes, input_shape, sizes, cfg, read_source(root) or "folder", _manifest_sha256(root), layout=SHARDS, shards=shards)
     kept = sum(sizes.values())
     warnings = [f"most files were skipped, {len(skipped)} of {len(skipped) + kept}{_top_reasons(skipped)} (see {out / SKIPPED})"] if len(skipped) > kept else []
     return Prepared(out, classes, input_shape, sizes, skipped, warnings)

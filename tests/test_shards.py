@@ -193,13 +193,31 @@ def cluster():
         yield local
 
 
-def test_dask_cluster_gives_the_local_pool_manifest(server, tmp_path, cluster):
+def test_fetch_prepare_train_on_a_dask_cluster_equal_the_local_pool(server, tmp_path, cluster):
+    """fetch -> prepare -> train -> evaluate on the shard layout, once with every shard task on the
+    Dask cluster (127.0.0.1) and once on the local process pool: the same manifest, the same
+    prepared bytes, the same metrics."""
+    from pipeline.core.config import PrepareConfig
+    from pipeline.prepare.prepare import prepare
+    from tests.test_train_shards import _train_and_evaluate
+
     urls = mixed_list(server, tmp_path)
     local = _fetch(tmp_path / "local", urls, Sharding(layout="shards", shard_size=5, workers=2))
     dask = _fetch(tmp_path / "dask", urls, Sharding(layout="shards", shard_size=5, engine="dask", scheduler=cluster.scheduler_address))
     assert local.counts == dask.counts
     strip = lambda root: read_manifest(root).drop(columns="elapsed_ms")
     pd.testing.assert_frame_equal(strip(tmp_path / "local"), strip(tmp_path / "dask"))
+    prepare(tmp_path / "local", tmp_path / "local-prepared", PrepareConfig(size=(12, 12)))
+    prepare(tmp_path / "dask", tmp_path / "dask-prepared", PrepareConfig(size=(12, 12), engine="dask", scheduler=cluster.scheduler_address))
+    files = sorted(p.relative_to(tmp_path / "local-prepared") for p in (tmp_path / "local-prepared").rglob("*") if p.is_file())
+    assert any(str(f).startswith("shards/") for f in files)
+    same = lambda f: (tmp_path / "local-prepared" / f).read_bytes() == (tmp_path / "dask-prepared" / f).read_bytes()
+    assert all(same(f) for f in files if f.name != "meta.json")  # arrays, index, skipped
+    meta = [json.loads((tmp_path / f"{name}-prepared/meta.json").read_text()) for name in ("local", "dask")]
+    assert [{k: v for k, v in m.items() if k != "manifest_sha256"} for m in meta][0] == {k: v for k, v in meta[1].items() if k != "manifest_sha256"}
+    # (manifest_sha256 differs: the manifests record each download's elapsed_ms)
+    metrics = [_train_and_evaluate(tmp_path / f"{name}-prepared", tmp_path / f"{name}-model", 8) for name in ("local", "dask")]
+    assert metrics[0] == metrics[1] and 0 <= metrics[0]["accuracy"] <= 1
 
 
 def test_wnids_file_and_its_errors(tmp_path):

@@ -48,3 +48,14 @@ def test_unknown_sort_or_metric_and_nothing_to_show():
         leaderboard(ROWS, "accuracy", ["recall"])
     with pytest.raises(InputError, match="no experiment has metrics"):
         leaderboard([ROWS[-1]], "accuracy")
+
+
+def test_a_metric_named_without_its_file_is_given_it_back():
+    """DVC's flat table writes `mse` instead of `metrics/convnet.json:mse` when no other file has an
+    `mse` (one architecture alone): the row is still found, with every metric."""
+    from pipeline.report.leaderboard import full_metric_names
+
+    rows = [{"Experiment": "seed002", "rev": "abc", "metrics/convnet.json:accuracy": 0.9, "dvclive/convnet/metrics.json:accuracy": 0.8, "mse": 0.01, "loss": 0.3, "train.epochs": 1}]
+    names = {"metrics/convnet.json": ["accuracy", "mse"], "dvclive/convnet/metrics.json": ["accuracy", "loss"]}
+    table = leaderboard(full_metric_names(rows, names), "accuracy", ["accuracy", "mse"])
+    assert table.to_dict("records") == [{"experiment": "seed002", "arch": "convnet", "accuracy": 0.9, "mse": 0.01}]

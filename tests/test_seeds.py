@@ -172,6 +172,9 @@ def test_seed_experiment_runs_offline_and_writes_its_metrics(seeds, name):
     assert {f"metrics/{arch}.json" for arch in archs} | {f"dvclive/{arch}/metrics.json" for arch in archs} <= set(shown), sorted(shown)
     for arch in archs:
         assert shown[f"metrics/{arch}.json"] == json.loads((project / f"metrics/{arch}.json").read_text())
+    board = subprocess.run(["pipeline", "leaderboard", "--json", "--sort", "accuracy"], cwd=project, env=seeds.env, capture_output=True, text=True)
+    assert board.returncode == 0, board.stderr  # (after seed002 alone, DVC's flat table names its metrics without their file)
+    assert {(row["experiment"], row["arch"]) for row in json.loads(board.stdout)} >= {(name, arch) for arch in archs}
     assert set(meta["classes"]) == set(json.loads((project / f"data/raw/{params['fetch.source']}/dataset.json").read_text())["classes"])
     if name == "seed000":
         check_archive_fetch(project / "data/raw/cats-dogs")

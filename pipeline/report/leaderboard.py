@@ -30,11 +30,28 @@ def experiment_rows() -> list[dict]:
     from dvc.exceptions import DvcException, NotDvcRepoError
 
     try:
-        return dvc.api.exp_show()
+        return full_metric_names(dvc.api.exp_show(), _metric_names())
     except NotDvcRepoError:
         raise InputError("not inside a DVC project: run `pipeline leaderboard` from the project folder") from None
     except DvcException as exc:
         raise InputError(f"dvc exp show failed: {exc}") from None
+
+
+def _metric_names() -> dict[str, list[str]]:
+    """Each metrics file's metric names, as `dvc exp show` collects them (DVC's own collector)."""
+    from dvc.repo import Repo
+    from dvc.repo.experiments.show import _collect_names  # (no public API gives the files' names)
+
+    with Repo.open() as repo:
+        return {path: list(names) for path, names in _collect_names(repo.experiments.show()).metrics.items()}
+
+
+def full_metric_names(rows: list[dict], metrics: dict[str, list[str]]) -> list[dict]:
+    """exp_show names a metric `<file>:<name>` only where another file (or a param) has the same
+    name, and just `<name>` where it is unique, e.g. when one architecture alone was evaluated: give
+    every metric its file back, so such rows are found too."""
+    owner = {name: path for path, names in metrics.items() for name in names}
+    return [{(f"{owner[key]}:{key}" if ":" not in key and key in owner else key): value for key, value in row.items()} for row in rows]
 
 
 def leaderboard(rows: list[dict], sort: str, metrics: list[str] | None = None) -> pd.DataFrame:

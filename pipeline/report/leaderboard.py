@@ -42,7 +42,7 @@ def _metric_names() -> dict[str, list[str]]:
     from dvc.repo import Repo
     from dvc.repo.experiments.show import _collect_names  # (no public API gives the files' names)
 
-    with Repo.open() as repo:
+    with Repo.open(None) as repo:  # (the project the working directory is in, as dvc.api does)
         return {path: list(names) for path, names in _collect_names(repo.experiments.show()).metrics.items()}
 
 

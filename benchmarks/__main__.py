@@ -38,7 +38,10 @@ def to_markdown(rows: list[dict], quick: bool) -> str:
         "| case | measure | rate | ratio | target | met | peak RSS |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['case']} | {r['measure']} | {r['rate']:.1f} {r['unit']} | {r['ratio']:.2f} | {r['target']} | {met(r)} | {_rss(r)} |" for r in rows]
+    lines += [
+        f"| {r['case']} | {r['measure']} | {r['rate']:.1f} {r['unit']} | {r['ratio']:.2f} | {r['target']} | {met(r)} | {_rss(r)} |"
+        for r in rows
+    ]
     targets = [r for r in rows if met(r)]
     missed = [r for r in targets if met(r) == "no"]
     lines += ["", f"Targets met: {len(targets) - len(missed)} of {len(targets)}."]
@@ -49,7 +52,7 @@ def to_markdown(rows: list[dict], quick: bool) -> str:
 
 
 def met(row: dict) -> str:
-    """"yes"/"no" for a row with a target ("">= 20x", "<= 1.15 (linear)"...), "" for one without."""
+    """ "yes"/"no" for a row with a target ("">= 20x", "<= 1.15 (linear)"...), "" for one without."""
     target = re.match(r"([<>]=)\s*([\d.]+)", row["target"])
     if target is None:
         return ""
@@ -66,8 +69,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"cases to run (default all): {', '.join(CASES)}")
     parser.add_argument("--quick", action="store_true", help="smaller corpora (1,000 images), a few minutes in all")
     parser.add_argument("--n", type=int, help="corpus size [default: 10,000, or 1,000 with --quick]")
-    parser.add_argument("--rounds", type=int, help="measure each contender this many times, interleaved, keeping its best [default: 3, or 1 with --quick]")
-    parser.add_argument("--out", type=Path, help=f"write the Markdown table here [default: {RESULTS} for a full run of every case]")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="measure each contender this many times, interleaved, keeping its best [default: 3, or 1 with --quick]",
+    )
+    parser.add_argument(
+        "--out", type=Path, help=f"write the Markdown table here [default: {RESULTS} for a full run of every case]"
+    )
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in CASES]
     if unknown:
@@ -75,10 +84,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         for name in args.names or CASES:
-            rows += importlib.import_module(f"benchmarks.{name}").run(Path(tmp) / name, args.n or (1000 if args.quick else 10_000), args.rounds or (1 if args.quick else 3))
+            rows += importlib.import_module(f"benchmarks.{name}").run(
+                Path(tmp) / name, args.n or (1000 if args.quick else 10_000), args.rounds or (1 if args.quick else 3)
+            )
     table = Table("case", "measure", "rate", "ratio", "target", "met", "peak RSS", title="benchmarks")
     for r in rows:
-        table.add_row(r["case"], r["measure"], f"{r['rate']:.1f} {r['unit']}", f"{r['ratio']:.2f}", r["target"], met(r), _rss(r))
+        table.add_row(
+            r["case"], r["measure"], f"{r['rate']:.1f} {r['unit']}", f"{r['ratio']:.2f}", r["target"], met(r), _rss(r)
+        )
     Console().print(table)
     out = args.out or (None if args.quick or args.names else RESULTS)  # a partial run never overwrites the full table
     if out is not None:

@@ -18,9 +18,9 @@ import numpy as np
 import requests
 
 from benchmarks.corpus import make_corpus
-from pipeline.fetch.collect import Quota, collect
 from pipeline.core.config import DownloadSettings
 from pipeline.core.images import validate
+from pipeline.fetch.collect import Quota, collect
 
 LATENCY = 0.05
 CONCURRENCY = 32
@@ -90,14 +90,41 @@ def run(work: Path, n: int, rounds: int) -> list[dict]:
             seed_rate = max(seed_rate, n_seed / (time.perf_counter() - start))
 
             start = time.perf_counter()
-            result = collect({"bench": urls}, {"bench": Quota(n)}, work / f"fetched-{round_}", DownloadSettings(concurrency=CONCURRENCY), "bench")
+            result = collect(
+                {"bench": urls},
+                {"bench": Quota(n)},
+                work / f"fetched-{round_}",
+                DownloadSettings(concurrency=CONCURRENCY),
+                "bench",
+            )
             ours_rate = max(ours_rate, n / (time.perf_counter() - start))
     finally:
         server.terminate()
     assert seed_ok == n_seed and result.counts == {"ok": n}, result.counts
     bound = min(CONCURRENCY / LATENCY, decode_rate)
     return [
-        {"case": "fetch", "measure": f"seed sequential loop ({n_seed} URLs)", "rate": seed_rate, "unit": "images/s", "ratio": 1.0, "target": ""},
-        {"case": "fetch", "measure": f"pipeline collect, concurrency {CONCURRENCY} ({n} URLs)", "rate": ours_rate, "unit": "images/s", "ratio": ours_rate / seed_rate, "target": ">= 20x"},
-        {"case": "fetch", "measure": f"bound: min(concurrency {CONCURRENCY / LATENCY:.0f}/s, decode {decode_rate:.0f}/s)", "rate": bound, "unit": "images/s", "ratio": ours_rate / bound, "target": ">= 0.8 of bound"},
+        {
+            "case": "fetch",
+            "measure": f"seed sequential loop ({n_seed} URLs)",
+            "rate": seed_rate,
+            "unit": "images/s",
+            "ratio": 1.0,
+            "target": "",
+        },
+        {
+            "case": "fetch",
+            "measure": f"pipeline collect, concurrency {CONCURRENCY} ({n} URLs)",
+            "rate": ours_rate,
+            "unit": "images/s",
+            "ratio": ours_rate / seed_rate,
+            "target": ">= 20x",
+        },
+        {
+            "case": "fetch",
+            "measure": f"bound: min(concurrency {CONCURRENCY / LATENCY:.0f}/s, decode {decode_rate:.0f}/s)",
+            "rate": bound,
+            "unit": "images/s",
+            "ratio": ours_rate / bound,
+            "target": ">= 0.8 of bound",
+        },
     ]

@@ -73,9 +73,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -141,14 +141,35 @@ def _tree_memory(proc: psutil.Process) -> int:
     return total
 
 
-def run_tool(cmd: list[str], log: Path, cwd: Path, *, kill_when: Callable[[], bool] | None = None, rss_cap_mb: float | None = None, timeout: float = 3600) -> Ran:
+def run_tool(
+    cmd: list[str],
+    log: Path,
+    cwd: Path,
+    *,
+    kill_when: Callable[[], bool] | None = None,
+    rss_cap_mb: float | None = None,
+    timeout: float = 3600,
+) -> Ran:
     """Run `cmd` in a session of its own; its time, CPU and peak RSS (whole tree), killing the whole
     group with SIGKILL when `kill_when()` turns true, the tree passes `rss_cap_mb`, or `timeout`."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.environ.get("BENCH_PIPELINE_SRC", str(ROOT)), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [os.environ.get("BENCH_PIPELINE_SRC", str(ROOT)), os.environ.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep),
+    }
     env |= {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled", "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200"}
     started, t0 = time.time(), time.perf_counter()
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-S", "-c", REAPER, *cmd], cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-S", "-c", REAPER, *cmd],
+            cwd=cwd,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     peak, killed, stop = [0], [""], threading.Event()
 
     def watch() -> None:
@@ -161,7 +182,11 @@ def run_tool(cmd: list[str], log: Path, cwd: Path, *, kill_when: Callable[[], bo
                 peak[0] = max(peak[0], _tree_memory(ps))
             except psutil.Error:
                 continue
-            why = ("rss cap" if rss_cap_mb and peak[0] > rss_cap_mb * 2**20 else "") or ("kill_when" if kill_when and kill_when() else "") or ("timeout" if time.perf_counter() - t0 > timeout else "")
+            why = (
+                ("rss cap" if rss_cap_mb and peak[0] > rss_cap_mb * 2**20 else "")
+                or ("kill_when" if kill_when and kill_when() else "")
+                or ("timeout" if time.perf_counter() - t0 > timeout else "")
+            )
             if why:
                 killed[0] = why
                 _killpg(proc.pid)
@@ -177,7 +202,14 @@ def run_tool(cmd: list[str], log: Path, cwd: Path, *, kill_when: Callable[[], bo
     if killed[0]:
         _killpg(proc.pid)  # the group's other processes, orphaned now
         time.sleep(0.3)
-    return Ran(seconds, usage.ru_utime + usage.ru_stime, max(peak[0] / 2**20, usage.ru_maxrss / 1024), proc.returncode, killed[0], started)
+    return Ran(
+        seconds,
+        usage.ru_utime + usage.ru_stime,
+        max(peak[0] / 2**20, usage.ru_maxrss / 1024),
+        proc.returncode,
+        killed[0],
+        started,
+    )
 
 
 def _killpg(pgid: int) -> None:
@@ -206,14 +238,30 @@ class Pipeline:
         work.mkdir(parents=True, exist_ok=True)
 
     def sets(self, layout: str | None = None, shard_rows: int | None = None) -> list[str]:
-        out = ["--set", f"fetch.layout={layout or self.layout}", "--set", "fetch.engine=local", "--set", f"fetch.workers={I2D_PROCESSES}"]
+        out = [
+            "--set",
+            f"fetch.layout={layout or self.layout}",
+            "--set",
+            "fetch.engine=local",
+            "--set",
+            f"fetch.workers={I2D_PROCESSES}",
+        ]
         return out + (["--set", f"fetch.shard_size={shard_rows}"] if shard_rows else [])
 
     def concurrency(self, layout: str | None = None) -> int:
         """--concurrency for CONCURRENCY connections in all: per process with the shard layout."""
         return CONCURRENCY // I2D_PROCESSES if (layout or self.layout) == "shards" else CONCURRENCY
 
-    def fetch_cmd(self, out: Path, url_list: Path, wnids: list[str], per_class_total: int, *, layout: str | None = None, shard_rows: int | None = None) -> list[str]:
+    def fetch_cmd(
+        self,
+        out: Path,
+        url_list: Path,
+        wnids: list[str],
+        per_class_total: int,
+        *,
+        layout: str | None = None,
+        shard_rows: int | None = None,
+    ) -> list[str]:
         val = per_class_total // 5
         wnids_path = url_list.with_suffix(".wnids")
         wnids_path.write_text("\n".join(wnids) + "\n")
@@ -249,7 +297,9 @@ def finished_urls(out: Path) -> list[str]:
     for stats in sorted((out / "shards").glob("*.stats.json")):
         import pyarrow.parquet as pq
 
-        urls += pq.read_table(stats.with_name(stats.name.split(".")[0] + ".parquet"), columns=["url"])["url"].to_pylist()
+        urls += pq.read_table(stats.with_name(stats.name.split(".")[0] + ".parquet"), columns=["url"])[
+            "url"
+        ].to_pylist()
     return urls
 
 
@@ -309,9 +359,14 @@ def write_list(path: Path, server: ImageServer, lines: int, classes: int, gz: bo
     """A fall11_urls.txt-style list, `<wnid>_<k> TAB <url>`, line i in class i % classes; streamed."""
     base = f"http://127.0.0.1:{server.port}/"
     names = [wnid(k) for k in range(classes)]
-    with (gzip.open(path, "wt", compresslevel=1) if gz else open(path, "w")) as fh:
+    with gzip.open(path, "wt", compresslevel=1) if gz else open(path, "w") as fh:
         for start in range(0, lines, 200_000):
-            fh.write("".join(f"{names[i % classes]}_{i // classes}\t{base}{i}.jpg\n" for i in range(start, min(lines, start + 200_000))))
+            fh.write(
+                "".join(
+                    f"{names[i % classes]}_{i // classes}\t{base}{i}.jpg\n"
+                    for i in range(start, min(lines, start + 200_000))
+                )
+            )
     return names
 
 
@@ -333,7 +388,15 @@ def server_rows(server: ImageServer, quick: bool) -> list[dict]:
         rate = ceiling(server, conc, 1.0 if quick else 3.0, keepalive)
         per_req = (cpu() - c0) / max(server.total(), 1) * 1000
         how = "keep-alive" if keepalive else "a connection per request"
-        rows.append(_row(f"server ceiling: trivial asyncio client, {conc} connections, {how} (server CPU {per_req:.3f} ms/request)", rate, "req/s", rate / 3000, ">= 1.0 (x 3,000 req/s)" if keepalive else ""))
+        rows.append(
+            _row(
+                f"server ceiling: trivial asyncio client, {conc} connections, {how} (server CPU {per_req:.3f} ms/request)",
+                rate,
+                "req/s",
+                rate / 3000,
+                ">= 1.0 (x 3,000 req/s)" if keepalive else "",
+            )
+        )
     server.reset()
     return rows
 
@@ -363,7 +426,9 @@ def _speed_run(server: ImageServer, name: str, cmd: list[str], out: Path, log: P
     return fetched
 
 
-def speed_rows(server: ImageServer, pipe: Pipeline, work: Path, n_urls: int, rounds: int, i2d: Path | None, notes: list[str]) -> list[dict]:
+def speed_rows(
+    server: ImageServer, pipe: Pipeline, work: Path, n_urls: int, rounds: int, i2d: Path | None, notes: list[str]
+) -> list[dict]:
     """Both tools over the same URLs, best of `rounds` interleaved, plus one small run each whose CPU
     is the tool's fixed cost (start-up, process pools, shutdown), taken off for the per-image CPU."""
     shard = min(SHARD_ROWS, max(10, n_urls // 2))
@@ -375,20 +440,36 @@ def speed_rows(server: ImageServer, pipe: Pipeline, work: Path, n_urls: int, rou
     def command(name: str, size: int, out: Path) -> list[str]:
         if name == "img2dataset":
             return img2dataset_cmd(i2d, work / f"speed-{size}.txt", out, min(shard, max(2, size // 2)))
-        return pipe.fetch_cmd(out, work / f"speed-{size}.tsv", names, size // 2, shard_rows=min(shard, max(2, size // 2)))
+        return pipe.fetch_cmd(
+            out, work / f"speed-{size}.tsv", names, size // 2, shard_rows=min(shard, max(2, size // 2))
+        )
 
     tools = (["img2dataset"] if i2d is not None else []) + ["pipeline"]
     best: dict[str, Fetched] = {}
     fixed: dict[str, Fetched] = {}
     for round_ in range(rounds):  # interleaved, best of each: noise only ever slows a run down
         for name in tools:
-            got = _speed_run(server, name, command(name, n_urls, work / f"{name}-{round_}"), work / f"{name}-{round_}", work / f"speed-{name}-{round_}.log", work)
+            got = _speed_run(
+                server,
+                name,
+                command(name, n_urls, work / f"{name}-{round_}"),
+                work / f"{name}-{round_}",
+                work / f"speed-{name}-{round_}.log",
+                work,
+            )
             if got.ok < n_urls:
                 notes.append(f"{name} stored {got.ok} of {n_urls} images in round {round_ + 1}")
             if name not in best or got.rate > best[name].rate:
                 best[name] = got
     for name in tools:
-        fixed[name] = _speed_run(server, name, command(name, small, work / f"{name}-small"), work / f"{name}-small", work / f"speed-{name}-small.log", work)
+        fixed[name] = _speed_run(
+            server,
+            name,
+            command(name, small, work / f"{name}-small"),
+            work / f"{name}-small",
+            work / f"speed-{name}-small.log",
+            work,
+        )
 
     def cpu_ms(name: str) -> tuple[float, float]:
         """(CPU ms per image without the fixed cost, with it)."""
@@ -405,31 +486,99 @@ def speed_rows(server: ImageServer, pipe: Pipeline, work: Path, n_urls: int, rou
         theirs = best["img2dataset"]
         i_cpu, i_cpu_all = cpu_ms("img2dataset")
         rows += [
-            _row(f"img2dataset 1.47, {I2D_PROCESSES} processes x {I2D_THREADS} threads, webdataset, no re-encode ({n_urls} URLs), first request to last response", theirs.rate, "images/s", 1.0, rss=theirs.ran.peak_rss_mb),
-            _row(f"img2dataset, start to exit ({theirs.ran.seconds:.1f} s, start-up included)", theirs.rate_end_to_end, "images/s", 1.0, rss=theirs.ran.peak_rss_mb),
-            _row(f"img2dataset CPU per image, user+sys of the whole tree, fixed cost off ({i_cpu_all:.2f} ms with it)", i_cpu, "ms", 1.0),
-            _row(f"{what}, first request to last response, vs img2dataset", ours.rate, "images/s", ours.rate / theirs.rate, ">= 1.2x", ours.ran.peak_rss_mb),
-            _row(f"pipeline, start to exit ({ours.ran.seconds:.1f} s), vs img2dataset's", ours.rate_end_to_end, "images/s", ours.rate_end_to_end / theirs.rate_end_to_end, "", ours.ran.peak_rss_mb),
+            _row(
+                f"img2dataset 1.47, {I2D_PROCESSES} processes x {I2D_THREADS} threads, webdataset, no re-encode ({n_urls} URLs), first request to last response",
+                theirs.rate,
+                "images/s",
+                1.0,
+                rss=theirs.ran.peak_rss_mb,
+            ),
+            _row(
+                f"img2dataset, start to exit ({theirs.ran.seconds:.1f} s, start-up included)",
+                theirs.rate_end_to_end,
+                "images/s",
+                1.0,
+                rss=theirs.ran.peak_rss_mb,
+            ),
+            _row(
+                f"img2dataset CPU per image, user+sys of the whole tree, fixed cost off ({i_cpu_all:.2f} ms with it)",
+                i_cpu,
+                "ms",
+                1.0,
+            ),
+            _row(
+                f"{what}, first request to last response, vs img2dataset",
+                ours.rate,
+                "images/s",
+                ours.rate / theirs.rate,
+                ">= 1.2x",
+                ours.ran.peak_rss_mb,
+            ),
+            _row(
+                f"pipeline, start to exit ({ours.ran.seconds:.1f} s), vs img2dataset's",
+                ours.rate_end_to_end,
+                "images/s",
+                ours.rate_end_to_end / theirs.rate_end_to_end,
+                "",
+                ours.ran.peak_rss_mb,
+            ),
         ]
     else:
         rows += [
-            _row(f"{what}, first request to last response (img2dataset not measured)", ours.rate, "images/s", 1.0, rss=ours.ran.peak_rss_mb),
-            _row(f"pipeline, start to exit ({ours.ran.seconds:.1f} s)", ours.rate_end_to_end, "images/s", 1.0, rss=ours.ran.peak_rss_mb),
+            _row(
+                f"{what}, first request to last response (img2dataset not measured)",
+                ours.rate,
+                "images/s",
+                1.0,
+                rss=ours.ran.peak_rss_mb,
+            ),
+            _row(
+                f"pipeline, start to exit ({ours.ran.seconds:.1f} s)",
+                ours.rate_end_to_end,
+                "images/s",
+                1.0,
+                rss=ours.ran.peak_rss_mb,
+            ),
         ]
     bound = CONCURRENCY / LATENCY
     rows += [
-        _row(f"pipeline CPU per image, user+sys of the whole tree, fixed cost off ({p_cpu_all:.2f} ms with it), vs 1 ms", p_cpu, "ms", p_cpu / 1.0, "<= 1.0 (x 1 ms)"),
-        _row(f"pipeline vs the concurrency bound {CONCURRENCY} / {LATENCY * 1000:.0f} ms", bound, "images/s", ours.rate / bound),
+        _row(
+            f"pipeline CPU per image, user+sys of the whole tree, fixed cost off ({p_cpu_all:.2f} ms with it), vs 1 ms",
+            p_cpu,
+            "ms",
+            p_cpu / 1.0,
+            "<= 1.0 (x 1 ms)",
+        ),
+        _row(
+            f"pipeline vs the concurrency bound {CONCURRENCY} / {LATENCY * 1000:.0f} ms",
+            bound,
+            "images/s",
+            ours.rate / bound,
+        ),
     ]
     return rows
 
 
-def _fetch(server: ImageServer, pipe: Pipeline, work: Path, name: str, lines: int, classes: int, per_class: int, shard_rows: int, *, gz: bool = False, rss_cap_mb: float | None = None) -> tuple[Ran, int]:
+def _fetch(
+    server: ImageServer,
+    pipe: Pipeline,
+    work: Path,
+    name: str,
+    lines: int,
+    classes: int,
+    per_class: int,
+    shard_rows: int,
+    *,
+    gz: bool = False,
+    rss_cap_mb: float | None = None,
+) -> tuple[Ran, int]:
     url_list = work / f"{name}.tsv{'.gz' if gz else ''}"
     names = write_list(url_list, server, lines, classes, gz)
     out, log = work / name, work / f"{name}.log"
     server.reset()
-    ran = run_tool(pipe.fetch_cmd(out, url_list, names, per_class, shard_rows=shard_rows), log, work, rss_cap_mb=rss_cap_mb)
+    ran = run_tool(
+        pipe.fetch_cmd(out, url_list, names, per_class, shard_rows=shard_rows), log, work, rss_cap_mb=rss_cap_mb
+    )
     _check(ran, log, f"pipeline fetch ({name})")
     url_list.unlink()
     ok = 0 if ran.killed else count_ok(out)
@@ -449,18 +598,45 @@ def rss_rows(server: ImageServer, pipe: Pipeline, work: Path, n: int) -> list[di
     c, c_ok = _fetch(server, pipe, work, "rss-c", 10 * n, CLASSES, n, _rss_shard(n))
     return [
         _row(f"fetch peak RSS: {10 * n}-line list, {a_ok} fetched", a.peak_rss_mb, "MB", 1.0, rss=a.peak_rss_mb),
-        _row(f"fetch peak RSS: {200 * n}-line list, {b_ok} fetched, vs {10 * n} lines", b.peak_rss_mb, "MB", b.peak_rss_mb / a.peak_rss_mb, "<= 1.15 (flat)", b.peak_rss_mb),
-        _row(f"fetch peak RSS: {c_ok} fetched vs {a_ok} ({10 * n}-line list)", c.peak_rss_mb, "MB", c.peak_rss_mb / a.peak_rss_mb, "<= 1.15 (flat)", c.peak_rss_mb),
+        _row(
+            f"fetch peak RSS: {200 * n}-line list, {b_ok} fetched, vs {10 * n} lines",
+            b.peak_rss_mb,
+            "MB",
+            b.peak_rss_mb / a.peak_rss_mb,
+            "<= 1.15 (flat)",
+            b.peak_rss_mb,
+        ),
+        _row(
+            f"fetch peak RSS: {c_ok} fetched vs {a_ok} ({10 * n}-line list)",
+            c.peak_rss_mb,
+            "MB",
+            c.peak_rss_mb / a.peak_rss_mb,
+            "<= 1.15 (flat)",
+            c.peak_rss_mb,
+        ),
     ]
 
 
 def plan_rows(server: ImageServer, pipe: Pipeline, work: Path, n: int, notes: list[str]) -> list[dict]:
     lines, per_class = 1420 * n, max(1, n // 1000)
-    ran, ok = _fetch(server, pipe, work, "plan", lines, PLAN_CLASSES, per_class, _rss_shard(n), gz=True, rss_cap_mb=PLAN_RSS_CAP_MB)
+    ran, ok = _fetch(
+        server, pipe, work, "plan", lines, PLAN_CLASSES, per_class, _rss_shard(n), gz=True, rss_cap_mb=PLAN_RSS_CAP_MB
+    )
     if ran.killed:
-        notes.append(f"planning the {lines}-line list was killed at {ran.peak_rss_mb:.0f} MB ({ran.killed}) after {ran.seconds:.0f} s")
+        notes.append(
+            f"planning the {lines}-line list was killed at {ran.peak_rss_mb:.0f} MB ({ran.killed}) after {ran.seconds:.0f} s"
+        )
     what = f"killed past {PLAN_RSS_CAP_MB} MB" if ran.killed == "rss cap" else f"{ok} fetched, {ran.seconds:.0f} s"
-    return [_row(f"plan a {lines}-line gzipped list, {PLAN_CLASSES} classes ({what}): peak RSS vs 1 GB", ran.peak_rss_mb, "MB", ran.peak_rss_mb / 1000, "<= 1.0 (x 1 GB)", ran.peak_rss_mb)]
+    return [
+        _row(
+            f"plan a {lines}-line gzipped list, {PLAN_CLASSES} classes ({what}): peak RSS vs 1 GB",
+            ran.peak_rss_mb,
+            "MB",
+            ran.peak_rss_mb / 1000,
+            "<= 1.0 (x 1 GB)",
+            ran.peak_rss_mb,
+        )
+    ]
 
 
 def resume_rows(server: ImageServer, pipe: Pipeline, work: Path, n: int, notes: list[str]) -> list[dict]:
@@ -488,8 +664,20 @@ def resume_rows(server: ImageServer, pipe: Pipeline, work: Path, n: int, notes: 
     shutil.rmtree(out, ignore_errors=True)
     unit = "shards'" if pipe.layout == "shards" else "journal's"
     return [
-        _row(f"resume after kill -9 at {requested} of {total} URLs requested: restart to first request", to_first, "s", to_first, "<= 5 s"),
-        _row(f"finished {unit} URLs at the kill ({len(done_ids)}) not requested again ({refetched} were)", len(done_ids), "URLs", 1 - refetched / max(len(done_ids), 1), ">= 1.0 (none again)"),
+        _row(
+            f"resume after kill -9 at {requested} of {total} URLs requested: restart to first request",
+            to_first,
+            "s",
+            to_first,
+            "<= 5 s",
+        ),
+        _row(
+            f"finished {unit} URLs at the kill ({len(done_ids)}) not requested again ({refetched} were)",
+            len(done_ids),
+            "URLs",
+            1 - refetched / max(len(done_ids), 1),
+            ">= 1.0 (none again)",
+        ),
     ]
 
 
@@ -500,13 +688,35 @@ def prepare_rows(pipe: Pipeline, server: ImageServer, work: Path, n_urls: int, n
     for layout in ("folder", "shards"):
         raws[layout] = work / f"prepare-raw-{layout}"
         log = work / f"prepare-fetch-{layout}.log"
-        cmd = pipe.fetch_cmd(raws[layout], work / f"speed-{n_urls}.tsv", names, n_urls // 2, layout=layout, shard_rows=min(SHARD_ROWS, max(10, n_urls // 2)))
+        cmd = pipe.fetch_cmd(
+            raws[layout],
+            work / f"speed-{n_urls}.tsv",
+            names,
+            n_urls // 2,
+            layout=layout,
+            shard_rows=min(SHARD_ROWS, max(10, n_urls // 2)),
+        )
         server.reset()
         _check(run_tool(cmd, log, work), log, f"pipeline fetch ({layout} layout, for prepare)")
     timed = {}
     for name, raw in raws.items():
         log = work / f"prepare-{name}.log"
-        r = run_tool([sys.executable, "-m", "pipeline", "prepare", "--in", str(raw), "--out", str(work / f"prepared-{name}"), "--size", SIZE], log, work)
+        r = run_tool(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "prepare",
+                "--in",
+                str(raw),
+                "--out",
+                str(work / f"prepared-{name}"),
+                "--size",
+                SIZE,
+            ],
+            log,
+            work,
+        )
         if r.rc != 0:  # prepare does not read this layout (yet): measured when it does
             last = (log.read_text(errors="replace").strip().splitlines() or [""])[-1][:200]
             notes.append(f"prepare over the {name} layout not measured: it exited {r.rc} ({last})")
@@ -514,8 +724,21 @@ def prepare_rows(pipe: Pipeline, server: ImageServer, work: Path, n_urls: int, n
         timed[name] = r
     f_rate, s_rate = n_urls / timed["folder"].seconds, n_urls / timed["shards"].seconds
     return [
-        _row(f"prepare to {SIZE} over the folder layout ({n_urls} images)", f_rate, "images/s", 1.0, rss=timed["folder"].peak_rss_mb),
-        _row(f"prepare to {SIZE} over shards vs over the folder layout", s_rate, "images/s", s_rate / f_rate, ">= 1.0", timed["shards"].peak_rss_mb),
+        _row(
+            f"prepare to {SIZE} over the folder layout ({n_urls} images)",
+            f_rate,
+            "images/s",
+            1.0,
+            rss=timed["folder"].peak_rss_mb,
+        ),
+        _row(
+            f"prepare to {SIZE} over shards vs over the folder layout",
+            s_rate,
+            "images/s",
+            s_rate / f_rate,
+            ">= 1.0",
+            timed["shards"].peak_rss_mb,
+        ),
     ]
 
 

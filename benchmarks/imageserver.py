@@ -75,7 +75,7 @@ class ImageServer:
 
     # --- the harness side -------------------------------------------------------------------
 
-    def __enter__(self) -> "ImageServer":
+    def __enter__(self) -> ImageServer:
         bases = [split_base(b) for b in base_images()]
         probe = socket.socket()
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -83,7 +83,9 @@ class ImageServer:
         self.port = probe.getsockname()[1]
         ctx = multiprocessing.get_context("fork")  # the shared arrays and the bases pass by inheritance
         ready = ctx.Semaphore(0)
-        self._procs = [ctx.Process(target=self._serve, args=(row, bases, ready), daemon=True) for row in range(self.processes)]
+        self._procs = [
+            ctx.Process(target=self._serve, args=(row, bases, ready), daemon=True) for row in range(self.processes)
+        ]
         for proc in self._procs:
             proc.start()
         for _ in self._procs:
@@ -151,7 +153,11 @@ class ImageServer:
                     parts = request.split(b" ", 2)
                     path = parts[1] if len(parts) > 2 else b""
                     close = b"connection: close" in request.lower()
-                    ident = int(path[1:-4]) if path.startswith(b"/") and path.endswith(b".jpg") and path[1:-4].isdigit() else -1
+                    ident = (
+                        int(path[1:-4])
+                        if path.startswith(b"/") and path.endswith(b".jpg") and path[1:-4].isdigit()
+                        else -1
+                    )
                     loop.call_later(latency, self.respond, ident, close)
 
             def respond(self, ident: int, close: bool) -> None:
@@ -164,7 +170,10 @@ class ImageServer:
                         hits[ident] += 1
                     pieces = image(bases, ident)
                     conn = b"Connection: close\r\n" if close else b""
-                    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n%bContent-Length: %d\r\n\r\n" % (conn, sum(map(len, pieces)))
+                    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n%bContent-Length: %d\r\n\r\n" % (
+                        conn,
+                        sum(map(len, pieces)),
+                    )
                     self.transport.writelines([head, *pieces])
                 last[row] = time.time()
                 if close:
@@ -215,12 +224,17 @@ def _client(port: int, ids: int, concurrency: int, seconds: float, keepalive: bo
     result.value = asyncio.run(main())
 
 
-def ceiling(server: ImageServer, concurrency: int = 256, seconds: float = 3.0, keepalive: bool = True, clients: int = 1) -> float:
+def ceiling(
+    server: ImageServer, concurrency: int = 256, seconds: float = 3.0, keepalive: bool = True, clients: int = 1
+) -> float:
     """Requests/s that `clients` trivial asyncio client processes (raw sockets, no parsing beyond
     Content-Length) get from the server at `concurrency` connections in all."""
     ctx = multiprocessing.get_context("fork")
     results = [ctx.Value(ctypes.c_long, 0) for _ in range(clients)]
-    procs = [ctx.Process(target=_client, args=(server.port, server.max_ids, concurrency // clients, seconds, keepalive, r)) for r in results]
+    procs = [
+        ctx.Process(target=_client, args=(server.port, server.max_ids, concurrency // clients, seconds, keepalive, r))
+        for r in results
+    ]
     start = time.perf_counter()
     for proc in procs:
         proc.start()
@@ -234,5 +248,7 @@ if __name__ == "__main__":  # python -m benchmarks.imageserver: the server's cei
     with ImageServer(100_000) as srv:
         for keep, conc, n_clients in ((True, 64, 1), (True, 256, 1), (True, 256, 2), (False, 64, 1), (False, 256, 2)):
             rate = ceiling(srv, conc, 3.0, keep, n_clients)
-            print(f"concurrency {conc}, {'keep-alive' if keep else 'a connection per request'}, {n_clients} client process(es): {rate:.0f} req/s (bound {conc / LATENCY:.0f})")
+            print(
+                f"concurrency {conc}, {'keep-alive' if keep else 'a connection per request'}, {n_clients} client process(es): {rate:.0f} req/s (bound {conc / LATENCY:.0f})"
+            )
         print(f"{srv.total()} requests served; os.cpu_count() = {os.cpu_count()}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable
 
 from pipeline.train.loop import peak_rss_mb
 
@@ -24,7 +24,9 @@ def measure(fn: Callable, *args) -> dict:
     return {"seconds": seconds, "peak_rss_mb": rss, "result": result}
 
 
-def best_of(rounds: int, contenders: dict[str, tuple], key: Callable[[dict], float] = lambda m: m["seconds"]) -> dict[str, dict]:
+def best_of(
+    rounds: int, contenders: dict[str, tuple], key: Callable[[dict], float] = lambda m: m["seconds"]
+) -> dict[str, dict]:
     """Measure each contender (name -> (fn, *args)) `rounds` times, interleaved (A B A B ...), and
     keep each one's best run by `key` (lowest). On a shared machine noise only ever slows a run
     down, and interleaving spreads a slow spell over every contender instead of one."""

@@ -54,18 +54,39 @@ def run(work: Path, n: int, rounds: int) -> list[dict]:
     root = work.parent / f"corpus-{n}"
     make_corpus(root, n)
     read_bytes(root)
-    contenders = {"seed": (seed_loop, root), "keras": (keras_loader, root), "one_core": (one_core, root), "ours": (ours, root, work / "prepared")}
+    contenders = {
+        "seed": (seed_loop, root),
+        "keras": (keras_loader, root),
+        "one_core": (one_core, root),
+        "ours": (ours, root, work / "prepared"),
+    }
     best = best_of(rounds, contenders)
     baseline, keras, single, mine = best["seed"], best["keras"], best["one_core"], best["ours"]
     assert mine["result"] == n and keras["result"] == n and single["result"] == n
     rate = lambda m: n / m["seconds"]
     cores = os.cpu_count()
     bound = rate(single) * cores
-    row = lambda measure_, m, ratio, target: {"case": "prepare", "measure": measure_, "rate": rate(m), "unit": "images/s", "ratio": ratio, "target": target, "peak_rss_mb": m["peak_rss_mb"]}
+    row = lambda measure_, m, ratio, target: {
+        "case": "prepare",
+        "measure": measure_,
+        "rate": rate(m),
+        "unit": "images/s",
+        "ratio": ratio,
+        "target": target,
+        "peak_rss_mb": m["peak_rss_mb"],
+    }
     return [
         row(f"seed: cv2.imread + cv2.resize loop ({n})", baseline, 1.0, ""),
         row(f"keras image_dataset_from_directory, iterated once ({n})", keras, 1.0, ""),
-        {**row(f"bound: prepare's per-image work on one core x {cores} cores, vs seed", single, bound / rate(baseline), ""), "rate": bound},
+        {
+            **row(
+                f"bound: prepare's per-image work on one core x {cores} cores, vs seed",
+                single,
+                bound / rate(baseline),
+                "",
+            ),
+            "rate": bound,
+        },
         row(f"pipeline prepare to 94x125 vs seed ({n})", mine, rate(mine) / rate(baseline), ">= 4x"),
         row("pipeline prepare vs that bound", mine, rate(mine) / bound, ""),
         row("pipeline prepare vs keras", mine, rate(mine) / rate(keras), ">= 1.3x"),

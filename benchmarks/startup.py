@@ -36,9 +36,26 @@ def run(work: Path, n: int, rounds: int) -> list[dict]:
         for name, args in contenders.items():
             best[name] = min(best[name], seconds(args, work))
     dvc = best["dvc --help"]
-    row = lambda measure, s, ratio, target: {"case": "startup", "measure": measure, "rate": 1 / s, "unit": "starts/s", "ratio": ratio, "target": target}
+    row = lambda measure, s, ratio, target: {
+        "case": "startup",
+        "measure": measure,
+        "rate": 1 / s,
+        "unit": "starts/s",
+        "ratio": ratio,
+        "target": target,
+    }
     return [
         row(f"dvc --help ({1000 * dvc:.0f} ms)", dvc, 1.0, ""),
-        row(f"pipeline --help ({1000 * best['pipeline --help']:.0f} ms): time vs dvc --help", best["pipeline --help"], best["pipeline --help"] / dvc, "<= 2.0 (x dvc's time)"),
-        row(f"pipeline check-params ({1000 * best['pipeline check-params']:.0f} ms): time vs dvc --help", best["pipeline check-params"], best["pipeline check-params"] / dvc, ""),
+        row(
+            f"pipeline --help ({1000 * best['pipeline --help']:.0f} ms): time vs dvc --help",
+            best["pipeline --help"],
+            best["pipeline --help"] / dvc,
+            "<= 2.0 (x dvc's time)",
+        ),
+        row(
+            f"pipeline check-params ({1000 * best['pipeline check-params']:.0f} ms): time vs dvc --help",
+            best["pipeline check-params"],
+            best["pipeline check-params"] / dvc,
+            "",
+        ),
     ]

@@ -27,11 +27,11 @@ BATCH = 32
 def fit_rates(data: Path, turns: int) -> dict[str, float]:
     """Median images per second of an epoch of `fit` with the default cnn per feed, and the median
     pipeline / memory ratio within a turn, over `turns` timed turns."""
+    from pipeline.core.prepared import load_split
+    from pipeline.train.loop import training_dataset
     from pipeline.train.models import build_model
     from pipeline.train.models.cnn import CnnParams
     from pipeline.train.models.common import Head
-    from pipeline.core.prepared import load_split
-    from pipeline.train.loop import training_dataset
     from pipeline.train.runtime import keras_seeded, targets
 
     keras = keras_seeded(0)
@@ -67,6 +67,22 @@ def run(work: Path, n: int, rounds: int) -> list[dict]:
     m = measure(fit_rates, data, 2 * rounds)  # epochs are short: two turns a round
     bound, mine, ratio = m["result"]["memory"], m["result"]["pipeline"], m["result"]["ratio"]
     return [
-        {"case": "train_input", "measure": f"cnn 94x125 from in-memory tensors ({int(n * 0.8)} images)", "rate": bound, "unit": "images/s", "ratio": 1.0, "target": "", "peak_rss_mb": m["peak_rss_mb"]},
-        {"case": "train_input", "measure": "cnn 94x125 through pipeline's tf.data over the memmap", "rate": mine, "unit": "images/s", "ratio": ratio, "target": ">= 0.9 of bound", "peak_rss_mb": m["peak_rss_mb"]},
+        {
+            "case": "train_input",
+            "measure": f"cnn 94x125 from in-memory tensors ({int(n * 0.8)} images)",
+            "rate": bound,
+            "unit": "images/s",
+            "ratio": 1.0,
+            "target": "",
+            "peak_rss_mb": m["peak_rss_mb"],
+        },
+        {
+            "case": "train_input",
+            "measure": "cnn 94x125 through pipeline's tf.data over the memmap",
+            "rate": mine,
+            "unit": "images/s",
+            "ratio": ratio,
+            "target": ">= 0.9 of bound",
+            "peak_rss_mb": m["peak_rss_mb"],
+        },
     ]

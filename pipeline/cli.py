@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -63,8 +63,12 @@ def _parse_set(item: str) -> tuple[str, Any]:
 
 @app.callback()
 def main_options(
-    params: Annotated[Optional[Path], typer.Option("--params", help="Params file [default: params.yaml].", show_default=False)] = None,
-    sets: Annotated[Optional[list[str]], typer.Option("--set", "-S", help="Override a param, as `dvc exp run -S`: train.epochs=2.")] = None,
+    params: Annotated[
+        Path | None, typer.Option("--params", help="Params file [default: params.yaml].", show_default=False)
+    ] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", "-S", help="Override a param, as `dvc exp run -S`: train.epochs=2.")
+    ] = None,
 ) -> None:
     State.params_file, State.explicit = params or paths.PARAMS_FILE, params is not None
     State.sets = dict(_parse_set(item) for item in sets or [])
@@ -101,7 +105,7 @@ def _warn(warnings: list[str]) -> None:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
-def _size(value: Optional[str]) -> Any:
+def _size(value: str | None) -> Any:
     if value is None or value == "auto":
         return value
     try:
@@ -128,38 +132,72 @@ def check_params(
         out.print_json(data=as_dict(params))
         return
     overrides = f" with {len(State.sets)} override(s)" if State.sets else ""
-    out.print(f"{State.params_file}{overrides}: valid (archs: {', '.join(params.train.archs)}; source: {params.fetch.source})", highlight=False)
+    out.print(
+        f"{State.params_file}{overrides}: valid (archs: {', '.join(params.train.archs)}; source: {params.fetch.source})",
+        highlight=False,
+    )
 
 
 @app.command()
 def fetch(
-    source: Annotated[Optional[str], typer.Option(help=f"Data source: {', '.join(names.SOURCES)}.", show_default="fetch.source")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Dataset folder.", show_default="data/raw/<source>")] = None,
-    per_class: Annotated[Optional[int], typer.Option(help="Images per class (synthetic, imagenet: train images).")] = None,
-    val_per_class: Annotated[Optional[int], typer.Option(help="imagenet: validation images per class.")] = None,
-    wnids: Annotated[Optional[str], typer.Option(help="imagenet: comma-separated synset ids, e.g. n04194289,n02834778.")] = None,
-    wnids_file: Annotated[Optional[Path], typer.Option(help="imagenet: a file of synset ids, one per line, # comments (fetch.imagenet.wnids_file).")] = None,
-    api_url: Annotated[Optional[str], typer.Option(help="imagenet: synset URL-list API base (GET <api-url>?wnid=<wnid>).")] = None,
-    url_list: Annotated[Optional[Path], typer.Option(help="imagenet: fall11_urls.txt-style file (<wnid>_<n> TAB <url>), .gz ok.")] = None,
-    url: Annotated[Optional[str], typer.Option(help="Archive URL (cats-dogs, mnist, cifar10: base URL).")] = None,
-    archive: Annotated[Optional[Path], typer.Option(help="cats-dogs: a zip already on disk.")] = None,
-    sha256: Annotated[Optional[str], typer.Option(help="Expected SHA-256 of the archive.")] = None,
-    path: Annotated[Optional[Path], typer.Option(help="folder: a local directory of class subfolders.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Parallel downloads (fetch.download.concurrency; per process with shards).")] = None,
-    layout: Annotated[Optional[str], typer.Option(help="imagenet: folder, shards or auto (fetch.layout).")] = None,
-    shard_size: Annotated[Optional[int], typer.Option(help="URLs per shard (fetch.shard_size).")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="Where shards run: local or dask (fetch.engine).")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler, tcp://HOST:8786 (fetch.scheduler).")] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Fail when a class gets fewer images than requested.")] = False,
+    source: Annotated[
+        str | None, typer.Option(help=f"Data source: {', '.join(names.SOURCES)}.", show_default="fetch.source")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Dataset folder.", show_default="data/raw/<source>")
+    ] = None,
+    per_class: Annotated[
+        int | None, typer.Option(help="Images per class (synthetic, imagenet: train images).")
+    ] = None,
+    val_per_class: Annotated[int | None, typer.Option(help="imagenet: validation images per class.")] = None,
+    wnids: Annotated[
+        str | None, typer.Option(help="imagenet: comma-separated synset ids, e.g. n04194289,n02834778.")
+    ] = None,
+    wnids_file: Annotated[
+        Path | None,
+        typer.Option(help="imagenet: a file of synset ids, one per line, # comments (fetch.imagenet.wnids_file)."),
+    ] = None,
+    api_url: Annotated[
+        str | None, typer.Option(help="imagenet: synset URL-list API base (GET <api-url>?wnid=<wnid>).")
+    ] = None,
+    url_list: Annotated[
+        Path | None, typer.Option(help="imagenet: fall11_urls.txt-style file (<wnid>_<n> TAB <url>), .gz ok.")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="Archive URL (cats-dogs, mnist, cifar10: base URL).")] = None,
+    archive: Annotated[Path | None, typer.Option(help="cats-dogs: a zip already on disk.")] = None,
+    sha256: Annotated[str | None, typer.Option(help="Expected SHA-256 of the archive.")] = None,
+    path: Annotated[Path | None, typer.Option(help="folder: a local directory of class subfolders.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Parallel downloads (fetch.download.concurrency; per process with shards).")
+    ] = None,
+    layout: Annotated[str | None, typer.Option(help="imagenet: folder, shards or auto (fetch.layout).")] = None,
+    shard_size: Annotated[int | None, typer.Option(help="URLs per shard (fetch.shard_size).")] = None,
+    engine: Annotated[str | None, typer.Option(help="Where shards run: local or dask (fetch.engine).")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler, tcp://HOST:8786 (fetch.scheduler).")] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail when a class gets fewer images than requested.")
+    ] = False,
 ) -> None:
     """Fetch a dataset into <out>/<class>/ with a manifest.csv row for every item."""
     from pipeline.fetch.sources import SOURCES
 
     name = _section("fetch", **{"fetch.source": source}).source
     own = {"per_class": per_class, "val_per_class": val_per_class, "api_url": api_url, "url": url, "sha256": sha256}
-    own |= {"wnids": wnids.split(",") if wnids else None, "url_list": url_list and str(url_list), "archive": archive and str(archive), "path": path and str(path)}
+    own |= {
+        "wnids": wnids.split(",") if wnids else None,
+        "url_list": url_list and str(url_list),
+        "archive": archive and str(archive),
+        "path": path and str(path),
+    }
     own |= {"wnids_file": wnids_file and str(wnids_file)}
-    shared = {"fetch.source": source, "fetch.download.concurrency": concurrency, "fetch.layout": layout, "fetch.shard_size": shard_size, "fetch.engine": engine, "fetch.scheduler": scheduler}
+    shared = {
+        "fetch.source": source,
+        "fetch.download.concurrency": concurrency,
+        "fetch.layout": layout,
+        "fetch.shard_size": shard_size,
+        "fetch.engine": engine,
+        "fetch.scheduler": scheduler,
+    }
     cfg = _section("fetch", **shared, **{f"fetch.{name}.{k}": v for k, v in own.items()})
     result = SOURCES[name].fetch(out_dir or paths.RAW_DIR / name, cfg.section(name), cfg.download, cfg.sharding())
     out.print(f"{name} -> {result.out}")
@@ -181,11 +219,23 @@ def fetch(
 
 @app.command("survey-shapes")
 def survey_shapes(
-    root: Annotated[Optional[Path], typer.Argument(help="Folder of images.", show_default="data/raw/<fetch.source>")] = None,
-    sample: Annotated[Optional[int], typer.Option(help="Read a seeded random sample of N images (0 = all).", show_default="survey.sample")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--out", help="Write the survey JSON here.", show_default="print only")] = None,
-    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write the shape histogram CSV here.", show_default="next to --out")] = None,
-    plot_out: Annotated[Optional[Path], typer.Option("--plot", help="Write the shape histogram plot data (DVC plot) here.", show_default="none")] = None,
+    root: Annotated[
+        Path | None, typer.Argument(help="Folder of images.", show_default="data/raw/<fetch.source>")
+    ] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(help="Read a seeded random sample of N images (0 = all).", show_default="survey.sample"),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--out", help="Write the survey JSON here.", show_default="print only")
+    ] = None,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Write the shape histogram CSV here.", show_default="next to --out")
+    ] = None,
+    plot_out: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write the shape histogram plot data (DVC plot) here.", show_default="none"),
+    ] = None,
 ) -> None:
     """Survey image shapes from file headers and print the most common one. Writes files only where
     --out, --csv or --plot say (the pipeline's survey stage passes them)."""
@@ -201,29 +251,66 @@ def survey_shapes(
     out.print(table)
     out.print(f"most common shape (height x width): {'x'.join(map(str, result.most_common_shape)) or 'none'}")
     written = [str(p) for p in (json_out, csv_out, plot_out) if p is not None]
-    console.print(f"wrote {', '.join(written)}" if written else "nothing written (--out FILE saves the survey)", highlight=False, style="dim")
+    console.print(
+        f"wrote {', '.join(written)}" if written else "nothing written (--out FILE saves the survey)",
+        highlight=False,
+        style="dim",
+    )
 
 
 @app.command()
 def prepare(
-    in_dir: Annotated[Optional[Path], typer.Option("--in", help="Dataset folder.", show_default="data/raw/<fetch.source>")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder for arrays and meta.json.")] = paths.PREPARED_DIR,
-    size: Annotated[Optional[str], typer.Option(help="HEIGHTxWIDTH, or auto (most common shape x scale).", show_default="prepare.size")] = None,
-    scale: Annotated[Optional[float], typer.Option(help="Scale for --size auto.", show_default="prepare.scale")] = None,
-    aspect: Annotated[Optional[str], typer.Option(help="stretch, pad or center-crop.", show_default="prepare.aspect")] = None,
-    color: Annotated[Optional[str], typer.Option(help="rgb or grayscale.", show_default="prepare.color")] = None,
-    survey: Annotated[Optional[Path], typer.Option(help="Survey JSON whose most common shape --size auto uses.")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="A shard dataset's engine: local (a process per core) or dask.", show_default="prepare.engine")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (tcp://host:8786); none = a local cluster.", show_default="prepare.scheduler")] = None,
+    in_dir: Annotated[
+        Path | None, typer.Option("--in", help="Dataset folder.", show_default="data/raw/<fetch.source>")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Output folder for arrays and meta.json.")
+    ] = paths.PREPARED_DIR,
+    size: Annotated[
+        str | None,
+        typer.Option(help="HEIGHTxWIDTH, or auto (most common shape x scale).", show_default="prepare.size"),
+    ] = None,
+    scale: Annotated[float | None, typer.Option(help="Scale for --size auto.", show_default="prepare.scale")] = None,
+    aspect: Annotated[
+        str | None, typer.Option(help="stretch, pad or center-crop.", show_default="prepare.aspect")
+    ] = None,
+    color: Annotated[str | None, typer.Option(help="rgb or grayscale.", show_default="prepare.color")] = None,
+    survey: Annotated[
+        Path | None, typer.Option(help="Survey JSON whose most common shape --size auto uses.")
+    ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="A shard dataset's engine: local (a process per core) or dask.", show_default="prepare.engine"
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Dask scheduler address (tcp://host:8786); none = a local cluster.", show_default="prepare.scheduler"
+        ),
+    ] = None,
 ) -> None:
     """Resize every image to a fixed input and write train/val uint8 arrays (a shard dataset: one
     task per shard, arrays per shard)."""
     from pipeline.prepare.prepare import prepare as run
 
-    cfg = _section("prepare", **{"prepare.size": _size(size), "prepare.scale": scale, "prepare.aspect": aspect, "prepare.color": color,
-                                 "prepare.engine": engine, "prepare.scheduler": scheduler})
+    cfg = _section(
+        "prepare",
+        **{
+            "prepare.size": _size(size),
+            "prepare.scale": scale,
+            "prepare.aspect": aspect,
+            "prepare.color": color,
+            "prepare.engine": engine,
+            "prepare.scheduler": scheduler,
+        },
+    )
     result = run(in_dir or _raw_dir(), out_dir, cfg, survey)
-    out.print(f"{result.out}: input {'x'.join(map(str, result.input_shape))}, classes {', '.join(result.classes)}", highlight=False)
+    out.print(
+        f"{result.out}: input {'x'.join(map(str, result.input_shape))}, classes {', '.join(result.classes)}",
+        highlight=False,
+    )
     table = Table("split", "images")
     table.columns[1].justify = "right"
     for split, count in result.sizes.items():
@@ -233,7 +320,7 @@ def prepare(
     _warn(result.warnings)
 
 
-def _archs(arch: Optional[str], train: TrainConfig) -> list[str]:
+def _archs(arch: str | None, train: TrainConfig) -> list[str]:
     """The architecture asked for (validated), else each of train.archs."""
     if arch:
         train.section(arch)
@@ -242,16 +329,34 @@ def _archs(arch: Optional[str], train: TrainConfig) -> list[str]:
 
 @app.command()
 def train(
-    arch: Annotated[Optional[str], typer.Option(help=f"Architecture: {ARCH_CHOICES}.", show_default="each of train.archs")] = None,
+    arch: Annotated[
+        str | None, typer.Option(help=f"Architecture: {ARCH_CHOICES}.", show_default="each of train.archs")
+    ] = None,
     data: Annotated[Path, typer.Option(help="Prepared data folder.")] = paths.PREPARED_DIR,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model folder.", show_default="models/<arch>")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Override the epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Override the batch size.")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Override the learning rate.")] = None,
-    early_stopping: Annotated[Optional[int], typer.Option(help="Stop after this many epochs without a lower val_loss (0 = off).")] = None,
-    run_file: Annotated[Optional[Path], typer.Option(help="Time and memory of the run, JSON (git-ignored).", show_default="runs/<model folder name>/run.json")] = None,
-    live: Annotated[Optional[Path], typer.Option(help="dvclive folder for per-epoch metrics.", show_default="dvclive/<arch>")] = None,
-    tensorboard: Annotated[Optional[Path], typer.Option(help="TensorBoard event files (git-ignored).", show_default="runs/<model folder name>/tensorboard")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Model folder.", show_default="models/<arch>")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the batch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Override the learning rate.")] = None,
+    early_stopping: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs without a lower val_loss (0 = off).")
+    ] = None,
+    run_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Time and memory of the run, JSON (git-ignored).", show_default="runs/<model folder name>/run.json"
+        ),
+    ] = None,
+    live: Annotated[
+        Path | None, typer.Option(help="dvclive folder for per-epoch metrics.", show_default="dvclive/<arch>")
+    ] = None,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(
+            help="TensorBoard event files (git-ignored).", show_default="runs/<model folder name>/tensorboard"
+        ),
+    ] = None,
 ) -> None:
     """Train an architecture; save models/<arch>/ (model.keras, best.keras, history.csv).
 
@@ -260,23 +365,43 @@ def train(
 
     for name in _archs(arch, _section("train")):
         own = {"epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "early_stopping": early_stopping}
-        settings, arch_params = _section("train", **{f"train.{name}.{key}": value for key, value in own.items()}).for_arch(name)
-        model_dir = out_dir or paths.MODELS_DIR / name  # runs/<its name>/: two trainings into two folders never share a log
-        result = run(name, data, model_dir, settings, arch_params, live or paths.LIVE_DIR / name,
-                     run_file=run_file or paths.run_file(model_dir.name), tensorboard_dir=tensorboard or paths.tensorboard_dir(model_dir.name))
+        settings, arch_params = _section(
+            "train", **{f"train.{name}.{key}": value for key, value in own.items()}
+        ).for_arch(name)
+        model_dir = (
+            out_dir or paths.MODELS_DIR / name
+        )  # runs/<its name>/: two trainings into two folders never share a log
+        result = run(
+            name,
+            data,
+            model_dir,
+            settings,
+            arch_params,
+            live or paths.LIVE_DIR / name,
+            run_file=run_file or paths.run_file(model_dir.name),
+            tensorboard_dir=tensorboard or paths.tensorboard_dir(model_dir.name),
+        )
         if not result.chief:
             continue  # another worker of a multi-worker run: the chief reports
         last = " ".join(f"{key}={values[-1]:.4f}" for key, values in result.history.items())
         resumed = f" (resumed after epoch {result.resumed_from})" if result.resumed_from else ""
         epochs_run = len(next(iter(result.history.values()), []))
-        out.print(f"{name}: {result.params:,} parameters, {epochs_run} epochs{resumed} in {result.train_seconds:.1f} s on {result.replicas} replica(s) -> {result.model_path}; last epoch: {last}")
+        out.print(
+            f"{name}: {result.params:,} parameters, {epochs_run} epochs{resumed} in {result.train_seconds:.1f} s on {result.replicas} replica(s) -> {result.model_path}; last epoch: {last}"
+        )
 
 
 @app.command()
 def models(
-    arch: Annotated[Optional[list[str]], typer.Option(help=f"Only this architecture (repeatable): {ARCH_CHOICES}.", show_default="all")] = None,
-    input_shape: Annotated[Optional[str], typer.Option(help="HEIGHT,WIDTH,CHANNELS for every architecture.", show_default="each one's seed input")] = None,
-    classes: Annotated[Optional[int], typer.Option(help="Number of classes.", show_default="each one's seed")] = None,
+    arch: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Only this architecture (repeatable): {ARCH_CHOICES}.", show_default="all"),
+    ] = None,
+    input_shape: Annotated[
+        str | None,
+        typer.Option(help="HEIGHT,WIDTH,CHANNELS for every architecture.", show_default="each one's seed input"),
+    ] = None,
+    classes: Annotated[int | None, typer.Option(help="Number of classes.", show_default="each one's seed")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: a list of {arch, params, ...}.")] = False,
 ) -> None:
     """List every architecture and preset with its parameter count (built, not trained)."""
@@ -296,11 +421,19 @@ def models(
     table = Table("arch", "params", "input", "classes", "head", "reproduces", "dataset")
     for row in rows:
         count = f"{row['params']:,}" if row["params"] is not None else f"- ({row['note']})"
-        table.add_row(row["arch"], count, "x".join(map(str, row["input_shape"])), str(row["classes"]), row["head"], row["reproduces"], row["dataset"])
+        table.add_row(
+            row["arch"],
+            count,
+            "x".join(map(str, row["input_shape"])),
+            str(row["classes"]),
+            row["head"],
+            row["reproduces"],
+            row["dataset"],
+        )
     out.print(table)
 
 
-def _input_shape(value: Optional[str]) -> Optional[tuple[int, int, int]]:
+def _input_shape(value: str | None) -> tuple[int, int, int] | None:
     if value is None:
         return None
     try:
@@ -308,18 +441,34 @@ def _input_shape(value: Optional[str]) -> Optional[tuple[int, int, int]]:
     except ValueError:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
-        raise ConfigError(f"--input-shape {value!r}: expected HEIGHT,WIDTH,CHANNELS of positive integers, e.g. 227,227,3")
+        raise ConfigError(
+            f"--input-shape {value!r}: expected HEIGHT,WIDTH,CHANNELS of positive integers, e.g. 227,227,3"
+        )
     return shape
 
 
 @app.command()
 def evaluate(
-    arch: Annotated[Optional[str], typer.Option(help=f"Architecture: {ARCH_CHOICES}.", show_default="each of train.archs")] = None,
+    arch: Annotated[
+        str | None, typer.Option(help=f"Architecture: {ARCH_CHOICES}.", show_default="each of train.archs")
+    ] = None,
     data: Annotated[Path, typer.Option(help="Prepared data folder.")] = paths.PREPARED_DIR,
-    model: Annotated[Optional[Path], typer.Option(help="Model file.", show_default="models/<arch>/model.keras")] = None,
-    metrics_out: Annotated[Optional[Path], typer.Option("--out", help="Metrics JSON (the data's identity goes beside it, <name>.dataset.json).", show_default="metrics/<arch>.json")] = None,
-    thresholds: Annotated[Optional[int], typer.Option(help="Thresholds swept for best_threshold_accuracy.", show_default="evaluate.thresholds")] = None,
-    plots_dir: Annotated[Optional[Path], typer.Option("--plots", help="Plots folder.", show_default="plots/<arch>")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model file.", show_default="models/<arch>/model.keras")] = None,
+    metrics_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Metrics JSON (the data's identity goes beside it, <name>.dataset.json).",
+            show_default="metrics/<arch>.json",
+        ),
+    ] = None,
+    thresholds: Annotated[
+        int | None,
+        typer.Option(help="Thresholds swept for best_threshold_accuracy.", show_default="evaluate.thresholds"),
+    ] = None,
+    plots_dir: Annotated[
+        Path | None, typer.Option("--plots", help="Plots folder.", show_default="plots/<arch>")
+    ] = None,
 ) -> None:
     """Evaluate a trained model on the validation split; write metrics/<arch>.json and plots/<arch>/."""
     from pipeline.report.compare import flatten, format_value
@@ -328,8 +477,18 @@ def evaluate(
 
     cfg = _section("evaluate", **{"evaluate.thresholds": thresholds})
     for name in _archs(arch, _section("train")):
-        result = run(model or paths.MODELS_DIR / name / MODEL_FILE, data, cfg.thresholds, metrics_out or paths.METRICS_DIR / f"{name}.json", plots_dir or paths.PLOTS_DIR / name)
-        out.print(f"{name}: " + ", ".join(f"{key}={format_value(value)}" for key, value in flatten(result.metrics).items()), highlight=False, soft_wrap=True)
+        result = run(
+            model or paths.MODELS_DIR / name / MODEL_FILE,
+            data,
+            cfg.thresholds,
+            metrics_out or paths.METRICS_DIR / f"{name}.json",
+            plots_dir or paths.PLOTS_DIR / name,
+        )
+        out.print(
+            f"{name}: " + ", ".join(f"{key}={format_value(value)}" for key, value in flatten(result.metrics).items()),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _fitting_table(columns: list[str], rows: dict[str, list[str]], title: str, caption: str | None = None) -> Table:
@@ -354,10 +513,15 @@ def _fitting_table(columns: list[str], rows: dict[str, list[str]], title: str, c
 @app.command()
 def compare(
     metrics_dir: Annotated[Path, typer.Option("--metrics", help="Folder of metrics JSON files.")] = paths.METRICS_DIR,
-    sort: Annotated[Optional[str], typer.Option(help="Metric to sort by; rows without it are ranked by accuracy.", show_default="compare.sort")] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(help="Metric to sort by; rows without it are ranked by accuracy.", show_default="compare.sort"),
+    ] = None,
     md: Annotated[bool, typer.Option("--md", help="Print Markdown instead of a rich table.")] = False,
-    md_out: Annotated[Optional[Path], typer.Option("--out", help="Also write the Markdown table to this file.")] = None,
-    runs_dir: Annotated[Path, typer.Option("--runs", help="Run logs whose time and memory the rich table adds (runs/<arch>/run.json).")] = paths.RUNS_DIR,
+    md_out: Annotated[Path | None, typer.Option("--out", help="Also write the Markdown table to this file.")] = None,
+    runs_dir: Annotated[
+        Path, typer.Option("--runs", help="Run logs whose time and memory the rich table adds (runs/<arch>/run.json).")
+    ] = paths.RUNS_DIR,
 ) -> None:
     """Compare every architecture's metrics side by side, and say which data each was measured on."""
     from pipeline.report.compare import format_value, run, to_markdown, with_run_figures
@@ -369,13 +533,24 @@ def compare(
         return
     frame = with_run_figures(comparison.frame, runs_dir)
     columns = [*map(str, frame.columns), *(["data"] if comparison.mixed else [])]
-    rows = {str(arch): [format_value(v) for v in row] + ([comparison.datasets[str(arch)]] if comparison.mixed else []) for arch, row in frame.iterrows()}
+    rows = {
+        str(arch): [format_value(v) for v in row] + ([comparison.datasets[str(arch)]] if comparison.mixed else [])
+        for arch, row in frame.iterrows()
+    }
     data = None if comparison.mixed else f"data: {next(iter(comparison.datasets.values()))}"
     out.print(_fitting_table(columns, rows, f"sorted by {cfg.sort}", data))
     if comparison.mixed:
-        console.print(f"[yellow]warning:[/] {escape(comparison.data_note().removeprefix('Warning: '))}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]warning:[/] {escape(comparison.data_note().removeprefix('Warning: '))}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if comparison.fallback:
-        console.print(f"note: without {escape(cfg.sort)}, ranked by accuracy: {escape(', '.join(comparison.fallback))}", highlight=False, soft_wrap=True)
+        console.print(
+            f"note: without {escape(cfg.sort)}, ranked by accuracy: {escape(', '.join(comparison.fallback))}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -384,32 +559,60 @@ def report(
     survey: Annotated[Path, typer.Option(help="Survey JSON.")] = paths.REPORTS_DIR / "survey.json",
     plots_dir: Annotated[Path, typer.Option("--plots", help="Plots folder (plots/<arch>/).")] = paths.PLOTS_DIR,
     md_out: Annotated[Path, typer.Option("--out", help="Summary Markdown file.")] = paths.REPORTS_DIR / "summary.md",
-    html_out: Annotated[Optional[Path], typer.Option("--html", help="Self-contained HTML page with every plot drawn (works offline).", show_default="summary.html next to --out")] = None,
-    compare_md: Annotated[Optional[Path], typer.Option("--compare", help="Comparison table to embed (reports/compare.md).", show_default="computed from --metrics")] = None,
+    html_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Self-contained HTML page with every plot drawn (works offline).",
+            show_default="summary.html next to --out",
+        ),
+    ] = None,
+    compare_md: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare", help="Comparison table to embed (reports/compare.md).", show_default="computed from --metrics"
+        ),
+    ] = None,
 ) -> None:
     """Write reports/summary.md (comparison, survey, links to every plot) and reports/summary.html
     (the same with every plot drawn, offline)."""
     from pipeline.report.report import write_report
 
     result = write_report(metrics_dir, survey, plots_dir, md_out, _section("compare").sort, compare_md, html_out)
-    out.print(f"{result.summary}, {result.html}: {len(result.archs)} architectures ({', '.join(result.archs)}), {len(result.plots)} plots drawn", highlight=False)
+    out.print(
+        f"{result.summary}, {result.html}: {len(result.archs)} architectures ({', '.join(result.archs)}), {len(result.plots)} plots drawn",
+        highlight=False,
+    )
     if result.missing:
-        console.print(f"[yellow]warning:[/] not drawn (file not found): {escape(', '.join(result.missing))}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]warning:[/] not drawn (file not found): {escape(', '.join(result.missing))}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files to classify.", show_default=False)],
-    arch: Annotated[Optional[str], typer.Option(help=f"Architecture: {ARCH_CHOICES}.", show_default="the best by compare.sort among those evaluated on --data")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="Model file.", show_default="models/<arch>/model.keras")] = None,
-    data: Annotated[Path, typer.Option(help="Prepared data folder whose meta.json gives the preprocessing.")] = paths.PREPARED_DIR,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Architecture: {ARCH_CHOICES}.",
+            show_default="the best by compare.sort among those evaluated on --data",
+        ),
+    ] = None,
+    model: Annotated[Path | None, typer.Option(help="Model file.", show_default="models/<arch>/model.keras")] = None,
+    data: Annotated[
+        Path, typer.Option(help="Prepared data folder whose meta.json gives the preprocessing.")
+    ] = paths.PREPARED_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
 ) -> None:
     """Classify image files, preprocessed exactly as `prepare` did for training. Exit code 1 if any file failed."""
     from dataclasses import asdict
 
     from pipeline.core.errors import ImageError
-    from pipeline.report.predict import default_arch, predict as run
+    from pipeline.report.predict import default_arch
+    from pipeline.report.predict import predict as run
     from pipeline.train.runtime import MODEL_FILE
 
     train = _section("train")
@@ -419,26 +622,39 @@ def predict(
     if as_json:
         out.print_json(data=[{"arch": name, **asdict(r)} for r in results])
     else:
-        table = Table("image", "class", "probability", "error", title=f"{name}: {model or paths.MODELS_DIR / name / MODEL_FILE}")
+        table = Table(
+            "image", "class", "probability", "error", title=f"{name}: {model or paths.MODELS_DIR / name / MODEL_FILE}"
+        )
         for r in results:
-            table.add_row(escape(r.path), r.cls or "-", "-" if r.probability is None else f"{r.probability:.4f}", escape(r.error or ""))
+            table.add_row(
+                escape(r.path),
+                r.cls or "-",
+                "-" if r.probability is None else f"{r.probability:.4f}",
+                escape(r.error or ""),
+            )
         out.print(table)
     failed = [r for r in results if r.error]
     if failed:
-        raise ImageError(f"{len(failed)} of {len(results)} files could not be predicted: " + "; ".join(f"{r.path}: {r.error}" for r in failed[:3]))
+        raise ImageError(
+            f"{len(failed)} of {len(results)} files could not be predicted: "
+            + "; ".join(f"{r.path}: {r.error}" for r in failed[:3])
+        )
 
 
 @app.command()
 def leaderboard(
-    sort: Annotated[Optional[str], typer.Option(help="Metric to sort by [default: compare.sort].")] = None,
-    metric: Annotated[Optional[list[str]], typer.Option(help="A metric to show (repeatable) [default: the common ones present].")] = None,
+    sort: Annotated[str | None, typer.Option(help="Metric to sort by [default: compare.sort].")] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option(help="A metric to show (repeatable) [default: the common ones present].")
+    ] = None,
     md: Annotated[bool, typer.Option("--md", help="Print Markdown.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
     """Every DVC experiment x architecture in one table, with the params that differ, best first."""
     from pipeline.report.compare import format_value
-    from pipeline.report.leaderboard import experiment_rows, leaderboard as run
+    from pipeline.report.leaderboard import experiment_rows
+    from pipeline.report.leaderboard import leaderboard as run
 
     if md + as_json + as_csv > 1:
         raise ConfigError("--md, --json and --csv: choose one output format")
@@ -449,7 +665,9 @@ def leaderboard(
     elif as_csv:
         out.print(frame.to_csv(index=False, lineterminator="\n"), end="", markup=False, highlight=False, soft_wrap=True)
     else:
-        cells = frame.astype(object).map(lambda v: format_value(v) if isinstance(v, float) else ("-" if v is None else str(v)))
+        cells = frame.astype(object).map(
+            lambda v: format_value(v) if isinstance(v, float) else ("-" if v is None else str(v))
+        )
         if md:
             out.print(cells.to_markdown(index=False) + "\n", end="", markup=False, highlight=False, soft_wrap=True)
             return
@@ -466,13 +684,14 @@ app.add_typer(metrics_app, name="metrics")
 @metrics_app.command("diff")
 def metrics_diff(
     old: Annotated[str, typer.Argument(help="Old side: a git revision or DVC experiment name.")] = "HEAD",
-    new: Annotated[Optional[str], typer.Argument(help="New side.", show_default="the workspace")] = None,
+    new: Annotated[str | None, typer.Argument(help="New side.", show_default="the workspace")] = None,
     md: Annotated[bool, typer.Option("--md", help="Print a Markdown table (for pull-request comments).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     all_metrics: Annotated[bool, typer.Option("--all", help="Also list unchanged metrics.")] = False,
 ) -> None:
     """Metrics of two revisions or experiments side by side: old, new, delta and percentage change."""
-    from pipeline.report.metrics_diff import headers, metrics_diff as run, rows, to_markdown
+    from pipeline.report.metrics_diff import headers, rows, to_markdown
+    from pipeline.report.metrics_diff import metrics_diff as run
 
     if md and as_json:
         raise ConfigError("--md and --json: choose one output format")
@@ -495,7 +714,9 @@ def metrics_diff(
         if change.verdict:  # in words too: a log or a colour-blind reader has no colour
             cells[4] += f" ({change.verdict})"
         style = {"better": "green", "worse": "red"}.get(change.verdict, "")
-        table.add_row(*(escape(c) for c in cells[:4]), *(f"[{style}]{escape(c)}[/]" if style else escape(c) for c in cells[4:]))
+        table.add_row(
+            *(escape(c) for c in cells[:4]), *(f"[{style}]{escape(c)}[/]" if style else escape(c) for c in cells[4:])
+        )
     out.print(table)
 
 
@@ -525,7 +746,9 @@ def _interrupted(signum, frame) -> None:
     """Ctrl-C: one line and exit 130 at once. Every output is committed atomically (and training
     backs up each epoch), so stopping here leaves nothing half-written that a rerun would trust;
     not unwinding spares the seconds TensorFlow's threads take to wind down."""
-    console.print("[bold red]error:[/] interrupted (Ctrl-C); rerun the same command to start again or resume", highlight=False)
+    console.print(
+        "[bold red]error:[/] interrupted (Ctrl-C); rerun the same command to start again or resume", highlight=False
+    )
     sys.stderr.flush()
     os._exit(130)
 

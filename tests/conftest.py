@@ -38,7 +38,9 @@ compare: {sort: best_threshold_accuracy}
 """
 
 
-def run_cli(*args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run `python -m pipeline ARGS` in `cwd` as a user would (with `env` added to the environment),
     capturing its output."""
     env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
@@ -61,7 +63,13 @@ def evaluated_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     only read it (plots, predict). Copy it before changing anything in it."""
     root = tmp_path_factory.mktemp("evaluated")
     (root / "params.yaml").write_text(TINY_PARAMS)
-    for args in (["fetch"], ["survey-shapes", "--out", "reports/survey.json"], ["prepare", "--survey", "reports/survey.json"], ["train"], ["evaluate"]):
+    for args in (
+        ["fetch"],
+        ["survey-shapes", "--out", "reports/survey.json"],
+        ["prepare", "--survey", "reports/survey.json"],
+        ["train"],
+        ["evaluate"],
+    ):
         run_cli(*args, cwd=root)
     return root
 

@@ -44,7 +44,9 @@ class Request:
 
 
 class FileServer:
-    def __init__(self, files: dict[str, bytes] | None = None, ranges: bool = True, content_type: str = "application/octet-stream"):
+    def __init__(
+        self, files: dict[str, bytes] | None = None, ranges: bool = True, content_type: str = "application/octet-stream"
+    ):
         self.files: dict[str, bytes] = dict(files or {})
         self.ranges = ranges
         self.content_type = content_type
@@ -74,7 +76,7 @@ class FileServer:
         with self._lock:
             return [r for r in self.log if path is None or r.path == path]
 
-    def __enter__(self) -> "FileServer":
+    def __enter__(self) -> FileServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
@@ -134,7 +136,14 @@ class FileServer:
                     self.send_header(key, value)
                 self.end_headers()
 
-            def _reply(self, path: str, range_header: str | None, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            def _reply(
+                self,
+                path: str,
+                range_header: str | None,
+                status: int,
+                body: bytes,
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self._start(status, len(body), headers or {})
                 try:
                     self.wfile.write(body)
@@ -142,7 +151,9 @@ class FileServer:
                     pass
                 server._record(Request(path, range_header, status, len(body)))
 
-            def _cut(self, path: str, range_header: str | None, status: int, body: bytes, headers: dict[str, str], after: int) -> None:
+            def _cut(
+                self, path: str, range_header: str | None, status: int, body: bytes, headers: dict[str, str], after: int
+            ) -> None:
                 """Promise the whole body, send `after` bytes of it, then drop the connection."""
                 self._start(status, len(body), headers)
                 self.wfile.write(body[:after])

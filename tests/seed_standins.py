@@ -149,7 +149,11 @@ class _Py2Pickler(pickle._Pickler):
 
     def save_string(self, obj) -> None:
         data = obj.encode("latin-1") if isinstance(obj, str) else obj
-        self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data if len(data) < 256 else pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.write(
+            pickle.SHORT_BINSTRING + bytes([len(data)]) + data
+            if len(data) < 256
+            else pickle.BINSTRING + struct.pack("<i", len(data)) + data
+        )
         self.memoize(obj)
 
     dispatch[str] = save_string
@@ -189,14 +193,34 @@ def cifar_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, list[int
 def cifar10_tarball(per_batch: int = 60, n_test: int = 100, seed: int = 0) -> bytes:
     """`cifar-10-python.tar.gz`: five training batches of `per_batch` images and a test batch."""
     rng = np.random.default_rng(seed)
-    members = {"cifar-10-batches-py/batches.meta": py2_pickle({"label_names": CIFAR10_CLASSES, "num_cases_per_batch": per_batch, "num_vis": 3072})}
-    for name in ["data_batch_4", "test_batch", "data_batch_1", "data_batch_3", "data_batch_2", "data_batch_5"]:  # the real tarball's order
+    members = {
+        "cifar-10-batches-py/batches.meta": py2_pickle(
+            {"label_names": CIFAR10_CLASSES, "num_cases_per_batch": per_batch, "num_vis": 3072}
+        )
+    }
+    for name in [
+        "data_batch_4",
+        "test_batch",
+        "data_batch_1",
+        "data_batch_3",
+        "data_batch_2",
+        "data_batch_5",
+    ]:  # the real tarball's order
         n = n_test if name == "test_batch" else per_batch
         images, labels = cifar_images(n, rng)
         data = images.transpose(0, 3, 1, 2).reshape(n, 3072)  # R plane, G plane, B plane per row
         label = "testing batch 1 of 1" if name == "test_batch" else f"training batch {name[-1]} of 5"
-        members[f"cifar-10-batches-py/{name}"] = py2_pickle({"batch_label": label, "labels": labels, "data": data, "filenames": [f"img_{name}_{i}.png" for i in range(n)]})
-    members["cifar-10-batches-py/readme.html"] = b"<meta HTTP-EQUIV='REFRESH' content='0; url=http://www.cs.toronto.edu/~kriz/cifar.html'>"
+        members[f"cifar-10-batches-py/{name}"] = py2_pickle(
+            {
+                "batch_label": label,
+                "labels": labels,
+                "data": data,
+                "filenames": [f"img_{name}_{i}.png" for i in range(n)],
+            }
+        )
+    members["cifar-10-batches-py/readme.html"] = (
+        b"<meta HTTP-EQUIV='REFRESH' content='0; url=http://www.cs.toronto.edu/~kriz/cifar.html'>"
+    )
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
         for name, data in members.items():
@@ -218,7 +242,15 @@ def synset_image(rng: np.random.Generator, wnid: str) -> np.ndarray:
         img[:horizon] = (150, 190, 230)
         img[horizon:] = (20, 60, int(rng.integers(110, 170)))
         x0 = int(rng.integers(0, w // 2))
-        hull = np.array([[x0, horizon - h // 10], [x0 + w // 2, horizon - h // 10], [x0 + w // 2 - w // 12, horizon + h // 12], [x0 + w // 12, horizon + h // 12]], np.int32)
+        hull = np.array(
+            [
+                [x0, horizon - h // 10],
+                [x0 + w // 2, horizon - h // 10],
+                [x0 + w // 2 - w // 12, horizon + h // 12],
+                [x0 + w // 12, horizon + h // 12],
+            ],
+            np.int32,
+        )
         cv2.fillPoly(img, [hull], (90, 90, 95))
     else:
         img = np.full((h, w, 3), (int(rng.integers(180, 240)),) * 3, np.uint8)
@@ -238,7 +270,9 @@ def imagenet_site(base_url: str, per_wnid: int = 220, seed: int = 0) -> tuple[di
     candidates to fill 100 + 50 images. Lines of another synset are mixed in and must be ignored.
     """
     rng = np.random.default_rng(seed)
-    files: dict[str, bytes] = {"/images/photo_unavailable.png": cv2.imencode(".png", np.full((374, 500, 3), 240, np.uint8))[1].tobytes()}
+    files: dict[str, bytes] = {
+        "/images/photo_unavailable.png": cv2.imencode(".png", np.full((374, 500, 3), 240, np.uint8))[1].tobytes()
+    }
     redirects: dict[str, str] = {}
     lines = []
     for wnid in ["n01440764", *IMAGENET_WNIDS]:  # tench: in the file, not wanted

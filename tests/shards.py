@@ -81,13 +81,25 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 def _row(sample: Sample, path: str, url: str) -> dict:
     return {
-        "url": url, "path": path, "class": sample.cls, "split": sample.split, "status": sample.status, "reason": sample.reason,
-        "http_status": 200, "bytes": len(sample.data), "sha256": sample.sha256,
-        "width": sample.width or None, "height": sample.height or None, "format": {"jpg": "JPEG", "png": "PNG"}.get(sample.ext, ""), "elapsed_ms": 1,
+        "url": url,
+        "path": path,
+        "class": sample.cls,
+        "split": sample.split,
+        "status": sample.status,
+        "reason": sample.reason,
+        "http_status": 200,
+        "bytes": len(sample.data),
+        "sha256": sample.sha256,
+        "width": sample.width or None,
+        "height": sample.height or None,
+        "format": {"jpg": "JPEG", "png": "PNG"}.get(sample.ext, ""),
+        "elapsed_ms": 1,
     }
 
 
-def write_shard_dataset(root: Path, samples: list[Sample], per_shard: int, classes: list[str] | None = None, source: str = "test") -> Path:
+def write_shard_dataset(
+    root: Path, samples: list[Sample], per_shard: int, classes: list[str] | None = None, source: str = "test"
+) -> Path:
     """`samples` in shards of `per_shard` stored items (a skipped/failed sample takes no slot)."""
     classes = classes or sorted({s.cls for s in samples})
     (root / SHARDS).mkdir(parents=True)
@@ -98,14 +110,23 @@ def write_shard_dataset(root: Path, samples: list[Sample], per_shard: int, class
         members, rows = [], []
         for j, sample in enumerate(stored[start : start + per_shard]):
             key = f"{name}{j:04d}"
-            meta = {"url": f"http://example/{key}", "class": sample.cls, "sha256": sample.sha256, "width": sample.width, "height": sample.height, "format": sample.ext}
+            meta = {
+                "url": f"http://example/{key}",
+                "class": sample.cls,
+                "sha256": sample.sha256,
+                "width": sample.width,
+                "height": sample.height,
+                "format": sample.ext,
+            }
             members += [(f"{key}.{sample.ext}", sample.data), (f"{key}.json", json.dumps(meta).encode())]
             rows.append(_row(sample, f"{SHARDS}/{name}.tar#{key}.{sample.ext}", meta["url"]))
         (root / SHARDS / f"{name}.tar").write_bytes(_tar_bytes(members))
         _frame(rows).to_parquet(root / SHARDS / f"{name}.parquet", index=False)
         (root / SHARDS / f"{name}.stats.json").write_text(json.dumps({"count": len(rows)}))
         final.append(rows)
-    final[-1] += [_row(s, "", f"http://example/lost{i}") for i, s in enumerate(samples) if s.status not in ("ok", "duplicate")]
+    final[-1] += [
+        _row(s, "", f"http://example/lost{i}") for i, s in enumerate(samples) if s.status not in ("ok", "duplicate")
+    ]
     (root / MANIFEST_DIR).mkdir()
     for number, rows in enumerate(final):  # the settled manifest: one file per shard
         _frame(rows).to_parquet(root / MANIFEST_DIR / f"{number:05d}.parquet", index=False)
@@ -113,7 +134,9 @@ def write_shard_dataset(root: Path, samples: list[Sample], per_shard: int, class
     return root
 
 
-def write_folder_dataset(root: Path, samples: list[Sample], classes: list[str] | None = None, source: str = "test") -> Path:
+def write_folder_dataset(
+    root: Path, samples: list[Sample], classes: list[str] | None = None, source: str = "test"
+) -> Path:
     """The same samples in the folder layout (`<class>/<nnnnn>.<ext>`, manifest.csv in the same row
     order as the shard layout's final manifest), for comparisons."""
     classes = classes or sorted({s.cls for s in samples})

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.fetch.archives import iter_tar, iter_zip, unsafe_name
 from pipeline.core.errors import InputError
+from pipeline.fetch.archives import iter_tar, iter_zip, unsafe_name
 
 BIG = 1 << 30
 
@@ -39,8 +39,18 @@ def by_name(entries) -> dict:
 @pytest.mark.parametrize(
     ("name", "unsafe"),
     [
-        ("a/b.jpg", False), ("a..b/c..jpg", False), ("../x", True), ("a/../../x", True), ("a/..", True),
-        ("/etc/passwd", True), ("\\windows\\x", True), ("C:/x", True), ("C:x", True), ("..\\x", True), ("", True), ("a\x00b", True),
+        ("a/b.jpg", False),
+        ("a..b/c..jpg", False),
+        ("../x", True),
+        ("a/../../x", True),
+        ("a/..", True),
+        ("/etc/passwd", True),
+        ("\\windows\\x", True),
+        ("C:/x", True),
+        ("C:x", True),
+        ("..\\x", True),
+        ("", True),
+        ("a\x00b", True),
     ],
 )
 def test_unsafe_name(name, unsafe):
@@ -48,19 +58,30 @@ def test_unsafe_name(name, unsafe):
 
 
 def test_zip_escaping_members_refused_rest_read(tmp_path):
-    path = make_zip(tmp_path / "a.zip", [
-        ("ok/one.txt", b"one"),
-        ("../escape.txt", b"evil"),
-        ("ok/../../escape2.txt", b"evil"),
-        ("/abs.txt", b"evil"),
-        ("ok/link", b"/etc/passwd", stat.S_IFLNK | 0o777),
-        ("ok/fifo", b"", stat.S_IFIFO | 0o644),
-        ("ok/two.txt", b"two"),
-    ])
+    path = make_zip(
+        tmp_path / "a.zip",
+        [
+            ("ok/one.txt", b"one"),
+            ("../escape.txt", b"evil"),
+            ("ok/../../escape2.txt", b"evil"),
+            ("/abs.txt", b"evil"),
+            ("ok/link", b"/etc/passwd", stat.S_IFLNK | 0o777),
+            ("ok/fifo", b"", stat.S_IFIFO | 0o644),
+            ("ok/two.txt", b"two"),
+        ],
+    )
     with zipfile.ZipFile(path, "a") as zf:
         zf.writestr("ok/sub/", b"")  # a directory entry: not a member to read
     entries = list(iter_zip(path, BIG, BIG))
-    assert [e.name for e in entries] == ["ok/one.txt", "../escape.txt", "ok/../../escape2.txt", "/abs.txt", "ok/link", "ok/fifo", "ok/two.txt"]
+    assert [e.name for e in entries] == [
+        "ok/one.txt",
+        "../escape.txt",
+        "ok/../../escape2.txt",
+        "/abs.txt",
+        "ok/link",
+        "ok/fifo",
+        "ok/two.txt",
+    ]
     got = by_name(entries)
     assert got["ok/one.txt"].data == b"one" and got["ok/two.txt"].data == b"two"
     assert got["ok/one.txt"].problem == "" and got["ok/two.txt"].problem == ""
@@ -139,17 +160,20 @@ def special(name: str, kind: bytes, target: str = "") -> tarfile.TarInfo:
 
 
 def test_tar_escaping_and_special_members_refused_rest_read(tmp_path):
-    path = make_tar(tmp_path / "a.tar.gz", [
-        ("d/one", b"one"),
-        ("../up", b"evil"),
-        ("/abs", b"evil"),
-        special("d/sym", tarfile.SYMTYPE, "/etc/passwd"),
-        special("d/hard", tarfile.LNKTYPE, "d/one"),
-        special("d/dev", tarfile.CHRTYPE),
-        special("d/fifo", tarfile.FIFOTYPE),
-        special("d/sub", tarfile.DIRTYPE),
-        ("d/two", b"two"),
-    ])
+    path = make_tar(
+        tmp_path / "a.tar.gz",
+        [
+            ("d/one", b"one"),
+            ("../up", b"evil"),
+            ("/abs", b"evil"),
+            special("d/sym", tarfile.SYMTYPE, "/etc/passwd"),
+            special("d/hard", tarfile.LNKTYPE, "d/one"),
+            special("d/dev", tarfile.CHRTYPE),
+            special("d/fifo", tarfile.FIFOTYPE),
+            special("d/sub", tarfile.DIRTYPE),
+            ("d/two", b"two"),
+        ],
+    )
     entries = list(iter_tar(path, BIG, BIG))
     got = by_name(entries)
     assert "d/sub" not in got and len(entries) == 8

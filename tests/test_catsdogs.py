@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from pipeline.core.config import DownloadSettings
-from pipeline.fetch.download import DownloadError
 from pipeline.core.errors import InputError
+from pipeline.fetch.download import DownloadError
 from pipeline.fetch.sources import CatsDogsParams
 from pipeline.fetch.sources.catsdogs import fetch
 from tests.conftest import run_cli
@@ -54,7 +54,7 @@ def catalogue(seed: int = 0) -> dict[str, tuple[bytes, str, str]]:
     exif[0x010F] = "Canon"  # Make
     exif_only = without_jfif(encode(Image.fromarray(noise(50, 40, seed + 1)), exif=exif))
     assert b"JFIF" not in exif_only[:64] and exif_only[6:10] == b"Exif"
-    gray16 = (np.arange(40 * 30, dtype=np.uint16).reshape(40, 30) * 50 + seed)
+    gray16 = np.arange(40 * 30, dtype=np.uint16).reshape(40, 30) * 50 + seed
     png16 = cv2.imencode(".png", gray16)[1].tobytes()
     assert png16[24] == 16  # bit depth in IHDR
     big = encode(Image.fromarray(noise(120, 160, seed + 2)), quality=95)
@@ -115,7 +115,9 @@ def check_output(out: Path, expected: dict[str, tuple[bytes, str, str]]) -> dict
             assert rows[row["reason"].removeprefix("duplicate of ")]["path"] == row["path"]
     assert json.loads((out / "dataset.json").read_text())["classes"] == ["dog", "cat"]
     ok = [row for row in rows.values() if row["status"] == "ok"]
-    assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/*") if p.is_file()) == sorted(r["path"] for r in ok)
+    assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/*") if p.is_file()) == sorted(
+        r["path"] for r in ok
+    )
     return rows
 
 
@@ -136,12 +138,15 @@ def test_archive_catalogue_kept_and_skipped_with_reasons(tmp_path):
 
 def test_unsafe_and_oversized_members_refused_rest_extracted(tmp_path):
     img = encode(Image.fromarray(noise(40, 40, 7)))
-    archive, expected = pet_zip(tmp_path / "pets.zip", [
-        ("PetImages/Cat/../../../escape.jpg", img, stat.S_IFREG | 0o644),
-        ("/PetImages/Cat/abs.jpg", img, stat.S_IFREG | 0o644),
-        ("PetImages/Cat/link.jpg", b"/etc/passwd", stat.S_IFLNK | 0o777),
-        ("PetImages/Dog/huge.jpg", bytes(60_000) + img, stat.S_IFREG | 0o644),
-    ])
+    archive, expected = pet_zip(
+        tmp_path / "pets.zip",
+        [
+            ("PetImages/Cat/../../../escape.jpg", img, stat.S_IFREG | 0o644),
+            ("/PetImages/Cat/abs.jpg", img, stat.S_IFREG | 0o644),
+            ("PetImages/Cat/link.jpg", b"/etc/passwd", stat.S_IFLNK | 0o777),
+            ("PetImages/Dog/huge.jpg", bytes(60_000) + img, stat.S_IFREG | 0o644),
+        ],
+    )
     expected |= {
         "PetImages/Cat/../../../escape.jpg": (b"", "failed", "unsafe name: path traversal"),
         "/PetImages/Cat/abs.jpg": (b"", "failed", "unsafe name: absolute path"),
@@ -211,7 +216,10 @@ def test_range_resume_after_a_cut_transfer(served, tmp_path):
     have = len(part.read_bytes())
     assert 0 < have <= cut and part.read_bytes() == data[:have] and not (tmp_path / "downloads" / "pets.zip").exists()
     fetch(tmp_path / "out", params, FAST)  # the rerun fetches only the rest
-    assert [(r.status, r.range, r.sent) for r in server.requests()] == [(200, None, cut), (206, f"bytes={have}-", len(data) - have)]
+    assert [(r.status, r.range, r.sent) for r in server.requests()] == [
+        (200, None, cut),
+        (206, f"bytes={have}-", len(data) - have),
+    ]
     assert (tmp_path / "downloads" / "pets.zip").read_bytes() == data and not part.exists()
     check_output(tmp_path / "out", expected)
 
@@ -239,7 +247,10 @@ def test_range_ignored_restarts_from_scratch(served, tmp_path):
     assert have > 0
     server.ranges = False  # now the server answers every Range request with 200 and the whole file
     fetch(tmp_path / "out", CatsDogsParams(url=server.url("/pets.zip")), FAST)
-    assert [(r.status, r.range, r.sent) for r in server.requests()] == [(200, None, cut), (200, f"bytes={have}-", len(data))]
+    assert [(r.status, r.range, r.sent) for r in server.requests()] == [
+        (200, None, cut),
+        (200, f"bytes={have}-", len(data)),
+    ]
     assert (tmp_path / "downloads" / "pets.zip").read_bytes() == data
     check_output(tmp_path / "out", expected)
 
@@ -247,7 +258,9 @@ def test_range_ignored_restarts_from_scratch(served, tmp_path):
 def test_checksum_mismatch_is_an_error_and_keeps_the_file(served, tmp_path):
     server, data, _ = served
     wrong = hashlib.sha256(b"not the archive").hexdigest()
-    with pytest.raises(DownloadError, match=f"SHA-256 mismatch: expected {wrong}, got {hashlib.sha256(data).hexdigest()}"):
+    with pytest.raises(
+        DownloadError, match=f"SHA-256 mismatch: expected {wrong}, got {hashlib.sha256(data).hexdigest()}"
+    ):
         fetch(tmp_path / "out", CatsDogsParams(url=server.url("/pets.zip"), sha256=wrong), FAST)
     assert (tmp_path / "downloads" / "pets.zip.part").read_bytes() == data, "kept for inspection"
     assert not (tmp_path / "downloads" / "pets.zip").exists() and not (tmp_path / "out" / "manifest.csv").exists()
@@ -268,7 +281,9 @@ def test_http_error_and_html_instead_of_zip(served, tmp_path):
 def test_cli_archive_then_prepare(tiny_project):
     archive, expected = pet_zip(tiny_project / "pets.zip")
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    proc = run_cli("fetch", "--source", "cats-dogs", "--archive", "pets.zip", "--sha256", digest, "--out", "pets", cwd=tiny_project)
+    proc = run_cli(
+        "fetch", "--source", "cats-dogs", "--archive", "pets.zip", "--sha256", digest, "--out", "pets", cwd=tiny_project
+    )
     assert "cats-dogs" in proc.stdout and "system file" in proc.stdout
     rows = check_output(tiny_project / "pets", expected)
     assert hashlib.sha256(archive.read_bytes()).hexdigest() == digest
@@ -284,7 +299,16 @@ def test_cli_archive_then_prepare(tiny_project):
 def test_cli_url(tiny_project):
     archive, expected = pet_zip(tiny_project / "pets.zip")
     with FileServer({"/x.zip": archive.read_bytes()}) as server:
-        run_cli("fetch", "--source", "cats-dogs", "--url", server.url("/x.zip"), "--out", "data/raw/cats-dogs", cwd=tiny_project)
+        run_cli(
+            "fetch",
+            "--source",
+            "cats-dogs",
+            "--url",
+            server.url("/x.zip"),
+            "--out",
+            "data/raw/cats-dogs",
+            cwd=tiny_project,
+        )
     check_output(tiny_project / "data/raw/cats-dogs", expected)
     assert (tiny_project / "data/raw/downloads/x.zip").read_bytes() == archive.read_bytes()
 
@@ -308,6 +332,18 @@ def test_cli_user_errors_are_one_line(tiny_project, args, message):
 def test_cli_checksum_mismatch(tiny_project):
     archive, _ = pet_zip(tiny_project / "pets.zip")
     with FileServer({"/x.zip": archive.read_bytes()}) as server:
-        proc = run_cli("fetch", "--source", "cats-dogs", "--url", server.url("/x.zip"), "--sha256", "0" * 64, "--out", "pets", cwd=tiny_project, check=False)
+        proc = run_cli(
+            "fetch",
+            "--source",
+            "cats-dogs",
+            "--url",
+            server.url("/x.zip"),
+            "--sha256",
+            "0" * 64,
+            "--out",
+            "pets",
+            cwd=tiny_project,
+            check=False,
+        )
     assert proc.returncode == 1 and "SHA-256 mismatch" in proc.stderr and "Traceback" not in proc.stderr
     assert (tiny_project / "downloads" / "x.zip.part").read_bytes() == archive.read_bytes()

@@ -38,13 +38,19 @@ def test_end_to_end(tiny_project):
         history = (tiny_project / f"models/{arch}/history.csv").read_text().splitlines()
         assert history[0].startswith("epoch,") and len(history) == 2
         metrics = json.loads((tiny_project / f"metrics/{arch}.json").read_text())
-        assert {"mse", "pearson", "accuracy", "best_threshold", "best_threshold_accuracy", "params", "epochs"} <= set(metrics)
+        assert {"mse", "pearson", "accuracy", "best_threshold", "best_threshold_accuracy", "params", "epochs"} <= set(
+            metrics
+        )
         assert all(isinstance(v, (int, float)) for v in metrics.values())
         assert 0 <= metrics["best_threshold_accuracy"] <= 1 and metrics["epochs"] == 1
         run = json.loads((tiny_project / f"runs/{arch}/run.json").read_text())  # git-ignored, declared by no stage
         assert run["train_seconds"] > 0 and run["peak_rss_mb"] > 0
         assert list((tiny_project / f"runs/{arch}/tensorboard").rglob("events.out.tfevents.*"))
-        assert sorted(p.name for p in (tiny_project / f"models/{arch}").iterdir()) == ["best.keras", "history.csv", "model.keras"]
+        assert sorted(p.name for p in (tiny_project / f"models/{arch}").iterdir()) == [
+            "best.keras",
+            "history.csv",
+            "model.keras",
+        ]
 
     table = run_cli("compare", "--md", "--sort", "mse", cwd=tiny_project).stdout
     lines = [line for line in table.splitlines() if line.startswith("| mlp") or line.startswith("| cnn")]
@@ -60,14 +66,32 @@ def test_same_params_give_byte_identical_outputs(tmp_path, tiny_project):
     (other / "params.yaml").write_text((tiny_project / "params.yaml").read_text())
     run_pipeline(tiny_project)
     run_pipeline(other)
-    for rel in ("data/raw/synthetic/manifest.csv", "data/prepared/train_x.npy", "data/prepared/index.csv", "models/cnn/history.csv", "metrics/mlp.json", "metrics/cnn.json"):
+    for rel in (
+        "data/raw/synthetic/manifest.csv",
+        "data/prepared/train_x.npy",
+        "data/prepared/index.csv",
+        "models/cnn/history.csv",
+        "metrics/mlp.json",
+        "metrics/cnn.json",
+    ):
         assert (tiny_project / rel).read_bytes() == (other / rel).read_bytes(), rel
 
 
 def test_command_line_options_override_params(tiny_project):
     run_cli("fetch", "--per-class", "5", cwd=tiny_project)
     assert len(list((tiny_project / "data/raw/synthetic/vertical").glob("*.jpg"))) == 5
-    run_cli("-S", "prepare.train_size=6", "prepare", "--size", "8x12", "--color", "grayscale", "--out", "prep", cwd=tiny_project)
+    run_cli(
+        "-S",
+        "prepare.train_size=6",
+        "prepare",
+        "--size",
+        "8x12",
+        "--color",
+        "grayscale",
+        "--out",
+        "prep",
+        cwd=tiny_project,
+    )
     x = np.load(tiny_project / "prep/train_x.npy")
     assert x.shape == (6, 8, 12, 1) and x.dtype == np.uint8
 
@@ -100,12 +124,28 @@ def test_survey_shapes_and_prepare_work_on_any_folder(tmp_path):
     for cls, n in (("a", 3), ("b", 4)):
         (tmp_path / "photos" / cls).mkdir(parents=True)
         for i in range(n):
-            cv2.imwrite(str(tmp_path / "photos" / cls / f"{i}.png"), np.full((30 + (i if cls == "b" else 0), 40, 3), 50 * i, np.uint8))
+            cv2.imwrite(
+                str(tmp_path / "photos" / cls / f"{i}.png"),
+                np.full((30 + (i if cls == "b" else 0), 40, 3), 50 * i, np.uint8),
+            )
     (tmp_path / "photos/a/notes.txt").write_text("not an image")
     run_cli("survey-shapes", "photos", "--out", "shapes.json", cwd=tmp_path)
     survey = json.loads((tmp_path / "shapes.json").read_text())
     assert survey["images"] == 7 and survey["unreadable"] == 1 and survey["most_common_shape"] == [30, 40]
-    run_cli("-S", "prepare.train_size=0.7", "-S", "prepare.val_size=0.3", "prepare", "--in", "photos", "--out", "arrays", "--size", "10x12", cwd=tmp_path)
+    run_cli(
+        "-S",
+        "prepare.train_size=0.7",
+        "-S",
+        "prepare.val_size=0.3",
+        "prepare",
+        "--in",
+        "photos",
+        "--out",
+        "arrays",
+        "--size",
+        "10x12",
+        cwd=tmp_path,
+    )
     meta = json.loads((tmp_path / "arrays/meta.json").read_text())
     assert meta["classes"] == ["a", "b"] and meta["input_shape"] == [10, 12, 3]
     assert sum(meta["splits"].values()) == 7 and meta["skipped"] == 1
@@ -125,7 +165,25 @@ runpy.run_module("pipeline", run_name="__main__")
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["check-params"], *[[cmd, "--help"] for cmd in ("fetch", "survey-shapes", "prepare", "train", "models", "evaluate", "compare", "report", "predict")], ["metrics", "diff", "--help"]],
+    [
+        ["--help"],
+        ["check-params"],
+        *[
+            [cmd, "--help"]
+            for cmd in (
+                "fetch",
+                "survey-shapes",
+                "prepare",
+                "train",
+                "models",
+                "evaluate",
+                "compare",
+                "report",
+                "predict",
+            )
+        ],
+        ["metrics", "diff", "--help"],
+    ],
 )
 def test_help_and_check_params_import_no_heavy_library(tiny_project, args):
     """What every stage and every help screen pays before it starts: no numpy, pandas, TensorFlow, DVC..."""
@@ -133,7 +191,9 @@ def test_help_and_check_params_import_no_heavy_library(tiny_project, args):
     import sys
 
     listing = tiny_project / "modules.txt"
-    proc = subprocess.run([sys.executable, "-c", LIST_IMPORTS, str(listing), *args], cwd=tiny_project, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", LIST_IMPORTS, str(listing), *args], cwd=tiny_project, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
     assert not HEAVY & set(listing.read_text().split())
@@ -143,8 +203,12 @@ def test_check_params_prints_one_line_unless_asked_to_show(tiny_project):
     proc = run_cli("check-params", cwd=tiny_project)
     assert proc.stdout.splitlines() == ["params.yaml: valid (archs: mlp, cnn; source: synthetic)"] and not proc.stderr
     shown = json.loads(run_cli("check-params", "--show", cwd=tiny_project).stdout)
-    assert set(shown) == {"fetch", "survey", "prepare", "train", "evaluate", "compare"} and shown["train"]["epochs"] == 1
-    assert run_cli("-S", "train.epochs=3", "check-params", cwd=tiny_project).stdout.startswith("params.yaml with 1 override(s): valid")
+    assert (
+        set(shown) == {"fetch", "survey", "prepare", "train", "evaluate", "compare"} and shown["train"]["epochs"] == 1
+    )
+    assert run_cli("-S", "train.epochs=3", "check-params", cwd=tiny_project).stdout.startswith(
+        "params.yaml with 1 override(s): valid"
+    )
 
 
 def test_survey_of_another_folder_prints_and_writes_nothing(tiny_project):
@@ -172,11 +236,20 @@ def test_survey_of_another_folder_prints_and_writes_nothing(tiny_project):
 
 
 HELP_DEFAULTS = {
-    ("train",): ["[default: (each of train.archs)]", "[default: (models/<arch>)]", "[default: data/prepared]", "runs/<model folder name>/tensorboard"],
+    ("train",): [
+        "[default: (each of train.archs)]",
+        "[default: (models/<arch>)]",
+        "[default: data/prepared]",
+        "runs/<model folder name>/tensorboard",
+    ],
     ("fetch",): ["[default: (fetch.source)]", "[default: (data/raw/<source>)]"],
     ("survey-shapes",): ["[default: (data/raw/<fetch.source>)]", "[default: (print only)]"],
     ("prepare",): ["[default: (data/raw/<fetch.source>)]", "[default: data/prepared]"],
-    ("evaluate",): ["[default: (models/<arch>/model.keras)]", "[default: (metrics/<arch>.json)]", "[default: (plots/<arch>)]"],
+    ("evaluate",): [
+        "[default: (models/<arch>/model.keras)]",
+        "[default: (metrics/<arch>.json)]",
+        "[default: (plots/<arch>)]",
+    ],
     ("report",): ["[default: (summary.html next to --out)]", "[default: reports/summary.md]"],
     ("predict",): ["[default: (models/<arch>/model.keras)]"],
     ("metrics", "diff"): ["[default: HEAD]", "[default: (the workspace)]"],

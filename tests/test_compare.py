@@ -64,11 +64,25 @@ def test_every_metric_evaluate_writes_is_a_known_sort_key():
     import numpy as np
 
     labels = np.array([0, 1, 1, 0])
-    written = set(binary_metrics(labels, np.array([0.2, 0.8, 0.6, 0.4]))) | set(multiclass_metrics(np.arange(10), np.eye(10)))
+    written = set(binary_metrics(labels, np.array([0.2, 0.8, 0.6, 0.4]))) | set(
+        multiclass_metrics(np.arange(10), np.eye(10))
+    )
     assert written | {"params", "epochs"} <= KNOWN_METRICS
 
 
-@pytest.mark.parametrize("value, text", [(10890113, "10,890,113"), (1418.0, "1,418"), (1032.4, "1,032"), (0.917512, "0.9175"), (8, "8"), (-0.025052, "-0.02505"), (None, "-"), (float("nan"), "-")])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (10890113, "10,890,113"),
+        (1418.0, "1,418"),
+        (1032.4, "1,032"),
+        (0.917512, "0.9175"),
+        (8, "8"),
+        (-0.025052, "-0.02505"),
+        (None, "-"),
+        (float("nan"), "-"),
+    ],
+)
 def test_numbers_have_one_format(value, text):
     assert format_value(value) == text
 

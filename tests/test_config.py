@@ -8,9 +8,9 @@ import pytest
 
 from pipeline.core.config import Params, PrepareConfig, TrainSettings, load_params, load_section
 from pipeline.core.errors import ConfigError, InputError, PipelineError
+from pipeline.fetch.sources import SyntheticParams
 from pipeline.train.models.cnn import CnnParams
 from pipeline.train.models.mlp import MlpParams
-from pipeline.fetch.sources import SyntheticParams
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -131,7 +131,10 @@ def test_unknown_architecture(tmp_path):
     message = config_error(tmp_path, "train:\n  archs: [mlp, resnet]\n")
     assert message.startswith("train.archs:")
     assert "'resnet'" in message
-    assert "valid choices: alexnet, cnn, cnn-128x2, cnn-24, cnn-48x2, cnn-64-128-fc512, convnet, lenet5, mlp, preact" in message
+    assert (
+        "valid choices: alexnet, cnn, cnn-128x2, cnn-24, cnn-48x2, cnn-64-128-fc512, convnet, lenet5, mlp, preact"
+        in message
+    )
 
 
 def test_unknown_source(tmp_path):
@@ -185,7 +188,14 @@ def test_train_val_sizes_accepted(tmp_path, train, val):
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("train_size", "0"), ("train_size", "-3"), ("train_size", "1.5"), ("val_size", "0.0"), ("val_size", "true"), ("val_size", "half")],
+    [
+        ("train_size", "0"),
+        ("train_size", "-3"),
+        ("train_size", "1.5"),
+        ("val_size", "0.0"),
+        ("val_size", "true"),
+        ("val_size", "half"),
+    ],
 )
 def test_train_val_sizes_rejected(tmp_path, key, value):
     message = config_error(tmp_path, f"prepare:\n  {key}: {value}\n")
@@ -220,7 +230,9 @@ def test_yaml_1_2_float_without_dot(tmp_path):
 
 def test_overrides_beat_file_values(tmp_path):
     path = write_params(tmp_path, "train:\n  epochs: 3\n  batch_size: 16\nprepare:\n  seed: 1\n")
-    params = load_params(path, {"train.epochs": 5, "prepare.seed": 7, "train.mlp.learning_rate": 0.5, "survey.sample": None})
+    params = load_params(
+        path, {"train.epochs": 5, "prepare.seed": 7, "train.mlp.learning_rate": 0.5, "survey.sample": None}
+    )
     assert params.train.epochs == 5
     assert params.train.batch_size == 16  # not overridden: file value stays
     assert params.prepare.seed == 7
@@ -290,7 +302,9 @@ def test_load_section_validates_its_own_section_and_any_overridden_one(tmp_path)
     with pytest.raises(ConfigError, match="train.epochs"):
         load_section("train", path)
     with pytest.raises(ConfigError, match="train.epocs: unknown key"):
-        load_section("compare", write_params(tmp_path, ""), {"train.epocs": 3})  # a typo in -S fails whatever the command
+        load_section(
+            "compare", write_params(tmp_path, ""), {"train.epocs": 3}
+        )  # a typo in -S fails whatever the command
     with pytest.raises(ConfigError, match="trian: unknown key; valid keys: fetch, survey"):
         load_section("fetch", write_params(tmp_path, "trian:\n  epochs: 3\n"))
 

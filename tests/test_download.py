@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.fetch.collect import FLICKR_PLACEHOLDER_MD5, Quota, collect
 from pipeline.core.config import DownloadSettings
+from pipeline.fetch.collect import FLICKR_PLACEHOLDER_MD5, Quota, collect
 from pipeline.fetch.download import fetch_bytes, make_session
 from pipeline.fetch.sources.imagenet import parse_url_lines, urls_from_file
 from tests.conftest import ROOT, run_cli
@@ -87,7 +87,9 @@ def test_ok_and_http_errors(server):
     assert missing.error == "HTTP 404" and server.hits["/missing.jpg"] == 1  # 404 is never retried
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a.jpg", "not a url", "http://", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://example.com/a.jpg", "not a url", "http://", "javascript:alert(1)"]
+)
 def test_only_http_urls(url):
     got = fetch_bytes(make_session(FAST), url, FAST)
     assert got.data is None and ("scheme" in got.error or "malformed" in got.error)
@@ -217,8 +219,26 @@ def test_collect_records_every_url_with_a_reason(server, tmp_path):
     server.routes["/gone.jpg"] = lambda h: h.reply(302, headers=[("Location", "/photo_unavailable.png")])
     custom = server.file("/custom.png", placeholder_png(), "image/png")
     bomb = server.file("/bomb.png", big_header_png())
-    candidates = {"n00000001": [good[0], dup, html, server.url + "/gone.jpg", good[1], "ftp://x/y.jpg", trunc, tiny, bomb, server.url + "/404.jpg", good[2], good[3], custom]}
-    settings = FAST.model_copy(update={"placeholder_sha256": [hashlib.sha256(placeholder_png()).hexdigest()], "max_pixels": 10_000_000})
+    candidates = {
+        "n00000001": [
+            good[0],
+            dup,
+            html,
+            server.url + "/gone.jpg",
+            good[1],
+            "ftp://x/y.jpg",
+            trunc,
+            tiny,
+            bomb,
+            server.url + "/404.jpg",
+            good[2],
+            good[3],
+            custom,
+        ]
+    }
+    settings = FAST.model_copy(
+        update={"placeholder_sha256": [hashlib.sha256(placeholder_png()).hexdigest()], "max_pixels": 10_000_000}
+    )
     result = collect(candidates, {"n00000001": Quota(2, 1)}, tmp_path, settings, "imagenet")
     manifest = pd.read_csv(tmp_path / "manifest.csv", keep_default_na=False)
     rows = {row.url: row for row in manifest.itertuples()}
@@ -248,7 +268,11 @@ def big_header_png() -> bytes:
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_flickr_placeholder_md5_is_built_in(server, tmp_path, monkeypatch):
@@ -265,8 +289,16 @@ def test_shortfall_is_a_warning_and_order_independent(server, tmp_path):
     urls = [server.file(f"/s{i}.jpg", jpeg(100 + i)) for i in range(3)] + [server.url + "/404.jpg"]
     a = collect({"n00000002": urls}, {"n00000002": Quota(4, 1)}, tmp_path / "a", FAST, "imagenet")
     assert a.warnings and "3 of 5" in a.warnings[0]
-    b = collect({"n00000002": urls}, {"n00000002": Quota(4, 1)}, tmp_path / "b", FAST.model_copy(update={"concurrency": 1}), "imagenet")
-    assert (tmp_path / "a/manifest.csv").read_text().replace("/a/", "/") .count("\n") == (tmp_path / "b/manifest.csv").read_text().count("\n")
+    b = collect(
+        {"n00000002": urls},
+        {"n00000002": Quota(4, 1)},
+        tmp_path / "b",
+        FAST.model_copy(update={"concurrency": 1}),
+        "imagenet",
+    )
+    assert (tmp_path / "a/manifest.csv").read_text().replace("/a/", "/").count("\n") == (
+        tmp_path / "b/manifest.csv"
+    ).read_text().count("\n")
     strip = lambda p: pd.read_csv(p, keep_default_na=False).drop(columns=["elapsed_ms"])
     pd.testing.assert_frame_equal(strip(tmp_path / "a/manifest.csv"), strip(tmp_path / "b/manifest.csv"))
     assert b.counts == a.counts
@@ -285,24 +317,63 @@ def test_url_lists_from_html_and_files(tmp_path):
 
 
 def test_cli_imagenet_from_api(server, tmp_path):
-    urls = {w: [server.file(f"/{w}/{i}.jpg", jpeg(10 * k + i)) for i in range(6)] for k, w in enumerate(("n00000001", "n00000002"))}
+    urls = {
+        w: [server.file(f"/{w}/{i}.jpg", jpeg(10 * k + i)) for i in range(6)]
+        for k, w in enumerate(("n00000001", "n00000002"))
+    }
 
     def api(h):
         wnid = h.path.split("wnid=")[1]
-        h.reply(200, ("\r\n".join(urls[wnid]) + "\r\n").encode(), "text/plain") if wnid in urls else h.reply(200, b"", "text/plain")
+        h.reply(200, ("\r\n".join(urls[wnid]) + "\r\n").encode(), "text/plain") if wnid in urls else h.reply(
+            200, b"", "text/plain"
+        )
 
     server.routes["/api"] = api
-    run_cli("fetch", "--source", "imagenet", "--api-url", server.url + "/api", "--wnids", "n00000001,n00000002",
-            "--per-class", "3", "--val-per-class", "2", "--out", "ds", cwd=tmp_path)
+    run_cli(
+        "fetch",
+        "--source",
+        "imagenet",
+        "--api-url",
+        server.url + "/api",
+        "--wnids",
+        "n00000001,n00000002",
+        "--per-class",
+        "3",
+        "--val-per-class",
+        "2",
+        "--out",
+        "ds",
+        cwd=tmp_path,
+    )
     manifest = pd.read_csv(tmp_path / "ds/manifest.csv", keep_default_na=False)
     assert len(manifest) == 10 and set(manifest.status) == {"ok"}
-    assert manifest.groupby("class").split.value_counts().to_dict() == {("n00000001", "train"): 3, ("n00000001", "val"): 2, ("n00000002", "train"): 3, ("n00000002", "val"): 2}
+    assert manifest.groupby("class").split.value_counts().to_dict() == {
+        ("n00000001", "train"): 3,
+        ("n00000001", "val"): 2,
+        ("n00000002", "train"): 3,
+        ("n00000002", "val"): 2,
+    }
     run_cli("prepare", "--in", "ds", "--out", "arrays", "--size", "16x24", cwd=tmp_path)
     assert json.loads((tmp_path / "arrays/meta.json").read_text())["splits"] == {"train": 6, "val": 4}
 
-    down = run_cli("fetch", "--source", "imagenet", "--api-url", "http://127.0.0.1:9/api", "--out", "x", cwd=tmp_path, check=False)
+    down = run_cli(
+        "fetch", "--source", "imagenet", "--api-url", "http://127.0.0.1:9/api", "--out", "x", cwd=tmp_path, check=False
+    )
     assert down.returncode == 1 and "URL-list API unreachable" in down.stderr and "Traceback" not in down.stderr
-    short = run_cli("fetch", "--source", "imagenet", "--api-url", server.url + "/api", "--wnids", "n00000003", "--out", "y", "--strict", cwd=tmp_path, check=False)
+    short = run_cli(
+        "fetch",
+        "--source",
+        "imagenet",
+        "--api-url",
+        server.url + "/api",
+        "--wnids",
+        "n00000003",
+        "--out",
+        "y",
+        "--strict",
+        cwd=tmp_path,
+        check=False,
+    )
     assert short.returncode == 1 and "0 of 150" in short.stderr
 
 
@@ -318,9 +389,33 @@ def test_resume_after_kill(server, tmp_path):
     for path in bodies:
         server.routes[path] = slow
     (tmp_path / "urls.txt").write_text("".join(f"n00000001_{i}\t{server.url}/k{i}.jpg\n" for i in range(n)))
-    args = [sys.executable, "-m", "pipeline", "-S", "fetch.download.concurrency=2", "fetch", "--source", "imagenet",
-            "--url-list", "urls.txt", "--wnids", "n00000001", "--per-class", str(n), "--val-per-class", "0", "--out", "ds"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "-S",
+        "fetch.download.concurrency=2",
+        "fetch",
+        "--source",
+        "imagenet",
+        "--url-list",
+        "urls.txt",
+        "--wnids",
+        "n00000001",
+        "--per-class",
+        str(n),
+        "--val-per-class",
+        "0",
+        "--out",
+        "ds",
+    ]
+    proc = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while sum(server.hits.values()) < 8 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -330,7 +425,22 @@ def test_resume_after_kill(server, tmp_path):
     assert 0 < sum(first.values()) < n and not (tmp_path / "ds/manifest.csv").exists()
     journaled = len((tmp_path / "ds/.journal.jsonl").read_text().splitlines())
 
-    run_cli("fetch", "--source", "imagenet", "--url-list", "urls.txt", "--wnids", "n00000001", "--per-class", str(n), "--val-per-class", "0", "--out", "ds", cwd=tmp_path)
+    run_cli(
+        "fetch",
+        "--source",
+        "imagenet",
+        "--url-list",
+        "urls.txt",
+        "--wnids",
+        "n00000001",
+        "--per-class",
+        str(n),
+        "--val-per-class",
+        "0",
+        "--out",
+        "ds",
+        cwd=tmp_path,
+    )
     manifest = pd.read_csv(tmp_path / "ds/manifest.csv", keep_default_na=False)
     assert len(manifest) == n and set(manifest.status) == {"ok"} and manifest.url.is_unique
     assert sum(server.hits.values()) - sum(first.values()) <= n - journaled  # finished URLs were not fetched again

@@ -16,7 +16,7 @@ from tests.conftest import ROOT, make_dvc_project
 
 # Loaded by every Python process started with it on PYTHONPATH: a process that DVC runs for a stage
 # (DVC sets DVC_STAGE) records, at exit, every module of this project it imported.
-RECORD_IMPORTS = '''
+RECORD_IMPORTS = """
 import atexit, json, os, sys
 
 def _record():
@@ -27,7 +27,7 @@ def _record():
             log.write(json.dumps({"stage": stage, "files": files}) + "\\n")
 
 atexit.register(_record)
-'''
+"""
 
 
 def dvc(project, *args, check=True, env=None):
@@ -44,12 +44,18 @@ def reproduced(tmp_path_factory):
     hook = tmp_path_factory.mktemp("hook")
     (hook / "sitecustomize.py").write_text(RECORD_IMPORTS)
     log = hook / "imports.jsonl"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])), "PIPELINE_IMPORT_LOG": str(log)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+        "PIPELINE_IMPORT_LOG": str(log),
+    }
     dvc(project, "repro", env=env)
     imports: dict[str, set[str]] = {}
     for line in log.read_text().splitlines():
         record = json.loads(line)
-        imports.setdefault(record["stage"], set()).update(Path(f).resolve().relative_to(ROOT).as_posix() for f in record["files"])
+        imports.setdefault(record["stage"], set()).update(
+            Path(f).resolve().relative_to(ROOT).as_posix() for f in record["files"]
+        )
     return project, imports
 
 
@@ -67,8 +73,12 @@ def test_every_imported_module_is_a_declared_dependency(reproduced):
     _, imports = reproduced
     deps = declared_deps()
     assert {stage.split("@")[0] for stage in imports} == set(deps)  # every stage ran and was recorded
-    missing = {stage: sorted(f for f in files if not covered(f, deps[stage.split("@")[0]])) for stage, files in imports.items()}
-    assert not {stage: files for stage, files in missing.items() if files}, "imported by the stage but not in its dvc.yaml deps"
+    missing = {
+        stage: sorted(f for f in files if not covered(f, deps[stage.split("@")[0]])) for stage, files in imports.items()
+    }
+    assert not {stage: files for stage, files in missing.items() if files}, (
+        "imported by the stage but not in its dvc.yaml deps"
+    )
 
 
 def test_touching_an_imported_module_marks_its_stages_changed(reproduced, monkeypatch):
@@ -120,13 +130,20 @@ def test_repro_then_up_to_date_then_experiment(reproduced):
     assert json.loads((project / "metrics/cnn.dataset.json").read_text())["source"] == "synthetic"
 
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny run"], cwd=project, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny run"], cwd=project, check=True
+    )
     # Every stage again: every output git keeps, and dvc.lock's hashes of what DVC keeps, are the same
     # bytes (no TensorBoard file names, zip times or run times among them), so git sees no change.
     forced = dvc(project, "repro", "--force")
     assert forced.stdout.count("Running stage") == 10
-    assert subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True).stdout == ""
-    assert (project / "runs/cnn/run.json").exists() and list((project / "runs/cnn/tensorboard").iterdir())  # beside, ignored
+    assert (
+        subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True).stdout
+        == ""
+    )
+    assert (project / "runs/cnn/run.json").exists() and list(
+        (project / "runs/cnn/tensorboard").iterdir()
+    )  # beside, ignored
     dvc(project, "exp", "run", "-S", "train.epochs=2")
     assert json.loads((project / "metrics/cnn.json").read_text())["epochs"] == 2
     assert (project / "metrics/mlp.json").read_bytes() != metrics["mlp"]
@@ -135,11 +152,19 @@ def test_repro_then_up_to_date_then_experiment(reproduced):
     typo = dvc(project, "exp", "run", "-S", "+train.epocs=2", check=False)
     assert typo.returncode != 0
     assert "train.epocs: unknown key" in typo.stdout + typo.stderr
-    git(project, "checkout", "--", "params.yaml")  # the failed run leaves the typo in the workspace; the next tests share it
+    git(
+        project, "checkout", "--", "params.yaml"
+    )  # the failed run leaves the typo in the workspace; the next tests share it
 
 
 def git(project, *args):
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=project, check=True, capture_output=True, text=True)
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_share_through_a_remote_then_a_fresh_clone_reruns_nothing(reproduced, tmp_path):
@@ -167,9 +192,15 @@ def test_share_through_a_remote_then_a_fresh_clone_reruns_nothing(reproduced, tm
     dvc(clone, "exp", "pull", "origin", "shared-exp")
     assert "shared-exp" in dvc(clone, "exp", "list", "--name-only").stdout
 
-    board = json.loads(subprocess.run(["pipeline", "leaderboard", "--json"], cwd=project, capture_output=True, text=True, check=True).stdout)
+    board = json.loads(
+        subprocess.run(
+            ["pipeline", "leaderboard", "--json"], cwd=project, capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert {(row["experiment"], row["arch"]) for row in board} >= {("shared-exp", "cnn"), ("shared-exp", "mlp")}
-    assert {row["evaluate.thresholds"] for row in board if row["experiment"] == "shared-exp"} == {20}  # the param that differs
+    assert {row["evaluate.thresholds"] for row in board if row["experiment"] == "shared-exp"} == {
+        20
+    }  # the param that differs
 
 
 def test_a_queued_grid_runs_and_the_leaderboard_ranks_it(reproduced):
@@ -178,23 +209,46 @@ def test_a_queued_grid_runs_and_the_leaderboard_ranks_it(reproduced):
     project, _ = reproduced
     git(project, "add", "-A")
     git(project, "commit", "-qm", "baseline for the grid", "--allow-empty")
-    queued = dvc(project, "exp", "run", "--queue", "-S", "evaluate.thresholds=10,30", "-S", "compare.sort=mse,accuracy").stdout
+    queued = dvc(
+        project, "exp", "run", "--queue", "-S", "evaluate.thresholds=10,30", "-S", "compare.sort=mse,accuracy"
+    ).stdout
     names = [line.split("'")[1] for line in queued.splitlines() if line.startswith("Queued experiment")]
     assert len(names) == 4
     sweep = dvc(project, "exp", "run", "--queue", "-S", "train.cnn.filters=[4,8],[8,8]").stdout
     assert "train.cnn.filters=[4,8]" in sweep and "train.cnn.filters=[8,8]" in sweep
-    dvc(project, "queue", "remove", *[line.split("'")[1] for line in sweep.splitlines() if line.startswith("Queued experiment")])
+    dvc(
+        project,
+        "queue",
+        "remove",
+        *[line.split("'")[1] for line in sweep.splitlines() if line.startswith("Queued experiment")],
+    )
     dvc(project, "queue", "start", "-j", "1")
     deadline = time.monotonic() + 600
-    while any(word in dvc(project, "queue", "status").stdout for word in ("Queued", "Running")) and time.monotonic() < deadline:
+    while (
+        any(word in dvc(project, "queue", "status").stdout for word in ("Queued", "Running"))
+        and time.monotonic() < deadline
+    ):
         time.sleep(3)
     status = dvc(project, "queue", "status").stdout
     assert all(f"{name}" in status for name in names) and "Failed" not in status, status
     assert f"Reproducing experiment '{names[0]}'" in dvc(project, "queue", "logs", names[0]).stdout
 
-    board = json.loads(subprocess.run(["pipeline", "leaderboard", "--json", "--sort", "best_threshold_accuracy"], cwd=project, capture_output=True, text=True, check=True).stdout)
+    board = json.loads(
+        subprocess.run(
+            ["pipeline", "leaderboard", "--json", "--sort", "best_threshold_accuracy"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     grid = [row for row in board if row["experiment"] in names]
     assert len(grid) == 8  # 4 experiments x 2 architectures
-    assert {(row["evaluate.thresholds"], row["compare.sort"]) for row in grid} == {(10, "mse"), (10, "accuracy"), (30, "mse"), (30, "accuracy")}
+    assert {(row["evaluate.thresholds"], row["compare.sort"]) for row in grid} == {
+        (10, "mse"),
+        (10, "accuracy"),
+        (30, "mse"),
+        (30, "accuracy"),
+    }
     scores = [row["best_threshold_accuracy"] for row in board]
     assert scores == sorted(scores, reverse=True)

@@ -9,11 +9,22 @@ import pytest
 from scipy.stats import mannwhitneyu, pearsonr
 from sklearn.metrics import accuracy_score, mean_squared_error
 
-from pipeline.report.compare import flatten
 from pipeline.core.files import write_json
+from pipeline.report.compare import flatten
 from pipeline.report.evaluate import binary_metrics, compute_metrics, multiclass_metrics, pearson, thresholds
 
-BINARY_KEYS = {"mse", "pearson", "accuracy", "best_threshold", "best_threshold_accuracy", "roc_auc", "log_loss", "precision", "recall", "f1"}
+BINARY_KEYS = {
+    "mse",
+    "pearson",
+    "accuracy",
+    "best_threshold",
+    "best_threshold_accuracy",
+    "roc_auc",
+    "log_loss",
+    "precision",
+    "recall",
+    "f1",
+}
 
 
 @pytest.fixture
@@ -174,7 +185,9 @@ def test_multiclass_hand_worked_example_and_edge_cases():
     assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
 
     # A class with no validation image and never predicted: left out of per-class accuracy and of macro F1.
-    absent = multiclass_metrics(np.array([0, 1, 1]), np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1]]), ["a", "b", "c"])
+    absent = multiclass_metrics(
+        np.array([0, 1, 1]), np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1]]), ["a", "b", "c"]
+    )
     assert set(absent["per_class_accuracy"]) == {"a", "b"}
     assert absent["macro_f1"] == pytest.approx(f1_by_counts(np.array([0, 1, 1]), np.array([0, 1, 0]), [0, 1]))
     assert_json_safe(absent)

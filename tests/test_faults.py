@@ -25,7 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline import cli
 from pipeline.core.config import DownloadSettings, PrepareConfig
@@ -33,7 +34,7 @@ from pipeline.core.errors import ConfigError, DataError, ImageError, InputError
 from pipeline.core.files import read_capped
 from pipeline.core.prepared import load_split
 from pipeline.fetch.download import DownloadError, download_file, make_session
-from pipeline.fetch.sources import CatsDogsParams, FolderParams, SOURCES
+from pipeline.fetch.sources import SOURCES, CatsDogsParams, FolderParams
 from pipeline.fetch.sources.cifar10 import load_batch
 from pipeline.prepare.prepare import prepare
 from pipeline.prepare.survey import survey_shapes
@@ -92,8 +93,13 @@ def test_case_01_killed_prepare_never_leaves_arrays_train_would_trust(plain, tmp
     rng = random.Random(0)
     killed = []
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "prepare", "--in", str(big), "--out", str(out), "--size", "60x80"],
-                                cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "prepare", "--in", str(big), "--out", str(out), "--size", "60x80"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(0.7, 1.5))
         proc.kill()
         killed.append(proc.wait() == -signal.SIGKILL)
@@ -106,7 +112,9 @@ def test_case_01_killed_prepare_never_leaves_arrays_train_would_trust(plain, tmp
     np.save(out / "train_x.npy", np.zeros((3, 5, 5, 3), np.uint8))
     with pytest.raises(InputError, match="do not match meta.json"):
         load_split(out, "train")
-    proc = run_cli("train", "--arch", "mlp", "--data", str(out), "--out", str(tmp_path / "m"), cwd=tmp_path, check=False)
+    proc = run_cli(
+        "train", "--arch", "mlp", "--data", str(out), "--out", str(tmp_path / "m"), cwd=tmp_path, check=False
+    )
     assert proc.returncode == 2 and "do not match meta.json" in one_error_line(proc.stderr)
 
 
@@ -133,10 +141,17 @@ def test_case_02_predict_cli_refuses_dev_zero_and_still_predicts_the_rest(evalua
 
 def png_claiming(width: int, height: int) -> bytes:
     """A tiny valid-looking PNG whose header claims width x height pixels."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_case_03_prepare_caps_pixels_before_decoding(plain, tmp_path):
@@ -170,7 +185,10 @@ def test_case_04_archive_downloads_are_capped(tmp_path):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         settings = DownloadSettings(max_archive_bytes=1_000_000, retries=0)
-        with make_session(settings) as session, pytest.raises(DownloadError, match="larger than fetch.download.max_archive_bytes"):
+        with (
+            make_session(settings) as session,
+            pytest.raises(DownloadError, match="larger than fetch.download.max_archive_bytes"),
+        ):
             download_file(session, f"http://127.0.0.1:{httpd.server_address[1]}/x.zip", tmp_path / "x.zip", settings)
     finally:
         httpd.shutdown()
@@ -204,10 +222,14 @@ def fail_with(code: int, after: int = 0, real=None):
         if len(calls) > after:
             raise OSError(code, os.strerror(code))
         return real(*args, **kwargs)
+
     return fail
 
 
-@pytest.mark.parametrize("code, message", [(errno.ENOSPC, "no space left on device writing "), (errno.EROFS, "read-only file system: cannot write ")])
+@pytest.mark.parametrize(
+    "code, message",
+    [(errno.ENOSPC, "no space left on device writing "), (errno.EROFS, "read-only file system: cannot write ")],
+)
 def test_case_07_file_system_errors_are_one_line_and_leave_nothing_trusted(plain, tmp_path, monkeypatch, code, message):
     """ENOSPC and EROFS injected into every writer (the atomic file writer, the array writer):
     one error line, the previous output untouched, no temporary leftovers."""
@@ -219,7 +241,11 @@ def test_case_07_file_system_errors_are_one_line_and_leave_nothing_trusted(plain
         ("pwrite", 5, ["prepare", "--in", str(plain), "--out", str(out), "--size", "8x8"]),  # the arrays
         ("fdopen", 0, ["prepare", "--in", str(plain), "--out", str(out), "--size", "8x8"]),  # meta, index
         ("fdopen", 0, ["survey-shapes", str(plain), "--out", str(survey)]),
-        ("fdopen", 3, ["fetch", "--source", "folder", "--path", str(plain), "--out", str(tmp_path / "fetched")]),  # marker, 2 images, then full
+        (
+            "fdopen",
+            3,
+            ["fetch", "--source", "folder", "--path", str(plain), "--out", str(tmp_path / "fetched")],
+        ),  # marker, 2 images, then full
     ]:
         with monkeypatch.context() as patch:
             patch.setattr(os, target, fail_with(code, after, getattr(os, target)))
@@ -239,7 +265,9 @@ def test_case_07_params_folder_and_symlink_loop(plain, tmp_path):
     (plain / "a" / "loop.jpg").symlink_to(plain / "a" / "loop.jpg")
     (plain / "b" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
     result = prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL))
-    assert {("a/loop.jpg", "symbolic link, not followed"), ("b/dangling.jpg", "symbolic link, not followed")} <= set(result.skipped)
+    assert {("a/loop.jpg", "symbolic link, not followed"), ("b/dangling.jpg", "symbolic link, not followed")} <= set(
+        result.skipped
+    )
 
 
 def test_case_08_names_that_are_not_utf8_are_data(plain, tmp_path):
@@ -268,7 +296,10 @@ def test_case_10_single_class_refused(tmp_path):
     "args, expected",
     [
         (["-S", "prepare.scale=.inf", "check-params"], "prepare.scale"),
-        (["prepare", "--size", "100000x100000"], "prepare.size: expected auto or [height, width] of integers from 1 to 8192"),
+        (
+            ["prepare", "--size", "100000x100000"],
+            "prepare.size: expected auto or [height, width] of integers from 1 to 8192",
+        ),
         (["-S", "evaluate.thresholds=1000000000000", "check-params"], "evaluate.thresholds"),
         (["train", "--lr", "inf"], "learning_rate"),
         (["-S", "train.epochs=10000000", "check-params"], "train.epochs"),
@@ -288,7 +319,9 @@ def test_case_12_malformed_set_values_and_params_files(tmp_path):
     assert status == 2 and "not UTF-8" in one_error_line(stderr)
 
 
-@pytest.mark.parametrize("text", ['{"most_common_shape": [375', "not json", '{"images": 3}', '{"most_common_shape": [0, -1]}', "[]"])
+@pytest.mark.parametrize(
+    "text", ['{"most_common_shape": [375', "not json", '{"images": 3}', '{"most_common_shape": [0, -1]}', "[]"]
+)
 def test_case_13_bad_survey_files_refused(plain, tmp_path, text):
     (tmp_path / "survey.json").write_text(text)
     with pytest.raises(InputError, match="survey"):
@@ -314,7 +347,10 @@ def test_case_15_a_failed_fetch_is_never_read_as_a_dataset(tmp_path, monkeypatch
     with pytest.raises(InputError):
         SOURCES["folder"].fetch(tmp_path / "raw", FolderParams(path=str(src)), DownloadSettings())
     assert list((tmp_path / "raw").rglob("*.png"))  # images were written...
-    for read in (lambda: survey_shapes(tmp_path / "raw"), lambda: prepare(tmp_path / "raw", tmp_path / "out", PrepareConfig(size=SMALL))):
+    for read in (
+        lambda: survey_shapes(tmp_path / "raw"),
+        lambda: prepare(tmp_path / "raw", tmp_path / "out", PrepareConfig(size=SMALL)),
+    ):
         with pytest.raises(InputError, match="unfinished fetch"):  # ...but nobody reads them as a dataset
             read()
     monkeypatch.setattr(folder, "write_manifest", real)
@@ -352,7 +388,9 @@ def test_case_19_archive_url_naming_no_file(tmp_path):
 
 def test_case_20_all_items_skipped_is_an_error_naming_the_param(tmp_path):
     src = make_folder(tmp_path / "digits", {"0": 3, "1": 3}, shape=(8, 8))
-    with pytest.raises(DataError, match=r"no usable image fetched: 6 of 6 .*too small \(set by fetch.download.min_side\)"):
+    with pytest.raises(
+        DataError, match=r"no usable image fetched: 6 of 6 .*too small \(set by fetch.download.min_side\)"
+    ):
         SOURCES["folder"].fetch(tmp_path / "out", FolderParams(path=str(src)), DownloadSettings())
     result = SOURCES["folder"].fetch(tmp_path / "out", FolderParams(path=str(src)), DownloadSettings(min_side=8))
     assert result.counts == {"ok": 6}
@@ -360,8 +398,14 @@ def test_case_20_all_items_skipped_is_an_error_naming_the_param(tmp_path):
 
 def test_case_21_ctrl_c_is_one_line_and_quick(tmp_path):
     (tmp_path / "params.yaml").write_text(TINY_PARAMS)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "fetch", "--per-class", "100000", "--out", "big"], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "fetch", "--per-class", "100000", "--out", "big"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
     start = time.perf_counter()
@@ -382,13 +426,21 @@ def files_of(folder: Path) -> dict[str, bytes]:
 def test_kill_at_random_points_then_rerun_gives_the_uninterrupted_result(tmp_path, stage, window):
     (tmp_path / "params.yaml").write_text(TINY_PARAMS)
     run_cli("fetch", "--per-class", "300", cwd=tmp_path)
-    args = {"fetch": ["fetch", "--per-class", "300", "--out", "x"], "prepare": ["prepare", "--size", "60x80", "--out", "x"]}[stage]
+    args = {
+        "fetch": ["fetch", "--per-class", "300", "--out", "x"],
+        "prepare": ["prepare", "--size", "60x80", "--out", "x"],
+    }[stage]
     run_cli(*args[:-1], "reference", cwd=tmp_path)
     reference = files_of(tmp_path / "reference")
     rng, killed = random.Random(stage), []
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *args],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(*window))
         proc.kill()
         killed.append(proc.wait() == -signal.SIGKILL)
@@ -404,8 +456,13 @@ def test_kill_evaluate_then_rerun(tmp_path, evaluated_project):
     reference = (root / "metrics/cnn.json").read_bytes()
     (root / "metrics/cnn.json").unlink()
     for delay in (1.0, 3.0):
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "evaluate", "--arch", "cnn"], cwd=root, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "evaluate", "--arch", "cnn"],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         proc.kill()
         proc.wait()
@@ -417,9 +474,30 @@ def test_kill_evaluate_then_rerun(tmp_path, evaluated_project):
 
 # --- params fuzz: exit 0, or exactly one error line; never a traceback -------------------------
 
-KEYS = ["fetch.source", "fetch.synthetic.per_class", "fetch.download.concurrency", "survey.sample", "prepare.size", "prepare.scale",
-        "prepare.train_size", "prepare.aspect", "train.epochs", "train.archs", "train.learning_rate", "train.cnn.filters", "train.augment",
-        "train.mixed_precision", "evaluate.thresholds", "compare.sort", "train", "fetch", "nonsense.key", "train..epochs", "", " "]
+KEYS = [
+    "fetch.source",
+    "fetch.synthetic.per_class",
+    "fetch.download.concurrency",
+    "survey.sample",
+    "prepare.size",
+    "prepare.scale",
+    "prepare.train_size",
+    "prepare.aspect",
+    "train.epochs",
+    "train.archs",
+    "train.learning_rate",
+    "train.cnn.filters",
+    "train.augment",
+    "train.mixed_precision",
+    "evaluate.thresholds",
+    "compare.sort",
+    "train",
+    "fetch",
+    "nonsense.key",
+    "train..epochs",
+    "",
+    " ",
+]
 VALUES = st.one_of(
     st.text(max_size=12),
     st.integers().map(str),
@@ -441,7 +519,14 @@ def test_fuzz_set_values(sets):
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.one_of(st.text(max_size=80), st.sampled_from(["train: [", "train:\n  epochs: !!python/object:os.system x", "a: b: c", "- 1\n- 2", "fetch: 3"])))
+@given(
+    text=st.one_of(
+        st.text(max_size=80),
+        st.sampled_from(
+            ["train: [", "train:\n  epochs: !!python/object:os.system x", "a: b: c", "- 1\n- 2", "fetch: 3"]
+        ),
+    )
+)
 def test_fuzz_params_files(tmp_path, text):
     path = tmp_path / "fuzz.yaml"
     path.write_text(text)
@@ -456,8 +541,14 @@ def test_case_21_ctrl_c_stops_training_at_once(tmp_path, evaluated_project):
     """The slow case: TensorFlow's threads took 10.9 s to wind down after a KeyboardInterrupt."""
     root = tmp_path / "p"
     shutil.copytree(evaluated_project, root)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--arch", "cnn", "--epochs", "500", "--out", "models/long"], cwd=root,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "train", "--arch", "cnn", "--epochs", "500", "--out", "models/long"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     pointer = root / "models/.backup/long/epochs/epoch.json"
     deadline = time.monotonic() + 120
     while not pointer.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -477,6 +568,9 @@ def test_nan_loss_is_an_error_and_nothing_is_kept(tmp_path):
     backup = tmp_path / "backup"
     backup.mkdir()
     _check_finite([{"epoch": 1, "loss": 0.5, "val_loss": 0.4}], backup, TrainSettings())  # finite: fine
-    with pytest.raises(DataError, match=r"training diverged: the loss became nan in epoch 2; lower the learning rate \(train.learning_rate is 0.0003\)"):
+    with pytest.raises(
+        DataError,
+        match=r"training diverged: the loss became nan in epoch 2; lower the learning rate \(train.learning_rate is 0.0003\)",
+    ):
         _check_finite([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": float("nan")}], backup, TrainSettings())
     assert not backup.exists()  # a diverged run is not resumed

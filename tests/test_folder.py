@@ -83,13 +83,17 @@ def test_folder_unreadable_and_oversized_files(tmp_path):
     (src / "a" / "outside.jpg").symlink_to(tmp_path / "secret.jpg")  # a valid image, but outside --path
     os.mkfifo(src / "a" / "pipe.jpg")
     fetch(tmp_path / "out", FolderParams(path=str(src), max_file_bytes=len(data) + 1000), SETTINGS)
-    check(tmp_path / "out", {
-        "a/ok.jpg": (data, "ok", ""),
-        "a/big.jpg": (b"", "skipped", "too large"),
-        "a/dangling.jpg": (b"", "skipped", "symbolic link, not followed"),
-        "a/outside.jpg": (b"", "skipped", "symbolic link, not followed"),
-        "a/pipe.jpg": (b"", "skipped", "not a regular file"),
-    }, ["a"])
+    check(
+        tmp_path / "out",
+        {
+            "a/ok.jpg": (data, "ok", ""),
+            "a/big.jpg": (b"", "skipped", "too large"),
+            "a/dangling.jpg": (b"", "skipped", "symbolic link, not followed"),
+            "a/outside.jpg": (b"", "skipped", "symbolic link, not followed"),
+            "a/pipe.jpg": (b"", "skipped", "not a regular file"),
+        },
+        ["a"],
+    )
 
 
 def test_folder_user_errors(tmp_path):

@@ -102,8 +102,16 @@ def _after_soi(jpeg: bytes, *segments: bytes) -> bytes:
 def _exif_block(order: bytes, tag_type: int, count: int, value: int) -> bytes:
     """An EXIF APP1 payload with one IFD0 entry: the orientation, of the given type and count."""
     end = "little" if order == b"II" else "big"
-    entry = ORIENTATION.to_bytes(2, end) + tag_type.to_bytes(2, end) + count.to_bytes(4, end) + value.to_bytes(2, end) + bytes(2)
-    return b"Exif\x00\x00" + order + (42).to_bytes(2, end) + (8).to_bytes(4, end) + (1).to_bytes(2, end) + entry + bytes(4)
+    entry = (
+        ORIENTATION.to_bytes(2, end)
+        + tag_type.to_bytes(2, end)
+        + count.to_bytes(4, end)
+        + value.to_bytes(2, end)
+        + bytes(2)
+    )
+    return (
+        b"Exif\x00\x00" + order + (42).to_bytes(2, end) + (8).to_bytes(4, end) + (1).to_bytes(2, end) + entry + bytes(4)
+    )
 
 
 def _jpeg_variants() -> dict[str, bytes]:
@@ -123,7 +131,9 @@ def _jpeg_variants() -> dict[str, bytes]:
         "xmp-orientation": encode(gradient(40, 60), xmp=xmp),
         "big-endian-exif": _after_soi(base, _segment(0xE1, _exif_block(b"MM", 3, 1, 6))),
         "orientation-as-long": _after_soi(base, _segment(0xE1, _exif_block(b"II", 4, 1, 6))),
-        "two-exif-blocks": _after_soi(base, _segment(0xE1, _exif_block(b"II", 3, 1, 6)), _segment(0xE1, _exif_block(b"II", 3, 1, 1))),
+        "two-exif-blocks": _after_soi(
+            base, _segment(0xE1, _exif_block(b"II", 3, 1, 6)), _segment(0xE1, _exif_block(b"II", 3, 1, 1))
+        ),
         "not-tiff-exif": _after_soi(base, _segment(0xE1, b"Exif\x00\x00garbage!")),
         "fill-bytes": base[:2] + b"\xff\xff" + base[2:],
         "comment": _after_soi(base, _segment(0xFE, b"made by a test")),
@@ -281,7 +291,11 @@ def full_decode_area(data: bytes, size: tuple[int, int]) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("size", "flag"),
-    [((120, 160), cv2.IMREAD_REDUCED_COLOR_2), ((60, 80), cv2.IMREAD_REDUCED_COLOR_4), ((30, 40), cv2.IMREAD_REDUCED_COLOR_8)],
+    [
+        ((120, 160), cv2.IMREAD_REDUCED_COLOR_2),
+        ((60, 80), cv2.IMREAD_REDUCED_COLOR_4),
+        ((30, 40), cv2.IMREAD_REDUCED_COLOR_8),
+    ],
 )
 def test_reduced_decode_close_to_full_decode(monkeypatch, size, flag):
     data = encode(gradient(240, 320), quality=95)

@@ -10,10 +10,16 @@ from pipeline.report.leaderboard import leaderboard
 
 def exp(name, lr, thresholds, cnn_acc, mlp_acc, state="Success"):
     return {
-        "Experiment": name, "rev": name or "workspace", "State": state,
-        "train.learning_rate": lr, "params.yaml:evaluate.thresholds": thresholds, "train.epochs": 8,  # (both of DVC's namings)
-        "metrics/cnn.json:accuracy": cnn_acc, "metrics/cnn.json:mse": 1 - cnn_acc,
-        "metrics/mlp.json:accuracy": mlp_acc, "metrics/mlp.json:mse": 1 - mlp_acc,
+        "Experiment": name,
+        "rev": name or "workspace",
+        "State": state,
+        "train.learning_rate": lr,
+        "params.yaml:evaluate.thresholds": thresholds,
+        "train.epochs": 8,  # (both of DVC's namings)
+        "metrics/cnn.json:accuracy": cnn_acc,
+        "metrics/cnn.json:mse": 1 - cnn_acc,
+        "metrics/mlp.json:accuracy": mlp_acc,
+        "metrics/mlp.json:mse": 1 - mlp_acc,
         "dvclive/cnn/metrics.json:step": 7.0,  # training curves are not leaderboard rows
         "data/prepared": f"{abs(hash(name)) % 10**32:032x}.dir",  # nor are dependencies' hashes params
     }
@@ -29,9 +35,22 @@ ROWS = [
 
 def test_rows_per_experiment_and_arch_sorted_with_the_params_that_differ():
     table = leaderboard(ROWS, "accuracy")
-    assert list(table.columns) == ["experiment", "arch", "accuracy", "mse", "evaluate.thresholds", "train.learning_rate"]
+    assert list(table.columns) == [
+        "experiment",
+        "arch",
+        "accuracy",
+        "mse",
+        "evaluate.thresholds",
+        "train.learning_rate",
+    ]
     assert list(zip(table.experiment, table.arch)) == [
-        ("fast-lr", "cnn"), ("more-cuts", "cnn"), ("workspace", "cnn"), ("fast-lr", "mlp"), ("more-cuts", "mlp"), ("workspace", "mlp")]
+        ("fast-lr", "cnn"),
+        ("more-cuts", "cnn"),
+        ("workspace", "cnn"),
+        ("fast-lr", "mlp"),
+        ("more-cuts", "mlp"),
+        ("workspace", "mlp"),
+    ]
     assert table.loc[0, "train.learning_rate"] == 0.01 and table.loc[1, "evaluate.thresholds"] == 20
 
 
@@ -55,7 +74,17 @@ def test_a_metric_named_without_its_file_is_given_it_back():
     `mse` (one architecture alone): the row is still found, with every metric."""
     from pipeline.report.leaderboard import full_metric_names
 
-    rows = [{"Experiment": "seed002", "rev": "abc", "metrics/convnet.json:accuracy": 0.9, "dvclive/convnet/metrics.json:accuracy": 0.8, "mse": 0.01, "loss": 0.3, "train.epochs": 1}]
+    rows = [
+        {
+            "Experiment": "seed002",
+            "rev": "abc",
+            "metrics/convnet.json:accuracy": 0.9,
+            "dvclive/convnet/metrics.json:accuracy": 0.8,
+            "mse": 0.01,
+            "loss": 0.3,
+            "train.epochs": 1,
+        }
+    ]
     names = {"metrics/convnet.json": ["accuracy", "mse"], "dvclive/convnet/metrics.json": ["accuracy", "loss"]}
     table = leaderboard(full_metric_names(rows, names), "accuracy", ["accuracy", "mse"])
     assert table.to_dict("records") == [{"experiment": "seed002", "arch": "convnet", "accuracy": 0.9, "mse": 0.01}]

@@ -13,7 +13,13 @@ from tests.conftest import run_cli
 
 
 def git(project, *args):
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=project, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def dvc(project, *args):
@@ -46,7 +52,9 @@ def metrics_repo(tmp_path):
     """A git + DVC repo whose dvc.yaml declares metrics files, with two commits written by hand."""
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
         subprocess.run(cmd, cwd=tmp_path, check=True)
-    (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/mlp.json\n  - metrics/cnn.json\n  - metrics/lenet5.json\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "metrics:\n  - metrics/mlp.json\n  - metrics/cnn.json\n  - metrics/lenet5.json\n"
+    )
     (tmp_path / "metrics").mkdir()
 
     def commit(files, message):
@@ -56,8 +64,27 @@ def metrics_repo(tmp_path):
         git(tmp_path, "add", "-A")
         git(tmp_path, "commit", "-qm", message)
 
-    commit({"mlp.json": {"mse": 0.25, "accuracy": 0.5, "params": 1000, "per_class_accuracy": {"a": 0.4, "b": 0.6}}, "cnn.json": {"mse": 0.1, "accuracy": 0.9, "pearson": 0.8}}, "one")
-    commit({"mlp.json": {"mse": 0.2, "accuracy": 0.625, "params": 1500, "per_class_accuracy": {"a": 0.5, "b": 0.6}, "roc_auc": 0.7}, "cnn.json": None, "lenet5.json": {"accuracy": 0.95}}, "two")
+    commit(
+        {
+            "mlp.json": {"mse": 0.25, "accuracy": 0.5, "params": 1000, "per_class_accuracy": {"a": 0.4, "b": 0.6}},
+            "cnn.json": {"mse": 0.1, "accuracy": 0.9, "pearson": 0.8},
+        },
+        "one",
+    )
+    commit(
+        {
+            "mlp.json": {
+                "mse": 0.2,
+                "accuracy": 0.625,
+                "params": 1500,
+                "per_class_accuracy": {"a": 0.5, "b": 0.6},
+                "roc_auc": 0.7,
+            },
+            "cnn.json": None,
+            "lenet5.json": {"accuracy": 0.95},
+        },
+        "two",
+    )
     return tmp_path
 
 
@@ -65,12 +92,26 @@ def test_diff_between_commits_with_missing_archs_and_metrics(metrics_repo):
     result = diff_json(metrics_repo, "HEAD~1", "HEAD")
     assert (result["old"], result["new"]) == ("HEAD~1", "HEAD")
     changes = by_key(result)
-    assert changes[("mlp", "mse")] == {"arch": "mlp", "metric": "mse", "old": 0.25, "new": 0.2, "delta": -0.05, "pct": -20.0}
+    assert changes[("mlp", "mse")] == {
+        "arch": "mlp",
+        "metric": "mse",
+        "old": 0.25,
+        "new": 0.2,
+        "delta": -0.05,
+        "pct": -20.0,
+    }
     assert changes[("mlp", "accuracy")]["delta"] == 0.125 and changes[("mlp", "accuracy")]["pct"] == 25.0
     assert changes[("mlp", "params")]["delta"] == 500
     assert changes[("mlp", "per_class_accuracy.a")]["delta"] == pytest.approx(0.1)
     assert ("mlp", "per_class_accuracy.b") not in changes  # unchanged: listed only with --all
-    assert changes[("mlp", "roc_auc")] == {"arch": "mlp", "metric": "roc_auc", "old": None, "new": 0.7, "delta": None, "pct": None}
+    assert changes[("mlp", "roc_auc")] == {
+        "arch": "mlp",
+        "metric": "roc_auc",
+        "old": None,
+        "new": 0.7,
+        "delta": None,
+        "pct": None,
+    }
     assert changes[("cnn", "accuracy")]["new"] is None and changes[("cnn", "accuracy")]["old"] == 0.9  # arch gone
     assert changes[("lenet5", "accuracy")]["old"] is None  # arch new
     assert [c["arch"] for c in result["changes"]] == sorted(c["arch"] for c in result["changes"])
@@ -137,7 +178,9 @@ def test_diff_against_a_dvc_experiment(metrics_repo):
     dvc(metrics_repo, "exp", "run", "-n", "triple", "-S", "scale=3")
     result = diff_json(metrics_repo, "HEAD", "triple")
     assert result["new"] == "triple"
-    assert [(c["arch"], c["metric"], c["old"], c["new"], c["delta"], c["pct"]) for c in result["changes"]] == [("lenet5", "params", 100, 300, 200, 200.0)]
+    assert [(c["arch"], c["metric"], c["old"], c["new"], c["delta"], c["pct"]) for c in result["changes"]] == [
+        ("lenet5", "params", 100, 300, 200, 200.0)
+    ]
 
 
 def test_diff_outside_a_dvc_project(tmp_path):
@@ -167,7 +210,9 @@ def test_pipeline_plots_and_diff_between_two_commits(dvc_project):
     assert not any(plot_id.startswith("dvclive/") for plot_id in declared)  # the curves are drawn once, overlaid:
     curves = declared["plots/cnn/curves.json"][0]["content"]
     assert curves["facet"]["column"]["field"] == "metric" and curves["spec"]["encoding"]["color"]["field"] == "split"
-    assert {(r["metric"], r["split"]) for r in curves["data"]["values"]} == {(m, s) for m in ("loss", "accuracy") for s in ("train", "validation")}
+    assert {(r["metric"], r["split"]) for r in curves["data"]["values"]} == {
+        (m, s) for m in ("loss", "accuracy") for s in ("train", "validation")
+    }
     confusion = declared["plots/cnn/confusion.json"][0]["content"]
     assert {param["name"]: param.get("value") for param in confusion["params"]}["showValues"] is True  # counts shown
 
@@ -192,4 +237,3 @@ def test_pipeline_plots_and_diff_between_two_commits(dvc_project):
         for metric in changed:
             assert result[(arch, metric)]["delta"] == pytest.approx(new[metric] - old[metric], abs=1e-9)
             assert theirs[f"metrics/{arch}.json"][metric]["diff"] == pytest.approx(result[(arch, metric)]["delta"])
-

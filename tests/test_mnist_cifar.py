@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from pipeline.core.config import DownloadSettings
-from pipeline.fetch.download import DownloadError
 from pipeline.core.errors import InputError
+from pipeline.fetch.download import DownloadError
 from pipeline.fetch.sources import CIFAR10_SHA256, Cifar10Params, MnistParams, cifar10, mnist
 from tests.conftest import run_cli
 from tests.httpserver import FileServer
@@ -78,9 +78,14 @@ def test_mnist_default_pins_are_the_published_files(tmp_path):
     """Our fake files are not MNIST: the built-in SHA-256s reject them, with a clear message."""
     files, _ = fake_mnist()
     with FileServer({f"/{name}": data for name, data in files.items()}) as server:
-        with pytest.raises(DownloadError, match="SHA-256 mismatch: expected 440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"):
+        with pytest.raises(
+            DownloadError,
+            match="SHA-256 mismatch: expected 440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        ):
             mnist.fetch(tmp_path / "out", MnistParams(url=server.url("/")), FAST)
-    assert (tmp_path / "downloads" / "train-images-idx3-ubyte.gz.part").read_bytes() == files["train-images-idx3-ubyte.gz"]
+    assert (tmp_path / "downloads" / "train-images-idx3-ubyte.gz.part").read_bytes() == files[
+        "train-images-idx3-ubyte.gz"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -88,7 +93,11 @@ def test_mnist_default_pins_are_the_published_files(tmp_path):
     [
         ("train-images-idx3-ubyte.gz", b"not gzip", "not a gzip file"),
         ("train-images-idx3-ubyte.gz", idx(np.zeros((3, 28), np.uint8)), "not an IDX file"),
-        ("train-images-idx3-ubyte.gz", gzip.compress(bytes([0, 0, 8, 3]) + struct.pack(">3I", 5, 28, 28) + bytes(10)), "IDX header says"),
+        (
+            "train-images-idx3-ubyte.gz",
+            gzip.compress(bytes([0, 0, 8, 3]) + struct.pack(">3I", 5, 28, 28) + bytes(10)),
+            "IDX header says",
+        ),
         ("train-labels-idx1-ubyte.gz", idx(np.arange(29, dtype=np.uint8) % 10), "29 labels for 30 images"),
         ("train-labels-idx1-ubyte.gz", idx(np.full(30, 10, np.uint8)), "label 10 is not one of 0..9"),
     ],
@@ -104,8 +113,30 @@ def test_mnist_malformed_files(tmp_path, name, data, message):
 def test_mnist_cli_then_prepare_28x28_grayscale(tiny_project):
     files, arrays = fake_mnist()
     with FileServer({f"/m/{name}": data for name, data in files.items()}) as server:
-        run_cli("-S", f"fetch.mnist.sha256={json.dumps(pins(files))}", "fetch", "--source", "mnist", "--url", server.url("/m/"), "--out", "data/raw/mnist", cwd=tiny_project)
-    run_cli("prepare", "--in", "data/raw/mnist", "--out", "prepared", "--size", "28x28", "--color", "grayscale", cwd=tiny_project)
+        run_cli(
+            "-S",
+            f"fetch.mnist.sha256={json.dumps(pins(files))}",
+            "fetch",
+            "--source",
+            "mnist",
+            "--url",
+            server.url("/m/"),
+            "--out",
+            "data/raw/mnist",
+            cwd=tiny_project,
+        )
+    run_cli(
+        "prepare",
+        "--in",
+        "data/raw/mnist",
+        "--out",
+        "prepared",
+        "--size",
+        "28x28",
+        "--color",
+        "grayscale",
+        cwd=tiny_project,
+    )
     prepared = tiny_project / "prepared"
     meta = json.loads((prepared / "meta.json").read_text())
     assert meta["input_shape"] == [28, 28, 1] and meta["classes"] == [str(d) for d in range(10)]
@@ -127,15 +158,25 @@ def cifar_batch(n: int, seed: int, label: str) -> tuple[np.ndarray, list[int], b
     images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     labels = [int(v) for v in rng.integers(0, 10, n)]
     data = images.transpose(0, 3, 1, 2).reshape(n, 3072)  # R plane, G plane, B plane per row
-    pickled = py2_pickle({"batch_label": label, "labels": labels, "data": data, "filenames": [f"img_{seed}_{i}.png" for i in range(n)]})
+    pickled = py2_pickle(
+        {"batch_label": label, "labels": labels, "data": data, "filenames": [f"img_{seed}_{i}.png" for i in range(n)]}
+    )
     return images, labels, pickled
 
 
-def fake_cifar(path: Path, n: int = 3, extra: dict[str, bytes] | None = None) -> dict[str, tuple[np.ndarray, list[int]]]:
+def fake_cifar(
+    path: Path, n: int = 3, extra: dict[str, bytes] | None = None
+) -> dict[str, tuple[np.ndarray, list[int]]]:
     """cifar-10-python.tar.gz with the real member names; batches in a shuffled order, as in the real tarball."""
     batches = {}
-    members = {"cifar-10-batches-py/batches.meta": py2_pickle({"label_names": cifar10.CLASSES, "num_cases_per_batch": n, "num_vis": 3072})}
-    for seed, name in enumerate(["data_batch_4", "test_batch", "data_batch_1", "data_batch_3", "data_batch_2", "data_batch_5"]):
+    members = {
+        "cifar-10-batches-py/batches.meta": py2_pickle(
+            {"label_names": cifar10.CLASSES, "num_cases_per_batch": n, "num_vis": 3072}
+        )
+    }
+    for seed, name in enumerate(
+        ["data_batch_4", "test_batch", "data_batch_1", "data_batch_3", "data_batch_2", "data_batch_5"]
+    ):
         images, labels, members[f"cifar-10-batches-py/{name}"] = cifar_batch(n, seed, f"batch {name}")
         batches[name] = (images, labels)
     members["cifar-10-batches-py/readme.html"] = b"<html>see the website</html>"
@@ -165,7 +206,9 @@ def test_cifar10_class_folders_with_fixed_splits(tmp_path):
             stored = cv2.cvtColor(cv2.imread(str(out / rel), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
             assert np.array_equal(stored, image), "lossless RGB, in the right channel order"
             row = frame[frame["path"] == rel].iloc[0]
-            assert row["split"] == ("val" if name == "test_batch" else "train") and row["class"] == cifar10.CLASSES[label]
+            assert (
+                row["split"] == ("val" if name == "test_batch" else "train") and row["class"] == cifar10.CLASSES[label]
+            )
 
 
 def test_cifar10_default_pin_is_the_published_tarball(tmp_path):
@@ -197,7 +240,10 @@ def test_cifar10_refuses_a_pickle_that_would_run_code(tmp_path):
     ("extra", "message"),
     [
         ({"cifar-10-batches-py/batches.meta": py2_pickle({"label_names": ["a"] * 10})}, "are not CIFAR-10's"),
-        ({"cifar-10-batches-py/test_batch": py2_pickle({"data": np.zeros((2, 10), np.uint8), "labels": [0, 1]})}, "expected N x 3072"),
+        (
+            {"cifar-10-batches-py/test_batch": py2_pickle({"data": np.zeros((2, 10), np.uint8), "labels": [0, 1]})},
+            "expected N x 3072",
+        ),
         ({"cifar-10-batches-py/test_batch": py2_pickle({"labels": [0]})}, "not a CIFAR-10 batch"),
     ],
 )
@@ -228,7 +274,22 @@ def test_cifar10_cli_then_prepare(tiny_project):
     archive = tiny_project / "c.tar.gz"
     fake_cifar(archive, n=2)
     with FileServer({"/cifar-10-python.tar.gz": archive.read_bytes()}) as server:
-        run_cli("-S", "fetch.cifar10.sha256=", "fetch", "--source", "cifar10", "--url", server.url("/"), "--out", "c10", cwd=tiny_project)
+        run_cli(
+            "-S",
+            "fetch.cifar10.sha256=",
+            "fetch",
+            "--source",
+            "cifar10",
+            "--url",
+            server.url("/"),
+            "--out",
+            "c10",
+            cwd=tiny_project,
+        )
     run_cli("prepare", "--in", "c10", "--out", "prepared", "--size", "32x32", cwd=tiny_project)
     meta = json.loads((tiny_project / "prepared" / "meta.json").read_text())
-    assert meta["input_shape"] == [32, 32, 3] and meta["classes"] == cifar10.CLASSES and meta["splits"] == {"train": 10, "val": 2}
+    assert (
+        meta["input_shape"] == [32, 32, 3]
+        and meta["classes"] == cifar10.CLASSES
+        and meta["splits"] == {"train": 10, "val": 2}
+    )

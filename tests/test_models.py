@@ -25,17 +25,26 @@ REFERENCE = {
 }
 
 
-def write_prepared(root: Path, n_train: int, n_val: int, shape: tuple[int, int, int], classes: int, seed: int = 0) -> Path:
+def write_prepared(
+    root: Path, n_train: int, n_val: int, shape: tuple[int, int, int], classes: int, seed: int = 0
+) -> Path:
     """Arrays as `pipeline prepare` writes them (uint8 images, int32 labels, meta.json); class c is
     brighter by c steps so there is something to learn."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_train), ("val", n_val)):
         labels = (np.arange(n) % classes).astype(np.int32)
-        images = rng.integers(0, 128, (n, *shape)).astype(np.uint8) + (labels * (127 // max(classes - 1, 1))).astype(np.uint8)[:, None, None, None]
+        images = (
+            rng.integers(0, 128, (n, *shape)).astype(np.uint8)
+            + (labels * (127 // max(classes - 1, 1))).astype(np.uint8)[:, None, None, None]
+        )
         np.save(root / f"{split}_x.npy", images)
         np.save(root / f"{split}_y.npy", labels)
-    meta = {"classes": [f"class{c}" for c in range(classes)], "input_shape": list(shape), "splits": {"train": n_train, "val": n_val}}
+    meta = {
+        "classes": [f"class{c}" for c in range(classes)],
+        "input_shape": list(shape),
+        "splits": {"train": n_train, "val": n_val},
+    }
     (root / "meta.json").write_text(json.dumps(meta))
     return root
 
@@ -131,11 +140,28 @@ def test_models_command_lists_every_architecture_with_reference_counts():
         assert by_arch[arch]["params"] == expected
         assert by_arch[arch]["input_shape"] == list(shape) and by_arch[arch]["classes"] == classes
     assert all(isinstance(row["params"], int) and row["params"] > 0 for row in rows)  # each builds at its seed's input
-    assert by_arch["cnn"]["head"] == "1 sigmoid" and by_arch["alexnet"]["head"] == "2 softmax" and by_arch["lenet5"]["head"] == "10 softmax"
+    assert (
+        by_arch["cnn"]["head"] == "1 sigmoid"
+        and by_arch["alexnet"]["head"] == "2 softmax"
+        and by_arch["lenet5"]["head"] == "10 softmax"
+    )
 
 
 def test_models_command_at_a_given_shape():
-    out = models_command("-S", "train.mlp.hidden=[256,256,256]", "models", "--arch", "mlp", "--arch", "alexnet", "--input-shape", "28,28,1", "--classes", "10", "--json")
+    out = models_command(
+        "-S",
+        "train.mlp.hidden=[256,256,256]",
+        "models",
+        "--arch",
+        "mlp",
+        "--arch",
+        "alexnet",
+        "--input-shape",
+        "28,28,1",
+        "--classes",
+        "10",
+        "--json",
+    )
     rows = {row["arch"]: row for row in json.loads(out)}
     assert rows.keys() == {"mlp", "alexnet"}
     assert rows["mlp"]["params"] == 335_114
@@ -149,7 +175,10 @@ def test_models_command_at_a_given_shape():
     [
         (("models", "--input-shape", "227,227"), "--input-shape '227,227': expected HEIGHT,WIDTH,CHANNELS"),
         (("models", "--arch", "resnet"), "unknown value 'resnet'"),
-        (("-S", "train.augment=fancy", "models"), "train.augment: unknown augmentation 'fancy'; valid choices: none, seed001, seed003"),
+        (
+            ("-S", "train.augment=fancy", "models"),
+            "train.augment: unknown augmentation 'fancy'; valid choices: none, seed001, seed003",
+        ),
         (("-S", "train.alexnet.lrm=true", "models"), "train.alexnet.lrm: unknown key; valid keys:"),
         (("-S", "train.mixed_precision=sometimes", "train"), "train.mixed_precision: expected auto, true or false"),
     ],
@@ -166,7 +195,9 @@ def test_categorical_crossentropy_needs_a_softmax_head(tmp_path):
     from pipeline.train.loop import train
 
     data = write_prepared(tmp_path / "data", 8, 4, (8, 8, 3), 2)
-    settings, params = load_params(Path("/nonexistent"), {"train.loss": "categorical_crossentropy"}).train.for_arch("mlp")
+    settings, params = load_params(Path("/nonexistent"), {"train.loss": "categorical_crossentropy"}).train.for_arch(
+        "mlp"
+    )
     with pytest.raises(ConfigError, match="needs a softmax output"):
         train("mlp", data, tmp_path / "out", settings, params)
 
@@ -174,14 +205,21 @@ def test_categorical_crossentropy_needs_a_softmax_head(tmp_path):
 # --- one epoch of every architecture -------------------------------------------------------------
 
 # (input, classes) small enough to train in a moment; AlexNet's stride-4 stem needs 67x67 at least.
-TRAIN_SHAPES = {"alexnet": ((67, 67, 3), 2), "lenet5": ((28, 28, 1), 10), "convnet": ((28, 28, 1), 10), "preact": ((16, 16, 3), 10)}
+TRAIN_SHAPES = {
+    "alexnet": ((67, 67, 3), 2),
+    "lenet5": ((28, 28, 1), 10),
+    "convnet": ((28, 28, 1), 10),
+    "preact": ((16, 16, 3), 10),
+}
 
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepared")
     shapes = {shape for shape in TRAIN_SHAPES.values()} | {((32, 32, 3), 2)}
-    return {shape: write_prepared(root / f"{'x'.join(map(str, shape[0]))}-{shape[1]}", 16, 8, *shape) for shape in shapes}
+    return {
+        shape: write_prepared(root / f"{'x'.join(map(str, shape[0]))}-{shape[1]}", 16, 8, *shape) for shape in shapes
+    }
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
@@ -190,7 +228,11 @@ def test_each_architecture_trains_one_epoch(arch, datasets, tmp_path):
     from pipeline.train.runtime import BEST_FILE, HISTORY_FILE, load_model
 
     shape, classes = TRAIN_SHAPES.get(arch, ((32, 32, 3), 2))
-    overrides = {f"train.{arch}.epochs": 1, f"train.{arch}.batch_size": 8, "train.head": "softmax" if arch == "cnn-24" else "sigmoid"}
+    overrides = {
+        f"train.{arch}.epochs": 1,
+        f"train.{arch}.batch_size": 8,
+        "train.head": "softmax" if arch == "cnn-24" else "sigmoid",
+    }
     settings, params = load_params(Path("/nonexistent"), overrides).train.for_arch(arch)
     result = train(arch, datasets[(shape, classes)], tmp_path / arch, settings, params, live_dir=tmp_path / "live")
     assert result.history.keys() >= {"loss", "val_loss", "accuracy", "val_accuracy"}

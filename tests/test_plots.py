@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
+from pipeline.prepare.survey import shape_records
 from pipeline.report.evaluate import Evaluation
 from pipeline.report.plots import (
     confusion_records,
@@ -18,7 +19,6 @@ from pipeline.report.plots import (
     worst_mistakes,
     write_plots,
 )
-from pipeline.prepare.survey import shape_records
 from pipeline.report.report import write_report
 from tests.conftest import run_cli
 
@@ -58,7 +58,10 @@ def test_threshold_records_are_the_accuracy_of_each_cut(noisy):
 def test_roc_records_trace_the_curve_whose_area_is_the_rank_statistic(noisy):
     labels, prob = noisy
     records = roc_records(binary_evaluation(labels, prob))
-    assert (records[0]["fpr"], records[0]["tpr"]) == (0.0, 0.0) and (records[-1]["fpr"], records[-1]["tpr"]) == (1.0, 1.0)
+    assert (records[0]["fpr"], records[0]["tpr"]) == (0.0, 0.0) and (records[-1]["fpr"], records[-1]["tpr"]) == (
+        1.0,
+        1.0,
+    )
     assert all(a["fpr"] <= b["fpr"] and a["tpr"] <= b["tpr"] for a, b in zip(records, records[1:]))
     assert trapezoid_auc(records) == pytest.approx(mw_auc(labels, prob), abs=1e-5)
 
@@ -151,13 +154,17 @@ def test_evaluate_writes_consistent_plots_for_each_arch(evaluated_project, tmp_p
         confusion = json.loads((plots / "confusion.json").read_text())
         assert len(confusion) == 12 and {r["actual"] for r in confusion} == {"vertical", "horizontal"}
         assert np.mean([r["actual"] == r["predicted"] for r in confusion]) == pytest.approx(metrics["accuracy"])
-        assert trapezoid_auc(json.loads((plots / "roc.json").read_text())) == pytest.approx(metrics["roc_auc"], abs=1e-5)
+        assert trapezoid_auc(json.loads((plots / "roc.json").read_text())) == pytest.approx(
+            metrics["roc_auc"], abs=1e-5
+        )
         png = cv2.imread(str(plots / "predictions.png"))
         assert png is not None and png.shape[:2] == (950, 1000) and png.std() > 20
 
     # Same model and data -> the same bytes for every plot file.
     again = tmp_path / "again"
-    printed = run_cli("evaluate", "--arch", "cnn", "--out", str(tmp_path / "cnn.json"), "--plots", str(again), cwd=evaluated_project).stdout
+    printed = run_cli(
+        "evaluate", "--arch", "cnn", "--out", str(tmp_path / "cnn.json"), "--plots", str(again), cwd=evaluated_project
+    ).stdout
     assert f"params={json.loads((tmp_path / 'cnn.json').read_text())['params']:,}," in printed  # not 1.089e+07
     for path in (evaluated_project / "plots/cnn").iterdir():
         assert (again / path.name).read_bytes() == path.read_bytes(), path.name
@@ -166,8 +173,19 @@ def test_evaluate_writes_consistent_plots_for_each_arch(evaluated_project, tmp_p
 
 
 def test_shape_records_top_shapes_then_other():
-    survey = {"shapes": [{"height": 375, "width": 500, "count": 9}, {"height": 500, "width": 375, "count": 4}, {"height": 10, "width": 10, "count": 1}, {"height": 20, "width": 10, "count": 1}]}
-    assert shape_records(survey, 2) == [{"shape": "375x500", "count": 9}, {"shape": "500x375", "count": 4}, {"shape": "other (2 shapes)", "count": 2}]
+    survey = {
+        "shapes": [
+            {"height": 375, "width": 500, "count": 9},
+            {"height": 500, "width": 375, "count": 4},
+            {"height": 10, "width": 10, "count": 1},
+            {"height": 20, "width": 10, "count": 1},
+        ]
+    }
+    assert shape_records(survey, 2) == [
+        {"shape": "375x500", "count": 9},
+        {"shape": "500x375", "count": 4},
+        {"shape": "other (2 shapes)", "count": 2},
+    ]
     assert shape_records(survey, 10)[-1] == {"shape": "20x10", "count": 1}
     assert shape_records({"shapes": []}) == []
 
@@ -177,7 +195,9 @@ def test_report_links_every_plot_and_includes_the_survey(evaluated_project, tmp_
     shutil.copytree(evaluated_project / "metrics", project / "metrics")
     shutil.copytree(evaluated_project / "plots", project / "plots")
     shutil.copy(evaluated_project / "reports/survey.json", tmp_path / "survey.json")
-    report = write_report(project / "metrics", tmp_path / "survey.json", project / "plots", project / "reports/summary.md", "mse")
+    report = write_report(
+        project / "metrics", tmp_path / "survey.json", project / "plots", project / "reports/summary.md", "mse"
+    )
     text = report.summary.read_text()
     survey = json.loads((tmp_path / "survey.json").read_text())
     assert "x".join(map(str, survey["most_common_shape"])) in text
@@ -192,7 +212,9 @@ def test_report_links_every_plot_and_includes_the_survey(evaluated_project, tmp_
     assert "[summary.html](summary.html)" in text and report.html == project / "reports/summary.html"
     assert "train_seconds" not in text and "peak_rss_mb" not in text  # run-to-run figures stay out of tracked files
     first = report.summary.read_bytes(), report.html.read_bytes()
-    write_report(project / "metrics", tmp_path / "survey.json", project / "plots", project / "reports/summary.md", "mse")
+    write_report(
+        project / "metrics", tmp_path / "survey.json", project / "plots", project / "reports/summary.md", "mse"
+    )
     assert (report.summary.read_bytes(), report.html.read_bytes()) == first
 
 
@@ -208,11 +230,20 @@ def test_committed_dvc_templates_are_the_generated_ones():
 def test_curve_records_are_the_history_in_long_form():
     from pipeline.report.plots import curve_records
 
-    history = ({"epoch": 1, "accuracy": 0.5, "loss": 0.25, "val_accuracy": 0.4, "val_loss": 0.3}, {"epoch": 2, "accuracy": 0.75, "loss": 0.125, "val_accuracy": 0.6, "val_loss": 0.2})
+    history = (
+        {"epoch": 1, "accuracy": 0.5, "loss": 0.25, "val_accuracy": 0.4, "val_loss": 0.3},
+        {"epoch": 2, "accuracy": 0.75, "loss": 0.125, "val_accuracy": 0.6, "val_loss": 0.2},
+    )
     records = curve_records(history)
-    assert len(records) == 8 and records[:2] == [{"epoch": 1, "metric": "loss", "split": "train", "value": 0.25}, {"epoch": 1, "metric": "loss", "split": "validation", "value": 0.3}]
+    assert len(records) == 8 and records[:2] == [
+        {"epoch": 1, "metric": "loss", "split": "train", "value": 0.25},
+        {"epoch": 1, "metric": "loss", "split": "validation", "value": 0.3},
+    ]
     assert {r["value"] for r in records if r["metric"] == "accuracy" and r["split"] == "validation"} == {0.4, 0.6}
-    assert curve_records(({"epoch": 1, "loss": 0.5, "accuracy": 0.5},)) == [{"epoch": 1, "metric": "loss", "split": "train", "value": 0.5}, {"epoch": 1, "metric": "accuracy", "split": "train", "value": 0.5}]  # no validation split
+    assert curve_records(({"epoch": 1, "loss": 0.5, "accuracy": 0.5},)) == [
+        {"epoch": 1, "metric": "loss", "split": "train", "value": 0.5},
+        {"epoch": 1, "metric": "accuracy", "split": "train", "value": 0.5},
+    ]  # no validation split
 
 
 def test_confusion_chart_counts_every_cell_and_writes_the_counts():

@@ -34,7 +34,13 @@ def test_predict_matches_evaluation_and_reports_bad_files(evaluated_project, tmp
     (tmp_path / "empty.jpg").write_bytes(b"")
     good = files[0][0].read_bytes()
     (tmp_path / "truncated.jpg").write_bytes(good[: len(good) // 2])
-    bad = [tmp_path / "notes.txt", tmp_path / "missing.jpg", tmp_path / "empty.jpg", tmp_path / "truncated.jpg", tmp_path]
+    bad = [
+        tmp_path / "notes.txt",
+        tmp_path / "missing.jpg",
+        tmp_path / "empty.jpg",
+        tmp_path / "truncated.jpg",
+        tmp_path,
+    ]
     args = [str(files[0][0]), *map(str, bad[:3]), *(str(p) for p, _ in files[1:]), *map(str, bad[3:])]
     proc = run_cli("predict", "--arch", "cnn", "--json", *args, cwd=evaluated_project, check=False)
     assert proc.returncode == 1, proc.stderr
@@ -105,7 +111,9 @@ def test_default_arch_is_the_best_evaluated_on_the_current_data(evaluated_projec
 
     evaluated("mlp", {"mse": 0.3, "accuracy": 0.9}, current)
     evaluated("cnn", {"mse": 0.1, "accuracy": 0.8}, current)
-    evaluated("lenet5", {"mse": 0.01, "accuracy": 0.99}, {**current, "source": "mnist", "fingerprint": "0" * 64})  # better, on other data
+    evaluated(
+        "lenet5", {"mse": 0.01, "accuracy": 0.99}, {**current, "source": "mnist", "fingerprint": "0" * 64}
+    )  # better, on other data
     evaluated("convnet", {"mse": 0.0, "accuracy": 1.0}, None)  # evaluated before the data was recorded
     archs = ["mlp", "cnn", "lenet5", "convnet"]
     assert default_arch(metrics, "mse", archs, data) == "cnn"  # lower is better

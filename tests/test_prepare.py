@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from pipeline.core.config import PrepareConfig
+from pipeline.core.dataset import COLUMNS
 from pipeline.core.errors import ConfigError, DataError, InputError
 from pipeline.core.images import load, probe
-from pipeline.core.dataset import COLUMNS
-from pipeline.prepare.prepare import _allocate, auto_size, prepare
 from pipeline.fetch.sources import SyntheticParams
 from pipeline.fetch.sources.synthetic import CLASSES, fetch
+from pipeline.prepare.prepare import _allocate, auto_size, prepare
 from pipeline.prepare.survey import survey_shapes, write_survey
 
 SMALL = (20, 30)
@@ -103,7 +103,9 @@ def test_index_rows_map_back_to_files(plain, tmp_path):
 
 
 def test_plain_meta(plain, tmp_path):
-    prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL, aspect="pad", color="grayscale", train_size=12, val_size=6))
+    prepare(
+        plain, tmp_path / "out", PrepareConfig(size=SMALL, aspect="pad", color="grayscale", train_size=12, val_size=6)
+    )
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["classes"] == ["apple", "zebra"]
     assert meta["input_shape"] == [*SMALL, 1]
@@ -303,7 +305,9 @@ def test_two_runs_byte_identical(plain, tmp_path):
     prepare(plain, tmp_path / "b", cfg)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
-    assert {"train_x.npy", "train_y.npy", "val_x.npy", "val_y.npy", "index.csv", "skipped.csv", "meta.json"} <= set(names)
+    assert {"train_x.npy", "train_y.npy", "val_x.npy", "val_y.npy", "index.csv", "skipped.csv", "meta.json"} <= set(
+        names
+    )
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
@@ -341,7 +345,10 @@ def test_synthetic_prepare_ignores_non_ok_rows(synthetic, tmp_path):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes((synthetic / path).read_bytes())
     (root / "dataset.json").write_bytes((synthetic / "dataset.json").read_bytes())
-    manifest.loc[manifest["path"] == "vertical/00000.jpg", ["status", "reason"]] = ["duplicate", "same as vertical/00001.jpg"]
+    manifest.loc[manifest["path"] == "vertical/00000.jpg", ["status", "reason"]] = [
+        "duplicate",
+        "same as vertical/00001.jpg",
+    ]
     manifest.to_csv(root / "manifest.csv", index=False, lineterminator="\n")
     result = prepare(root, tmp_path / "out", PrepareConfig(size=SMALL, train_size=15, val_size=4))
     index = pd.read_csv(tmp_path / "out" / "index.csv")
@@ -378,7 +385,21 @@ def test_synthetic_different_seed_differs(synthetic, tmp_path):
 def test_synthetic_manifest(synthetic):
     manifest = pd.read_csv(synthetic / "manifest.csv", keep_default_na=False)
     assert list(manifest.columns) == COLUMNS
-    assert {"url", "path", "class", "split", "status", "reason", "http_status", "bytes", "sha256", "width", "height", "format", "elapsed_ms"} == set(COLUMNS)
+    assert {
+        "url",
+        "path",
+        "class",
+        "split",
+        "status",
+        "reason",
+        "http_status",
+        "bytes",
+        "sha256",
+        "width",
+        "height",
+        "format",
+        "elapsed_ms",
+    } == set(COLUMNS)
     assert len(manifest) == 20 and manifest["path"].is_unique
     assert manifest["path"].tolist() == sorted(manifest["path"])  # sorted by class, then path
     assert set(manifest["format"]) == {"JPEG"}
@@ -393,7 +414,10 @@ def test_synthetic_manifest(synthetic):
         assert row.bytes == path.stat().st_size
         assert row.sha256 == sha256(path)
         assert probe(path) == (row.height, row.width)
-    assert json.loads((synthetic / "dataset.json").read_text()) == {"source": "synthetic", "classes": ["vertical", "horizontal"]}
+    assert json.loads((synthetic / "dataset.json").read_text()) == {
+        "source": "synthetic",
+        "classes": ["vertical", "horizontal"],
+    }
 
 
 def test_synthetic_size_distribution(tmp_path):

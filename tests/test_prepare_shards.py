@@ -40,7 +40,13 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
     prepare(sharded, root / "out-local", PrepareConfig(size=SIZE))
     prepare(sharded, root / "out-dask", PrepareConfig(size=SIZE, engine="dask"))
     prepare(folder, root / "out-folder", PrepareConfig(size=SIZE))
-    return {"sharded": sharded, "folder": folder, "local": root / "out-local", "dask": root / "out-dask", "classic": root / "out-folder"}
+    return {
+        "sharded": sharded,
+        "folder": folder,
+        "local": root / "out-local",
+        "dask": root / "out-dask",
+        "classic": root / "out-folder",
+    }
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -59,7 +65,9 @@ def test_readers_of_the_shard_layout(datasets):
     items, bad = stored_items(root)
     assert bad == [] and items["shard"].tolist()[:2] == ["00000", "00000"] and items["member"][0] == "000000000.png"
     members = list(iter_shard_images(root, "00003", 10_000_000))
-    assert [name for name, _ in members][:2] == ["000030000.png", "000030000.json"] and len(members) == 2 * (N - 3 * PER_SHARD)
+    assert [name for name, _ in members][:2] == ["000030000.png", "000030000.json"] and len(members) == 2 * (
+        N - 3 * PER_SHARD
+    )
     wanted = list(iter_shard_images(root, "00003", 10_000_000, {"000030001.jpg"}))
     assert [name for name, _ in wanted] == ["000030001.jpg"] and wanted[0][1][:3] == b"\xff\xd8\xff"
     capped = dict(iter_shard_images(root, "00003", 100, {"000030001.jpg"}))
@@ -102,18 +110,29 @@ def test_the_prepared_shards_format(datasets):
     meta = read_meta(out)
     assert meta["layout"] == "shards" and meta["classes"] == ["cat", "dog"] and meta["input_shape"] == [*SIZE, 3]
     assert [s["name"] for s in meta["shards"]] == ["00000", "00001", "00002", "00003"]
-    assert {split: sum(s[split] for s in meta["shards"]) for split in ("train", "val")} == meta["splits"] == {"train": 226, "val": 74}
+    assert (
+        {split: sum(s[split] for s in meta["shards"]) for split in ("train", "val")}
+        == meta["splits"]
+        == {"train": 226, "val": 74}
+    )
     assert meta["skipped"] == 0 and meta["source"] == "test" and len(meta["manifest_sha256"]) == 64
     for shard in meta["shards"]:
         for split in ("train", "val"):
             x = np.load(out / "shards" / f"{shard['name']}-{split}_x.npy")
             y = np.load(out / "shards" / f"{shard['name']}-{split}_y.npy")
-            assert x.shape == (shard[split], *SIZE, 3) and x.dtype == np.uint8 and y.dtype == np.int32 and len(y) == shard[split]
+            assert (
+                x.shape == (shard[split], *SIZE, 3)
+                and x.dtype == np.uint8
+                and y.dtype == np.int32
+                and len(y) == shard[split]
+            )
     x, y = load_split(out, "train")
     assert isinstance(x, ShardedRows) and len(x) == 226 and x.shape == (226, *SIZE, 3) and y.dtype == np.int32
     whole = np.concatenate([np.load(out / "shards" / f"{s['name']}-train_x.npy") for s in meta["shards"]])
     np.testing.assert_array_equal(np.asarray(x), whole)
-    np.testing.assert_array_equal(x[[5, 100, 225, 0]], whole[[5, 100, 225, 0]])  # gathered across shards, in the order asked
+    np.testing.assert_array_equal(
+        x[[5, 100, 225, 0]], whole[[5, 100, 225, 0]]
+    )  # gathered across shards, in the order asked
     np.testing.assert_array_equal(x[79:83], whole[79:83])
     np.testing.assert_array_equal(x[-1], whole[-1])
     index = pd.read_csv(out / "index.csv", keep_default_na=False)
@@ -156,7 +175,9 @@ def test_auto_size_from_the_manifest_matches_the_folder(tmp_path):
 def test_broken_images_and_duplicates_in_a_tar(tmp_path):
     samples = tiny_samples(40)
     samples[5] = Sample(samples[5].cls, b"definitely not an image", "jpg", samples[5].split)
-    samples[6] = Sample(samples[6].cls, samples[6].data[: len(samples[6].data) // 3], samples[6].ext, samples[6].split)  # truncated PNG
+    samples[6] = Sample(
+        samples[6].cls, samples[6].data[: len(samples[6].data) // 3], samples[6].ext, samples[6].split
+    )  # truncated PNG
     samples.append(Sample("cat", samples[0].data, samples[0].ext, "train", status="duplicate", reason="duplicate of 0"))
     samples.append(Sample("dog", b"", "jpg", "", status="failed", reason="http 404"))
     write_shard_dataset(tmp_path / "sharded", samples, 16)
@@ -189,7 +210,9 @@ def test_a_missing_shard_is_refused(tmp_path):
 
 
 def test_prepare_over_shards_from_the_command_line(datasets, tmp_path):
-    run_cli("prepare", "--in", str(datasets["sharded"]), "--out", str(tmp_path / "out"), "--size", "12x16", cwd=tmp_path)
+    run_cli(
+        "prepare", "--in", str(datasets["sharded"]), "--out", str(tmp_path / "out"), "--size", "12x16", cwd=tmp_path
+    )
     assert tree(tmp_path / "out") == tree(datasets["local"])
 
 
@@ -220,7 +243,9 @@ def test_sharded_rows_index_like_the_concatenated_array():
     parts = [np.arange(i * 10, i * 10 + n, dtype=np.uint8).reshape(n, 1) for i, n in enumerate([3, 0, 5, 2])]
     whole, rows = np.concatenate(parts), ShardedRows(parts, (1,))
     assert len(rows) == 10 and rows.shape == (10, 1) and rows.counts == [3, 0, 5, 2]
-    for start, stop, step in itertools.product([None, -3, 0, 2, 4, 9, 12], [None, -1, 0, 3, 8, 10, 20], [None, 1, 2, -1]):
+    for start, stop, step in itertools.product(
+        [None, -3, 0, 2, 4, 9, 12], [None, -1, 0, 3, 8, 10, 20], [None, 1, 2, -1]
+    ):
         np.testing.assert_array_equal(rows[start:stop:step], whole[start:stop:step])
     np.testing.assert_array_equal(rows[[9, 0, 3, 3]], whole[[9, 0, 3, 3]])
     assert rows[-1][0] == whole[-1][0] and rows[3][0] == 20

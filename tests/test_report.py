@@ -51,7 +51,9 @@ def report(evaluated_project, tmp_path_factory):
     """`pipeline report` on a copy of the tiny evaluated pipeline."""
     project = tmp_path_factory.mktemp("report")
     for name in ("metrics", "plots", "reports", "params.yaml"):
-        (shutil.copytree if (evaluated_project / name).is_dir() else shutil.copy)(evaluated_project / name, project / name)
+        (shutil.copytree if (evaluated_project / name).is_dir() else shutil.copy)(
+            evaluated_project / name, project / name
+        )
     proc = run_cli("report", cwd=project)
     return project, proc
 
@@ -61,7 +63,9 @@ def test_the_page_declares_a_drawn_figure_for_every_plot_and_needs_nothing_else(
     page = (project / "reports/summary.html").read_text()
     expected = declared_plots(["mlp", "cnn"])
     assert len(expected) == 11  # per arch: curves, thresholds, ROC, confusion, predictions; and the shapes
-    figures = dict(re.findall(r'<figure class="plot" data-plot="([^"]+)"><figcaption>[^<]*</figcaption>(<svg|<img)', page))
+    figures = dict(
+        re.findall(r'<figure class="plot" data-plot="([^"]+)"><figcaption>[^<]*</figcaption>(<svg|<img)', page)
+    )
     assert sorted(figures) == expected
     assert all(kind == ("<img" if name.endswith(".png") else "<svg") for name, kind in figures.items())
     assert f"{len(expected)} plots drawn" in proc.stdout
@@ -84,7 +88,9 @@ def test_every_declared_plot_draws_in_a_browser_offline(report, tmp_path):
     """Headless Chromium with the network off (a proxy that does not exist, every host unresolvable)."""
     browser = next(filter(None, map(shutil.which, BROWSERS)), None)
     if browser is None:
-        pytest.skip(f"no browser binary ({', '.join(BROWSERS)}) on PATH; .ci/run installs Chromium so CI runs this test")
+        pytest.skip(
+            f"no browser binary ({', '.join(BROWSERS)}) on PATH; .ci/run installs Chromium so CI runs this test"
+        )
     project, _ = report
     page = tmp_path / "page.html"
     page.write_text((project / "reports/summary.html").read_text().replace("</body>", MEASURE + "</body>"))

@@ -12,7 +12,6 @@ that `dvc exp show` reports under its name.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import math
@@ -27,7 +26,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.seed_standins import IMAGENET_WNIDS, StandinServer, cifar10_tarball, imagenet_site, mnist_files, petimages_zip
+from tests.seed_standins import (
+    IMAGENET_WNIDS,
+    StandinServer,
+    cifar10_tarball,
+    imagenet_site,
+    mnist_files,
+    petimages_zip,
+)
 
 SEEDS = [f"seed00{n}" for n in range(5)]
 PET_PER_CLASS = 300  # two of them broken on purpose, like the real zip's
@@ -61,7 +67,13 @@ def listed(value: str) -> list[str]:
 
 
 def git(project: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=project, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 class Seeds:
@@ -90,16 +102,26 @@ def seeds(tmp_path_factory: pytest.TempPathFactory):
         shutil.copy(ROOT / name, project / name)
     shutil.copytree(ROOT / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     # `dvc` and `pipeline` of this interpreter, importing the copy's code (the code DVC hashes as deps).
-    env = {**os.environ, "PYTHONPATH": str(project), "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(project),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
         subprocess.run(cmd, cwd=project, check=True, env=env)
     git(project, "add", "-A")
     git(project, "commit", "-qm", "the project as it is")
-    imported = subprocess.run(["pipeline", "--help"], cwd=project, env={**env, "PYTHONVERBOSE": "1"}, capture_output=True, text=True)
+    imported = subprocess.run(
+        ["pipeline", "--help"], cwd=project, env={**env, "PYTHONVERBOSE": "1"}, capture_output=True, text=True
+    )
     assert f"{project}/pipeline/cli.py" in imported.stderr, "the stages must run the copied code"
 
     zip_bytes, mnist, cifar = petimages_zip(PET_PER_CLASS), mnist_files(), cifar10_tarball()
-    files = {CATS_DOGS_PATH: zip_bytes, **{f"/cvdf-datasets/mnist/{name}": data for name, data in mnist.items()}, "/~kriz/cifar-10-python.tar.gz": cifar}
+    files = {
+        CATS_DOGS_PATH: zip_bytes,
+        **{f"/cvdf-datasets/mnist/{name}": data for name, data in mnist.items()},
+        "/~kriz/cifar-10-python.tar.gz": cifar,
+    }
     with StandinServer(files) as server:
         base = server.url("")
         photos, redirects, url_list = imagenet_site(base)
@@ -107,13 +129,24 @@ def seeds(tmp_path_factory: pytest.TempPathFactory):
         server.redirects.update(redirects)
         (project / "fall11_urls.txt.gz").write_bytes(url_list)  # what seed 001's command names, in the project folder
         # URLs quoted for DVC's override grammar (Hydra), which cannot read a bare `~`, as in /~kriz/.
-        mnist_pins = "{" + ", ".join(f"{name}: '{hashlib.sha256(data).hexdigest()}'" for name, data in mnist.items()) + "}"
+        mnist_pins = (
+            "{" + ", ".join(f"{name}: '{hashlib.sha256(data).hexdigest()}'" for name, data in mnist.items()) + "}"
+        )
         mnist_source = [f"+fetch.mnist.url='{base}/cvdf-datasets/mnist/'", f"+fetch.mnist.sha256={mnist_pins}"]
         extra = {
-            "seed000": [f"+fetch.cats-dogs.url='{base}{CATS_DOGS_PATH}'", f"+fetch.cats-dogs.sha256='{hashlib.sha256(zip_bytes).hexdigest()}'", *SEED000_SPLIT, "train.epochs=1"],
+            "seed000": [
+                f"+fetch.cats-dogs.url='{base}{CATS_DOGS_PATH}'",
+                f"+fetch.cats-dogs.sha256='{hashlib.sha256(zip_bytes).hexdigest()}'",
+                *SEED000_SPLIT,
+                "train.epochs=1",
+            ],
             "seed001": ["train.alexnet.epochs=1"],
             "seed002": [*mnist_source, "train.convnet.epochs=1"],
-            "seed003": [f"+fetch.cifar10.url='{base}/~kriz/cifar-10-python.tar.gz'", f"+fetch.cifar10.sha256='{hashlib.sha256(cifar).hexdigest()}'", "train.preact.epochs=1"],
+            "seed003": [
+                f"+fetch.cifar10.url='{base}/~kriz/cifar-10-python.tar.gz'",
+                f"+fetch.cifar10.sha256='{hashlib.sha256(cifar).hexdigest()}'",
+                "train.preact.epochs=1",
+            ],
             "seed004": [*mnist_source, "train.epochs=1", "train.lenet5.epochs=1"],
         }
         yield Seeds(project, env, extra)
@@ -130,8 +163,16 @@ def test_the_readme_has_the_five_seed_commands():
 def experiment_metrics(project: Path, name: str) -> dict[str, dict]:
     """The metrics files of experiment `name` as `dvc exp show --json` reports them, by path. (Its
     nested JSON keeps each file's path; DVC's flat tables drop the path of a metric whose name is unique.)"""
-    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=project, check=True, capture_output=True, text=True).stdout)
-    found = [rev["data"] for commit in shown for group in commit.get("experiments") or [] for rev in group["revs"] if rev.get("name") == name]
+    shown = json.loads(
+        subprocess.run(["dvc", "exp", "show", "--json"], cwd=project, check=True, capture_output=True, text=True).stdout
+    )
+    found = [
+        rev["data"]
+        for commit in shown
+        for group in commit.get("experiments") or []
+        for rev in group["revs"]
+        if rev.get("name") == name
+    ]
     assert len(found) == 1, f"{name} is not in dvc exp show"
     return {path: entry["data"] for path, entry in (found[0].get("metrics") or {}).items() if "data" in entry}
 
@@ -140,7 +181,13 @@ def finite_numbers(path: Path) -> dict[str, float]:
     """A metrics file's values, flattened (`train.loss`); each must be a finite number."""
 
     def flat(tree: dict, prefix: str = "") -> dict:
-        return {k: v for key, value in tree.items() for k, v in (flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}).items()}
+        return {
+            k: v
+            for key, value in tree.items()
+            for k, v in (
+                flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+            ).items()
+        }
 
     values = flat(json.loads(path.read_text()))
     assert values and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values.values()), (path, values)
@@ -169,13 +216,25 @@ def test_seed_experiment_runs_offline_and_writes_its_metrics(seeds, name):
         assert (project / f"models/{arch}/model.keras").is_file()
 
     shown = experiment_metrics(project, name)
-    assert {f"metrics/{arch}.json" for arch in archs} | {f"dvclive/{arch}/metrics.json" for arch in archs} <= set(shown), sorted(shown)
+    assert {f"metrics/{arch}.json" for arch in archs} | {f"dvclive/{arch}/metrics.json" for arch in archs} <= set(
+        shown
+    ), sorted(shown)
     for arch in archs:
         assert shown[f"metrics/{arch}.json"] == json.loads((project / f"metrics/{arch}.json").read_text())
-    board = subprocess.run(["pipeline", "leaderboard", "--json", "--sort", "accuracy"], cwd=project, env=seeds.env, capture_output=True, text=True)
-    assert board.returncode == 0, board.stderr  # (after seed002 alone, DVC's flat table names its metrics without their file)
+    board = subprocess.run(
+        ["pipeline", "leaderboard", "--json", "--sort", "accuracy"],
+        cwd=project,
+        env=seeds.env,
+        capture_output=True,
+        text=True,
+    )
+    assert board.returncode == 0, (
+        board.stderr
+    )  # (after seed002 alone, DVC's flat table names its metrics without their file)
     assert {(row["experiment"], row["arch"]) for row in json.loads(board.stdout)} >= {(name, arch) for arch in archs}
-    assert set(meta["classes"]) == set(json.loads((project / f"data/raw/{params['fetch.source']}/dataset.json").read_text())["classes"])
+    assert set(meta["classes"]) == set(
+        json.loads((project / f"data/raw/{params['fetch.source']}/dataset.json").read_text())["classes"]
+    )
     if name == "seed000":
         check_archive_fetch(project / "data/raw/cats-dogs")
     if name == "seed001":
@@ -199,6 +258,8 @@ def check_url_list_fetch(raw: Path) -> None:
 
     manifest = pd.read_csv(raw / "manifest.csv", dtype=str, keep_default_na=False)
     ok = manifest[manifest["status"] == "ok"]
-    assert ok.groupby(["class", "split"]).size().to_dict() == {(w, s): n for w in IMAGENET_WNIDS for s, n in (("train", 100), ("val", 50))}
+    assert ok.groupby(["class", "split"]).size().to_dict() == {
+        (w, s): n for w in IMAGENET_WNIDS for s, n in (("train", 100), ("val", 50))
+    }
     reasons = " ".join(manifest["reason"])
     assert "404" in reasons and "photo_unavailable" in reasons, reasons

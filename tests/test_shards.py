@@ -25,7 +25,9 @@ from tests.conftest import ROOT, run_cli
 from tests.test_download import FAST, Server, big_header_png, jpeg, placeholder_png
 
 A, B = "n00000001", "n00000002"
-SETTINGS = FAST.model_copy(update={"concurrency": 4, "placeholder_sha256": [hashlib.sha256(placeholder_png()).hexdigest()]})
+SETTINGS = FAST.model_copy(
+    update={"concurrency": 4, "placeholder_sha256": [hashlib.sha256(placeholder_png()).hexdigest()]}
+)
 
 
 @pytest.fixture
@@ -88,14 +90,21 @@ def _decisions(frame: pd.DataFrame) -> pd.DataFrame:
 def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_path, verify):
     urls = mixed_list(server, tmp_path)
     folder = _fetch(tmp_path / "folder", urls, Sharding(layout="folder"))
-    sharded = _fetch(tmp_path / "sharded", urls, Sharding(layout="shards", shard_size=6, workers=2), settings=SETTINGS.model_copy(update={"verify": verify}))
+    sharded = _fetch(
+        tmp_path / "sharded",
+        urls,
+        Sharding(layout="shards", shard_size=6, workers=2),
+        settings=SETTINGS.model_copy(update={"verify": verify}),
+    )
     root = tmp_path / "sharded"
     assert layout(root) == "shards" and layout(tmp_path / "folder") == "folder"
     assert sharded.counts == folder.counts and sharded.warnings == folder.warnings and sharded.reasons == folder.reasons
     manifest = read_manifest(root)
     assert list(manifest.columns) == COLUMNS
     pd.testing.assert_frame_equal(_decisions(manifest), _decisions(read_manifest(tmp_path / "folder")))
-    assert set(manifest.split[manifest.status == "ok"]) == {"train", "val"} and manifest.url.is_unique is False  # B lists A's URL too
+    assert (
+        set(manifest.split[manifest.status == "ok"]) == {"train", "val"} and manifest.url.is_unique is False
+    )  # B lists A's URL too
     assert not manifest.duplicated(["class", "url"]).any()
     assert (manifest.groupby("class").apply(lambda g: (g.status == "ok").sum(), include_groups=False) == 11).all()
     dup = manifest[manifest.status == "duplicate"]
@@ -104,7 +113,10 @@ def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_pat
     shards = shard_names(root)
     assert shards == [f"{n:05d}" for n in range(len(shards))] and len(shards) >= 3
     usable, _ = stored_items(root)
-    where = {(shard, member): (cls, split) for shard, member, cls, split in zip(usable["shard"], usable["member"], usable["class"], usable["split"])}
+    where = {
+        (shard, member): (cls, split)
+        for shard, member, cls, split in zip(usable["shard"], usable["member"], usable["class"], usable["split"])
+    }
     items = []
     for name in shards:
         rows = pd.read_parquet(root / "shards" / f"{name}.parquet")
@@ -116,9 +128,15 @@ def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_pat
             assert names == [m for p in ok.path for m in (p.split("#")[1], p.split("#")[1].rsplit(".", 1)[0] + ".json")]
             meta = json.loads(tar.extractfile(names[1]).read()) if names else {}
             assert not names or set(meta) == {"url", "class", "sha256", "width", "height", "format"}
-        items += [(*where[name, member], data) for member, data in iter_shard_images(root, name, 10**8) if (name, member) in where]
+        items += [
+            (*where[name, member], data)
+            for member, data in iter_shard_images(root, name, 10**8)
+            if (name, member) in where
+        ]
     final_ok = manifest[manifest.status == "ok"]
-    assert len(items) == len(final_ok) and all(hashlib.sha256(data).hexdigest() in set(final_ok.sha256) for *_, data in items)
+    assert len(items) == len(final_ok) and all(
+        hashlib.sha256(data).hexdigest() in set(final_ok.sha256) for *_, data in items
+    )
     assert sorted((cls, split) for cls, split, _ in items) == sorted(zip(final_ok["class"], final_ok.split))
     assert json.loads((root / "dataset.json").read_text())["layout"] == "shards" and not (root / ".plan").exists()
 
@@ -158,10 +176,35 @@ def test_kill_then_rerun_skips_finished_shards_and_equals_uninterrupted(server, 
         server.routes[path] = slow
     (tmp_path / "urls.txt").write_text("".join(f"{A}_{i}\t{server.url}/k{i}.jpg\n" for i in range(n)))
     (tmp_path / "wnids.txt").write_text(f"# one class\n{A}\n")
-    args = ["-S", "fetch.download.concurrency=2", "-S", "fetch.workers=1", "fetch", "--source", "imagenet", "--url-list", "urls.txt",
-            "--wnids-file", "wnids.txt", "--per-class", str(n), "--val-per-class", "0", "--layout", "shards", "--shard-size", "4"]
+    args = [
+        "-S",
+        "fetch.download.concurrency=2",
+        "-S",
+        "fetch.workers=1",
+        "fetch",
+        "--source",
+        "imagenet",
+        "--url-list",
+        "urls.txt",
+        "--wnids-file",
+        "wnids.txt",
+        "--per-class",
+        str(n),
+        "--val-per-class",
+        "0",
+        "--layout",
+        "shards",
+        "--shard-size",
+        "4",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args, "--out", "ds"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args, "--out", "ds"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while len(list((tmp_path / "ds/shards").glob("*.stats.json"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -171,11 +214,17 @@ def test_kill_then_rerun_skips_finished_shards_and_equals_uninterrupted(server, 
     done = sorted(p.name for p in (tmp_path / "ds/shards").glob("*.stats.json"))
     assert 2 <= len(done) < n // 4 and (tmp_path / "ds/.incomplete").exists()
     before = dict(server.hits)
-    finished_urls = set(pd.concat([pd.read_parquet(tmp_path / "ds/shards" / name.replace(".stats.json", ".parquet")) for name in done]).url)
+    finished_urls = set(
+        pd.concat(
+            [pd.read_parquet(tmp_path / "ds/shards" / name.replace(".stats.json", ".parquet")) for name in done]
+        ).url
+    )
 
     run_cli(*args, "--out", "ds", cwd=tmp_path)
     again = {path for path, hits in server.hits.items() if hits > before.get(path, 0)}
-    assert not again & {u.split(str(server.url.split("//")[1]))[-1] for u in finished_urls}  # finished shards were not fetched again
+    assert not again & {
+        u.split(str(server.url.split("//")[1]))[-1] for u in finished_urls
+    }  # finished shards were not fetched again
     run_cli(*args, "--out", "whole", cwd=tmp_path)
     resumed, whole = read_manifest(tmp_path / "ds"), read_manifest(tmp_path / "whole")
     pd.testing.assert_frame_equal(resumed.drop(columns="elapsed_ms"), whole.drop(columns="elapsed_ms"))
@@ -189,7 +238,9 @@ def test_kill_then_rerun_skips_finished_shards_and_equals_uninterrupted(server, 
 def cluster():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None) as local:
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as local:
         yield local
 
 
@@ -203,20 +254,34 @@ def test_fetch_prepare_train_on_a_dask_cluster_equal_the_local_pool(server, tmp_
 
     urls = mixed_list(server, tmp_path)
     local = _fetch(tmp_path / "local", urls, Sharding(layout="shards", shard_size=5, workers=2))
-    dask = _fetch(tmp_path / "dask", urls, Sharding(layout="shards", shard_size=5, engine="dask", scheduler=cluster.scheduler_address))
+    dask = _fetch(
+        tmp_path / "dask",
+        urls,
+        Sharding(layout="shards", shard_size=5, engine="dask", scheduler=cluster.scheduler_address),
+    )
     assert local.counts == dask.counts
     strip = lambda root: read_manifest(root).drop(columns="elapsed_ms")
     pd.testing.assert_frame_equal(strip(tmp_path / "local"), strip(tmp_path / "dask"))
     prepare(tmp_path / "local", tmp_path / "local-prepared", PrepareConfig(size=(12, 12)))
-    prepare(tmp_path / "dask", tmp_path / "dask-prepared", PrepareConfig(size=(12, 12), engine="dask", scheduler=cluster.scheduler_address))
-    files = sorted(p.relative_to(tmp_path / "local-prepared") for p in (tmp_path / "local-prepared").rglob("*") if p.is_file())
+    prepare(
+        tmp_path / "dask",
+        tmp_path / "dask-prepared",
+        PrepareConfig(size=(12, 12), engine="dask", scheduler=cluster.scheduler_address),
+    )
+    files = sorted(
+        p.relative_to(tmp_path / "local-prepared") for p in (tmp_path / "local-prepared").rglob("*") if p.is_file()
+    )
     assert any(str(f).startswith("shards/") for f in files)
     same = lambda f: (tmp_path / "local-prepared" / f).read_bytes() == (tmp_path / "dask-prepared" / f).read_bytes()
     assert all(same(f) for f in files if f.name != "meta.json")  # arrays, index, skipped
     meta = [json.loads((tmp_path / f"{name}-prepared/meta.json").read_text()) for name in ("local", "dask")]
-    assert [{k: v for k, v in m.items() if k != "manifest_sha256"} for m in meta][0] == {k: v for k, v in meta[1].items() if k != "manifest_sha256"}
+    assert [{k: v for k, v in m.items() if k != "manifest_sha256"} for m in meta][0] == {
+        k: v for k, v in meta[1].items() if k != "manifest_sha256"
+    }
     # (manifest_sha256 differs: the manifests record each download's elapsed_ms)
-    metrics = [_train_and_evaluate(tmp_path / f"{name}-prepared", tmp_path / f"{name}-model", 8) for name in ("local", "dask")]
+    metrics = [
+        _train_and_evaluate(tmp_path / f"{name}-prepared", tmp_path / f"{name}-model", 8) for name in ("local", "dask")
+    ]
     assert metrics[0] == metrics[1] and 0 <= metrics[0]["accuracy"] <= 1
 
 
@@ -226,8 +291,24 @@ def test_wnids_file_and_its_errors(tmp_path):
     (tmp_path / "empty.txt").write_text("# nothing\n\n")
     (tmp_path / "bad.txt").write_text("n04194289\nbikes\n")
     (tmp_path / "urls.txt").write_text("")
-    for name, expected in (("missing.txt", "file not found"), ("empty.txt", "no wnid in it"), ("bad.txt", "line 2: 'bikes'")):
-        proc = run_cli("fetch", "--source", "imagenet", "--url-list", "urls.txt", "--wnids-file", name, "--out", "ds", cwd=tmp_path, check=False)
+    for name, expected in (
+        ("missing.txt", "file not found"),
+        ("empty.txt", "no wnid in it"),
+        ("bad.txt", "line 2: 'bikes'"),
+    ):
+        proc = run_cli(
+            "fetch",
+            "--source",
+            "imagenet",
+            "--url-list",
+            "urls.txt",
+            "--wnids-file",
+            name,
+            "--out",
+            "ds",
+            cwd=tmp_path,
+            check=False,
+        )
         assert proc.returncode == 2 and expected in proc.stderr and name in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2
     assert not (tmp_path / "ds").exists()
@@ -235,12 +316,56 @@ def test_wnids_file_and_its_errors(tmp_path):
 
 def test_bad_engine_and_unreachable_scheduler_are_one_line(server, tmp_path):
     (tmp_path / "urls.txt").write_text(f"{A}_1\t{server.file('/a.jpg', jpeg(1))}\n")
-    bad = run_cli("fetch", "--source", "imagenet", "--url-list", "urls.txt", "--wnids", A, "--engine", "spark", "--out", "ds", cwd=tmp_path, check=False)
-    assert bad.returncode == 2 and "fetch.engine" in bad.stderr and "'spark'" in bad.stderr and "'dask'" in bad.stderr and "Traceback" not in bad.stderr
-    down = run_cli("fetch", "--source", "imagenet", "--url-list", "urls.txt", "--wnids", A, "--layout", "shards", "--engine", "dask",
-                   "--scheduler", "tcp://127.0.0.1:9", "--out", "ds", cwd=tmp_path, check=False)
-    assert down.returncode == 2 and "tcp://127.0.0.1:9" in down.stderr and "cannot reach" in down.stderr and "Traceback" not in down.stderr
-    layout_typo = run_cli("fetch", "--source", "imagenet", "--layout", "shard", "--out", "ds", cwd=tmp_path, check=False)
+    bad = run_cli(
+        "fetch",
+        "--source",
+        "imagenet",
+        "--url-list",
+        "urls.txt",
+        "--wnids",
+        A,
+        "--engine",
+        "spark",
+        "--out",
+        "ds",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert (
+        bad.returncode == 2
+        and "fetch.engine" in bad.stderr
+        and "'spark'" in bad.stderr
+        and "'dask'" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )
+    down = run_cli(
+        "fetch",
+        "--source",
+        "imagenet",
+        "--url-list",
+        "urls.txt",
+        "--wnids",
+        A,
+        "--layout",
+        "shards",
+        "--engine",
+        "dask",
+        "--scheduler",
+        "tcp://127.0.0.1:9",
+        "--out",
+        "ds",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert (
+        down.returncode == 2
+        and "tcp://127.0.0.1:9" in down.stderr
+        and "cannot reach" in down.stderr
+        and "Traceback" not in down.stderr
+    )
+    layout_typo = run_cli(
+        "fetch", "--source", "imagenet", "--layout", "shard", "--out", "ds", cwd=tmp_path, check=False
+    )
     assert layout_typo.returncode == 2 and "'folder'" in layout_typo.stderr and "'shards'" in layout_typo.stderr
 
 

@@ -54,7 +54,9 @@ def test_training_dataset_resumes_mid_run_with_the_same_batches(tmp_path):
         rows = [np.flatnonzero((np.asarray(x).reshape(20, -1) == img.reshape(-1)).all(1))[0] for img in images]
         np.testing.assert_array_equal(targets, np.eye(3, dtype=np.float32)[labels[rows]])  # images keep their labels
     resumed = batches(training_dataset(x, labels, head, 8, seed=5, first_epoch=2, epochs=3))
-    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(full[6:], resumed, strict=True))
+    assert all(
+        np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(full[6:], resumed, strict=True)
+    )
     assert not np.array_equal(full[0][0], full[3][0])  # reshuffled every epoch
 
 
@@ -71,14 +73,22 @@ def test_channel_stats_streams_the_memory_map(tmp_path):
 # --- preprocessing in the graph --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset, layers", [("seed001", ["RandomRotation", "RandomTranslation", "RandomShear", "RandomZoom"]), ("seed003", ["RandomRotation", "RandomTranslation", "RandomFlip"])])
+@pytest.mark.parametrize(
+    "preset, layers",
+    [
+        ("seed001", ["RandomRotation", "RandomTranslation", "RandomShear", "RandomZoom"]),
+        ("seed003", ["RandomRotation", "RandomTranslation", "RandomFlip"]),
+    ],
+)
 def test_augmentation_changes_inputs_only_in_training(preset, layers):
     from pipeline.train.models import build_model
     from pipeline.train.models.mlp import MlpParams
     from pipeline.train.runtime import keras_seeded
 
     keras_seeded(0)
-    model = build_model("mlp", (24, 24, 3), Head(1, "sigmoid"), MlpParams(hidden=[4]), Preprocess(Augment.model_validate(preset)))
+    model = build_model(
+        "mlp", (24, 24, 3), Head(1, "sigmoid"), MlpParams(hidden=[4]), Preprocess(Augment.model_validate(preset))
+    )
     augment = model.get_layer("augment")
     assert [layer.__class__.__name__ for layer in augment.layers] == layers
     x = np.random.default_rng(0).integers(0, 256, (8, 24, 24, 3)).astype(np.float32)
@@ -97,7 +107,9 @@ def test_no_augmentation_by_default():
     model = build_model("mlp", (8, 8, 1), Head(1, "sigmoid"), MlpParams(hidden=[4]))
     assert "augment" not in [layer.name for layer in model.layers]
     assert TrainSettings().augment == Augment() and not TrainSettings().augment.active
-    assert load_params(ROOT / "params.yaml").train.for_arch("cnn")[0].augment == Augment()  # the default run stays as it was
+    assert (
+        load_params(ROOT / "params.yaml").train.for_arch("cnn")[0].augment == Augment()
+    )  # the default run stays as it was
 
 
 def test_standardize_uses_the_training_split_statistics():
@@ -108,7 +120,9 @@ def test_standardize_uses_the_training_split_statistics():
     x[..., 2] //= 4  # a dark channel
     from pipeline.train.loop import channel_stats
 
-    model = build_model("mlp", (6, 6, 3), Head(1, "sigmoid"), MlpParams(hidden=[4]), Preprocess(Augment(), *channel_stats(x)))
+    model = build_model(
+        "mlp", (6, 6, 3), Head(1, "sigmoid"), MlpParams(hidden=[4]), Preprocess(Augment(), *channel_stats(x))
+    )
     z = np.asarray(model.get_layer("normalize")(x.astype(np.float32))).reshape(-1, 3)
     np.testing.assert_allclose(z.mean(0), 0, atol=1e-4)
     np.testing.assert_allclose(z.std(0), 1, atol=1e-3)
@@ -125,7 +139,21 @@ ENGINE_ARGS = (
 
 
 def train_cmd(out: str, *extra: str) -> list[str]:
-    return [*ENGINE_ARGS, *extra, "train", "--arch", "preact", "--data", "data", "--out", out, "--run-file", f"{out}-run.json", "--live", f"{out}-live"]  # (TensorBoard: runs/<out>/)
+    return [
+        *ENGINE_ARGS,
+        *extra,
+        "train",
+        "--arch",
+        "preact",
+        "--data",
+        "data",
+        "--out",
+        out,
+        "--run-file",
+        f"{out}-run.json",
+        "--live",
+        f"{out}-live",
+    ]  # (TensorBoard: runs/<out>/)
 
 
 def weights(path: Path) -> list[np.ndarray]:
@@ -148,10 +176,18 @@ def engine_runs(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def start(*args: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *args],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     a, c, d = start(*train_cmd("A")), start(*train_cmd("C", "-S", "train.seed=1")), start(*train_cmd("D"))
     pointer = root / ".backup" / "D" / "epochs" / POINTER  # Resume's record of D's last backed-up epoch
+
     def backed_up_epochs() -> int:
         return json.loads(pointer.read_text())["epoch"] if pointer.exists() else 0  # (replaced atomically)
 
@@ -170,14 +206,24 @@ def engine_runs(tmp_path_factory):
     resumed = run_cli(*train_cmd("D"), cwd=root)
     b_stdout, b_err = b.communicate()
     assert b.returncode == 0, b_err
-    return {"root": root, "killed_returncode": killed, "backed_up": backed_up, "resumed_stdout": resumed.stdout, "b_stdout": b_stdout}
+    return {
+        "root": root,
+        "killed_returncode": killed,
+        "backed_up": backed_up,
+        "resumed_stdout": resumed.stdout,
+        "b_stdout": b_stdout,
+    }
 
 
 def test_same_params_in_two_processes_give_identical_bytes_and_weights(engine_runs):
     root = engine_runs["root"]
     for rel in ("history.csv", "model.keras", "best.keras"):  # the .keras files too: fixed zip times, no save date
         assert (root / "A" / rel).read_bytes() == (root / "B" / rel).read_bytes(), rel
-    assert sorted(p.name for p in (root / "A").iterdir()) == ["best.keras", "history.csv", "model.keras"]  # nothing that varies
+    assert sorted(p.name for p in (root / "A").iterdir()) == [
+        "best.keras",
+        "history.csv",
+        "model.keras",
+    ]  # nothing that varies
     assert (root / "A-live/metrics.json").read_bytes() == (root / "B-live/metrics.json").read_bytes()
     assert same_weights(root / "A/model.keras", root / "B/model.keras")
     assert same_weights(root / "A/best.keras", root / "B/best.keras")
@@ -219,7 +265,9 @@ def test_a_backup_of_other_settings_is_not_resumed(tmp_path):
     (backup / "epochs").mkdir(parents=True)
     (backup / "fingerprint").write_text("made with other settings")
     (backup / "epochs" / POINTER).write_text('{"epoch": 1}')
-    settings, params = load_params(Path("/nonexistent"), {"train.epochs": 1, "train.mlp.hidden": [4]}).train.for_arch("mlp")
+    settings, params = load_params(Path("/nonexistent"), {"train.epochs": 1, "train.mlp.hidden": [4]}).train.for_arch(
+        "mlp"
+    )
     result = train("mlp", data, tmp_path / "m", settings, params)
     assert result.resumed_from == 0 and len(result.history["loss"]) == 1
     assert not backup.exists()
@@ -233,13 +281,16 @@ def test_a_kill_while_a_backup_is_written_leaves_the_previous_one_usable(tmp_pat
     from pipeline.train.loop import train
 
     data = write_prepared(tmp_path / "data", 32, 8, (8, 8, 3), 2)
-    settings, params = load_params(Path("/nonexistent"), {"train.epochs": 4, "train.batch_size": 8, "train.mlp.hidden": [4]}).train.for_arch("mlp")
+    settings, params = load_params(
+        Path("/nonexistent"), {"train.epochs": 4, "train.batch_size": 8, "train.mlp.hidden": [4]}
+    ).train.for_arch("mlp")
     uninterrupted = train("mlp", data, tmp_path / "whole", settings, params, live_dir=tmp_path / "whole-live")
 
     class Killed(BaseException):
         pass
 
     save_weights, calls = keras.Model.save_weights, []
+
     def dies_on_the_third(self, filepath, *args, **kwargs):
         calls.append(filepath)
         if len(calls) == 3:
@@ -273,8 +324,32 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         "sys.argv = ['pipeline'] + sys.argv[1:]\n"
         "main()\n"
     )
-    args = ["-S", "train.strategy=mirrored", "-S", "train.epochs=2", "-S", "train.batch_size=8", "train", "--arch", "convnet", "--data", "data", "--out", "m", "--run-file", "m-run.json", "--live", "m-live"]
-    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    args = [
+        "-S",
+        "train.strategy=mirrored",
+        "-S",
+        "train.epochs=2",
+        "-S",
+        "train.batch_size=8",
+        "train",
+        "--arch",
+        "convnet",
+        "--data",
+        "data",
+        "--out",
+        "m",
+        "--run-file",
+        "m-run.json",
+        "--live",
+        "m-live",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "on 2 replica(s)" in proc.stdout
     assert len((tmp_path / "m/history.csv").read_text().splitlines()) == 3
@@ -289,18 +364,57 @@ def free_port() -> int:
 def test_multi_worker_strategy_two_processes_on_localhost(tmp_path):
     write_prepared(tmp_path / "data", 40, 8, (12, 12, 1), 2)
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
-    args = ["-S", "train.strategy=multi_worker", "-S", "train.epochs=2", "-S", "train.batch_size=8", "train", "--arch", "convnet", "--data", "data", "--out", "mw", "--run-file", "mw-run.json", "--live", "mw-live"]
+    args = [
+        "-S",
+        "train.strategy=multi_worker",
+        "-S",
+        "train.epochs=2",
+        "-S",
+        "train.batch_size=8",
+        "train",
+        "--arch",
+        "convnet",
+        "--data",
+        "data",
+        "--out",
+        "mw",
+        "--run-file",
+        "mw-run.json",
+        "--live",
+        "mw-live",
+    ]
     procs = []
     for index in range(2):
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        procs.append(subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "pipeline", *args],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = [proc.communicate(timeout=300) for proc in procs]
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err
     assert "on 2 replica(s)" in outputs[0][0] and outputs[1][0] == ""  # worker 0 is the chief and reports
     assert len((tmp_path / "mw/history.csv").read_text().splitlines()) == 3
     assert json.loads((tmp_path / "mw-live/metrics.json").read_text())["step"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".backup", ".mw.lock", "data", "mw", "mw-live", "mw-run.json", "runs"]  # the other worker left nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".backup",
+        ".mw.lock",
+        "data",
+        "mw",
+        "mw-live",
+        "mw-run.json",
+        "runs",
+    ]  # the other worker left nothing
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["mw"]  # (the chief's TensorBoard logs)
     assert not list((tmp_path / ".backup").iterdir())  # both backups deleted at the end
 
@@ -326,8 +440,12 @@ def test_mixed_precision_and_xla_are_options(tmp_path):
     args = ["-S", "train.epochs=1", "-S", "train.batch_size=8", "-S", "train.mixed_precision=true", "-S", "train.jit_compile=true",
             "train", "--arch", "convnet", "--data", "data", "--out", "m"]  # fmt: skip
     proc = run_cli(*args, cwd=tmp_path, env={"XLA_FLAGS": f"--xla_dump_to={tmp_path / 'xla'}"})
-    assert "jit_compile" not in proc.stderr  # Keras' "Model doesn't support jit_compile=True. Proceeding with jit_compile=False"
-    assert any("train_function" in p.name or "one_step_on_data" in p.name for p in (tmp_path / "xla").iterdir()), sorted(p.name for p in (tmp_path / "xla").iterdir())[:10]
+    assert (
+        "jit_compile" not in proc.stderr
+    )  # Keras' "Model doesn't support jit_compile=True. Proceeding with jit_compile=False"
+    assert any("train_function" in p.name or "one_step_on_data" in p.name for p in (tmp_path / "xla").iterdir()), (
+        sorted(p.name for p in (tmp_path / "xla").iterdir())[:10]
+    )
     model = load_model(tmp_path / "m/model.keras")
     assert model.get_layer("head").dtype_policy.name == "float32"
     assert any(layer.dtype_policy.name == "mixed_float16" for layer in model.layers if layer.name != "head")
@@ -340,9 +458,24 @@ def test_mixed_precision_and_xla_are_options(tmp_path):
 def test_xla_with_augmentation_it_cannot_compile_is_refused(tmp_path):
     write_prepared(tmp_path / "data", 16, 8, (12, 12, 1), 2)
     (tmp_path / "params.yaml").write_text("train: {}\n")  # (no "using the default params" warning line)
-    proc = run_cli("-S", "train.jit_compile=true", "-S", "train.augment=seed001", "train", "--arch", "convnet", "--data", "data", cwd=tmp_path, check=False)
+    proc = run_cli(
+        "-S",
+        "train.jit_compile=true",
+        "-S",
+        "train.augment=seed001",
+        "train",
+        "--arch",
+        "convnet",
+        "--data",
+        "data",
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
-    assert "train.jit_compile: XLA cannot compile RandomRotation, RandomShear, RandomTranslation, RandomZoom (train.augment)" in proc.stderr
+    assert (
+        "train.jit_compile: XLA cannot compile RandomRotation, RandomShear, RandomTranslation, RandomZoom (train.augment)"
+        in proc.stderr
+    )
 
 
 def test_saved_models_have_fixed_zip_times_and_no_save_date(tmp_path):
@@ -363,7 +496,9 @@ def test_saved_models_have_fixed_zip_times_and_no_save_date(tmp_path):
         assert "date_saved" not in json.loads(saved.read("metadata.json"))
         shared = re.findall(r'"shared_object_id": (\d+)', saved.read("config.json").decode())
         assert shared and set(shared) == {"1"}  # Keras wrote id() of the dtype policy the layers share
-    assert all(np.array_equal(a, b) for a, b in zip(load_model(tmp_path / "a.keras").get_weights(), model.get_weights()))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(load_model(tmp_path / "a.keras").get_weights(), model.get_weights())
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.keras", "b.keras"]  # no temporary left
 
 
@@ -377,15 +512,27 @@ def test_training_prints_no_tensorflow_noise_on_a_cpu_machine(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipeline", "-S", "train.epochs=1", "train", "--arch", "cnn", "--data", "data"],
                           cwd=tmp_path, capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)})  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    noise = [line for line in (proc.stdout + proc.stderr).splitlines() if "cuInit" in line or "E0000" in line or "absl::InitializeLog" in line or re.match(r"[IWEF]\d{4} ", line)]
+    noise = [
+        line
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if "cuInit" in line or "E0000" in line or "absl::InitializeLog" in line or re.match(r"[IWEF]\d{4} ", line)
+    ]
     assert not noise, noise
     assert proc.stderr == "" and proc.stdout.startswith("cnn: ")
 
 
 def test_a_log_level_the_user_sets_is_respected(tmp_path):
     script = "from pipeline.train.runtime import tensorflow; tensorflow()"
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "0"})
-    assert proc.returncode == 0 and re.search(r"^I\d{4} .*\] ", proc.stderr, re.M), proc.stderr  # TensorFlow's info lines, as asked
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "0"},
+    )
+    assert proc.returncode == 0 and re.search(r"^I\d{4} .*\] ", proc.stderr, re.M), (
+        proc.stderr
+    )  # TensorFlow's info lines, as asked
 
 
 def test_which_start_up_lines_are_noise():

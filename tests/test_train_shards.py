@@ -43,10 +43,16 @@ def test_sharded_epoch_order():
     order = sharded_epoch_order(counts, seed=1, epoch=2)
     assert sorted(order.tolist()) == list(range(sum(counts)))  # every row once
     np.testing.assert_array_equal(order, sharded_epoch_order(counts, seed=1, epoch=2))
-    assert not np.array_equal(order, sharded_epoch_order(counts, 1, 3)) and not np.array_equal(order, sharded_epoch_order(counts, 2, 2))
+    assert not np.array_equal(order, sharded_epoch_order(counts, 1, 3)) and not np.array_equal(
+        order, sharded_epoch_order(counts, 2, 2)
+    )
     shard_of = np.searchsorted(np.cumsum([0, *counts]), order, side="right") - 1
     assert len(set(shard_of[:4].tolist())) == 4  # four shards interleaved, one row each in turn
-    assert sharded_epoch_order([3], 0, 0).tolist() != [] and sorted(sharded_epoch_order([3], 0, 0).tolist()) == [0, 1, 2]
+    assert sharded_epoch_order([3], 0, 0).tolist() != [] and sorted(sharded_epoch_order([3], 0, 0).tolist()) == [
+        0,
+        1,
+        2,
+    ]
 
 
 def test_sharded_training_dataset_resumes_mid_run_with_the_same_batches(prepared):
@@ -58,9 +64,14 @@ def test_sharded_training_dataset_resumes_mid_run_with_the_same_batches(prepared
     steps = -(-len(x) // 16)
     assert len(full) == 3 * steps
     seen = np.concatenate([b[0] for b in full[:steps]]).reshape(len(x), -1)
-    assert sorted(map(bytes, seen)) == sorted(map(bytes, np.asarray(x).reshape(len(x), -1)))  # each example once per epoch
+    assert sorted(map(bytes, seen)) == sorted(
+        map(bytes, np.asarray(x).reshape(len(x), -1))
+    )  # each example once per epoch
     resumed = batches(training_dataset(x, labels, head, 16, seed=5, first_epoch=2, epochs=3))
-    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(full[2 * steps :], resumed, strict=True))
+    assert all(
+        np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        for a, b in zip(full[2 * steps :], resumed, strict=True)
+    )
     assert not np.array_equal(full[0][0], full[steps][0])  # reshuffled every epoch
 
 
@@ -78,7 +89,13 @@ def _train_and_evaluate(data: Path, out: Path, batch_size: int, normalize: str =
     from pipeline.report.evaluate import evaluate
     from pipeline.train.loop import train
 
-    overrides = {"train.epochs": 2, "train.batch_size": batch_size, "train.mlp.hidden": [8], "train.mlp.learning_rate": 0.001, "train.normalize": normalize}
+    overrides = {
+        "train.epochs": 2,
+        "train.batch_size": batch_size,
+        "train.mlp.hidden": [8],
+        "train.mlp.learning_rate": 0.001,
+        "train.normalize": normalize,
+    }
     settings, params = load_params(Path("/nonexistent"), overrides).train.for_arch("mlp")
     train("mlp", data, out, settings, params)
     return evaluate(out / "model.keras", data, 10).metrics
@@ -90,8 +107,14 @@ def test_training_on_shards_is_deterministic_across_runs_and_engines(prepared):
     again = _train_and_evaluate(prepared["local"], root / "m2", 16, "standardize")
     dask = _train_and_evaluate(prepared["dask"], root / "m3", 16, "standardize")
     assert first == again == dask and 0 <= first["accuracy"] <= 1
-    assert (root / "m1/history.csv").read_bytes() == (root / "m2/history.csv").read_bytes() == (root / "m3/history.csv").read_bytes()
-    assert same_weights(root / "m1/model.keras", root / "m2/model.keras") and same_weights(root / "m1/model.keras", root / "m3/model.keras")
+    assert (
+        (root / "m1/history.csv").read_bytes()
+        == (root / "m2/history.csv").read_bytes()
+        == (root / "m3/history.csv").read_bytes()
+    )
+    assert same_weights(root / "m1/model.keras", root / "m2/model.keras") and same_weights(
+        root / "m1/model.keras", root / "m3/model.keras"
+    )
     # (the .keras files differ in layer names only: Keras numbers them per process)
 
 
@@ -107,8 +130,17 @@ def test_same_batches_give_the_same_results_as_the_arrays_layout(prepared):
     assert same_weights(root / "s/model.keras", root / "a/model.keras")
     from pipeline.report.evaluate import run
 
-    for name in ("s", "a"):  # the evaluate stage: metrics, data identity, every plot (the prediction grid reads rows of the shards)
-        run(root / name / "model.keras", prepared["local" if name == "s" else "arrays"], 10, root / f"{name}-metrics.json", root / f"{name}-plots")
+    for name in (
+        "s",
+        "a",
+    ):  # the evaluate stage: metrics, data identity, every plot (the prediction grid reads rows of the shards)
+        run(
+            root / name / "model.keras",
+            prepared["local" if name == "s" else "arrays"],
+            10,
+            root / f"{name}-metrics.json",
+            root / f"{name}-plots",
+        )
     assert (root / "s-metrics.json").read_bytes() == (root / "a-metrics.json").read_bytes()
     plots = sorted(p.name for p in (root / "s-plots").iterdir())
     assert "predictions.png" in plots and plots == sorted(p.name for p in (root / "a-plots").iterdir())
@@ -124,7 +156,9 @@ def test_an_interrupted_training_on_shards_resumes_as_an_uninterrupted_one(prepa
     from pipeline.train.resume import POINTER
 
     data = prepared["local"]
-    settings, params = load_params(Path("/nonexistent"), {"train.epochs": 3, "train.batch_size": 16, "train.mlp.hidden": [4]}).train.for_arch("mlp")
+    settings, params = load_params(
+        Path("/nonexistent"), {"train.epochs": 3, "train.batch_size": 16, "train.mlp.hidden": [4]}
+    ).train.for_arch("mlp")
     uninterrupted = train("mlp", data, tmp_path / "whole", settings, params)
 
     class Killed(BaseException):

@@ -33,6 +33,7 @@ from ruamel.yaml import YAML, YAMLError
 from pipeline.core.errors import ConfigError
 from pipeline.core.paths import PARAMS_FILE
 
+
 class Section(BaseModel):
     """The base of every params model: unknown keys and loose types are errors, values are frozen."""
 
@@ -40,6 +41,7 @@ class Section(BaseModel):
 
 
 # --- Types shared by several sections ---------------------------------------------------------
+
 
 # Every number has a finite, sane range: a value far outside it is a typo or an attack, and would
 # otherwise fail later, slowly (a 30 GB allocation, a training run that diverges to NaN).
@@ -71,9 +73,13 @@ Workers = _between(0, 1024, low_inclusive=True)  # local processes (and local Da
 
 def _check_engine(section: str, engine: str, scheduler: str) -> None:
     if scheduler and not scheduler.startswith(("tcp://", "tls://")):
-        raise ConfigError(f"{section}.scheduler: {scheduler!r} is not a Dask scheduler address; expected tcp://HOST:PORT (or tls://)")
+        raise ConfigError(
+            f"{section}.scheduler: {scheduler!r} is not a Dask scheduler address; expected tcp://HOST:PORT (or tls://)"
+        )
     if scheduler and engine != "dask":
-        raise ConfigError(f"{section}.scheduler: {scheduler!r} is for {section}.engine dask (got {engine!r}); set {section}.engine: dask or leave the scheduler empty")
+        raise ConfigError(
+            f"{section}.scheduler: {scheduler!r} is for {section}.engine dask (got {engine!r}); set {section}.engine: dask or leave the scheduler empty"
+        )
 
 
 Sha256 = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{64})?$"), AfterValidator(str.lower)]
@@ -212,10 +218,13 @@ class RegistrySection(Section):
         return {**data, "sections": {name: value or {} for name, value in sections.items()}}
 
     @model_validator(mode="after")
-    def _parse_sections(self) -> "RegistrySection":
+    def _parse_sections(self) -> RegistrySection:
         if self.sections:
             registry = self.registry()
-            parsed = {name: _parse(registry[name].params, raw, f"{self.NAME}.{name}", registry[name].parse) for name, raw in self.sections.items()}
+            parsed = {
+                name: _parse(registry[name].params, raw, f"{self.NAME}.{name}", registry[name].parse)
+                for name, raw in self.sections.items()
+            }
             object.__setattr__(self, "sections", parsed)
         return self
 
@@ -243,7 +252,7 @@ class FetchConfig(RegistrySection):
     workers: Workers = 0
 
     @model_validator(mode="after")
-    def _check(self) -> "FetchConfig":
+    def _check(self) -> FetchConfig:
         _check_choice("fetch.source", self.source, self.registry())
         _check_engine("fetch", self.engine, self.scheduler)
         return self
@@ -277,7 +286,7 @@ class PrepareConfig(Section):
     workers: Workers = 0
 
     @model_validator(mode="after")
-    def _check_scheduler(self) -> "PrepareConfig":
+    def _check_scheduler(self) -> PrepareConfig:
         _check_engine("prepare", self.engine, self.scheduler)
         return self
 
@@ -289,13 +298,21 @@ class PrepareConfig(Section):
             return data
         size = data.get("size", "auto")
         if size != "auto":
-            if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_positive_int(v) and v <= MAX_SIDE for v in size)):
-                raise ConfigError(f"prepare.size: expected auto or [height, width] of integers from 1 to {MAX_SIDE}, got {size!r}")
+            if not (
+                isinstance(size, (list, tuple))
+                and len(size) == 2
+                and all(_positive_int(v) and v <= MAX_SIDE for v in size)
+            ):
+                raise ConfigError(
+                    f"prepare.size: expected auto or [height, width] of integers from 1 to {MAX_SIDE}, got {size!r}"
+                )
             data = {**data, "size": tuple(size)}
         for key in ("train_size", "val_size"):
             value = data.get(key, 0.5)
             if not (_positive_int(value) and value <= 10**9 or (isinstance(value, float) and 0 < value <= 1)):
-                raise ConfigError(f"prepare.{key}: expected a count (integer > 0) or a fraction (0 < float <= 1), got {value!r}")
+                raise ConfigError(
+                    f"prepare.{key}: expected a count (integer > 0) or a fraction (0 < float <= 1), got {value!r}"
+                )
         train, val = data.get("train_size", 0.8), data.get("val_size", 0.2)
         if isinstance(train, float) and isinstance(val, float) and train + val > 1 + 1e-9:
             raise ConfigError(f"prepare.train_size + prepare.val_size = {train + val:g} exceeds 1")
@@ -334,7 +351,7 @@ class TrainConfig(RegistrySection, TrainSettings):
     archs: Annotated[list[str], Field(min_length=1)] = ["mlp", "cnn"]
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         for arch in self.archs:
             _check_choice("train.archs", arch, self.registry())
         return self
@@ -343,7 +360,9 @@ class TrainConfig(RegistrySection, TrainSettings):
         """The settings for one architecture: its section's overrides on top of the shared ones."""
         params = self.section(arch)
         base = {name: getattr(self, name) for name in TrainSettings.model_fields}
-        overrides = {name: getattr(params, name) for name in ArchParams.model_fields if getattr(params, name) is not None}
+        overrides = {
+            name: getattr(params, name) for name in ArchParams.model_fields if getattr(params, name) is not None
+        }
         return TrainSettings(**{**base, **overrides}), params
 
 
@@ -393,7 +412,11 @@ def _describe(exc: ValidationError, model: type[BaseModel], where: str) -> str:
     message = str(cause) if isinstance(cause, (ConfigError, ValueError)) else err["msg"]
     if isinstance(cause, ConfigError):
         return message
-    return f"{key}: {message} (got {err['input']!r})" if "input" in err and err["type"] != "value_error" else f"{key}: {message}"
+    return (
+        f"{key}: {message} (got {err['input']!r})"
+        if "input" in err and err["type"] != "value_error"
+        else f"{key}: {message}"
+    )
 
 
 def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:

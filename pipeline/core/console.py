@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -33,20 +34,34 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.1f}/s" if speed < 10 else f"{speed:,.0f}/s", style="progress.data.speed")
 
 
-def progress(items: Iterable[T], description: str, total: int | None = None, size: Callable[[T], int] | None = None) -> Iterator[T]:
+def progress(
+    items: Iterable[T], description: str, total: int | None = None, size: Callable[[T], int] | None = None
+) -> Iterator[T]:
     """`items`, with a progress bar on a terminal: done of `total`, percentage, rate and time left.
     With `size` (bytes per item, e.g. `len` of downloaded chunks) `total` is in bytes and the count
     and rate are shown as sizes (MB, MB/s)."""
     if not console.is_terminal:
         return iter(items)
     count = (DownloadColumn(), TransferSpeedColumn()) if size else (MofNCompleteColumn(), RateColumn())
-    bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), TaskProgressColumn(), *count, TimeRemainingColumn(), console=console, transient=True)
+    bar = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        *count,
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
     return _tracked(bar, items, description, total, size)
 
 
-def _tracked(bar: Progress, items: Iterable[T], description: str, total: int | None, size: Callable[[T], int] | None) -> Iterator[T]:
+def _tracked(
+    bar: Progress, items: Iterable[T], description: str, total: int | None, size: Callable[[T], int] | None
+) -> Iterator[T]:
     with bar:
-        task = bar.add_task(description, total=total if total is not None else (len(items) if hasattr(items, "__len__") else None))
+        task = bar.add_task(
+            description, total=total if total is not None else (len(items) if hasattr(items, "__len__") else None)
+        )
         for item in items:
             yield item
             bar.advance(task, size(item) if size else 1)

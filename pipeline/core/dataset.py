@@ -49,7 +49,21 @@ INCOMPLETE = ".incomplete"  # present while a fetch is writing the folder; remov
 SHARDS = "shards"  # shard layout: tars, per-shard parquet rows and stats
 MANIFEST_DIR = "manifest"  # shard layout: the settled manifest, one parquet file per shard
 SIDECARS = {MANIFEST, DATASET, SUMMARY}  # the dataset's own files, not items
-COLUMNS = ["url", "path", "class", "split", "status", "reason", "http_status", "bytes", "sha256", "width", "height", "format", "elapsed_ms"]
+COLUMNS = [
+    "url",
+    "path",
+    "class",
+    "split",
+    "status",
+    "reason",
+    "http_status",
+    "bytes",
+    "sha256",
+    "width",
+    "height",
+    "format",
+    "elapsed_ms",
+]
 NUMERIC = ["http_status", "bytes", "width", "height", "elapsed_ms"]
 SHARD_SUFFIX = ".tar"
 MEMBER_SEP = "#"  # `shards/00000.tar#<member>`: a stored item's path in the shard layout
@@ -59,7 +73,9 @@ def check_complete(root: Path) -> None:
     """Refuse a folder that a fetch started and did not finish (killed, failed): its files are a
     fraction of the dataset, and reading them as one would give a silently different split."""
     if (root / INCOMPLETE).exists():
-        raise InputError(f"{root} is an unfinished fetch (it was interrupted or failed): run `pipeline fetch` again to complete it")
+        raise InputError(
+            f"{root} is an unfinished fetch (it was interrupted or failed): run `pipeline fetch` again to complete it"
+        )
 
 
 def read_manifest(root: Path) -> pd.DataFrame | None:
@@ -72,7 +88,9 @@ def read_manifest(root: Path) -> pd.DataFrame | None:
     path = root / MANIFEST
     if not path.exists():
         return None
-    return pd.read_csv(path, dtype={"url": str, "path": str, "class": str, "split": str, "reason": str}, keep_default_na=False)
+    return pd.read_csv(
+        path, dtype={"url": str, "path": str, "class": str, "split": str, "reason": str}, keep_default_na=False
+    )
 
 
 def read_classes(root: Path) -> list[str] | None:
@@ -121,7 +139,11 @@ def shard_names(root: Path) -> list[str]:
     folder = root / SHARDS
     if not folder.is_dir():
         raise InputError(f"{root}: dataset.json says layout shards but {folder} is missing")
-    return sorted(p.name[: -len(SHARD_SUFFIX)] for p in folder.iterdir() if p.name.endswith(SHARD_SUFFIX) and not p.name.startswith("."))
+    return sorted(
+        p.name[: -len(SHARD_SUFFIX)]
+        for p in folder.iterdir()
+        if p.name.endswith(SHARD_SUFFIX) and not p.name.startswith(".")
+    )
 
 
 def manifest_files(root: Path) -> list[Path]:
@@ -136,11 +158,15 @@ def read_final_manifest(root: Path) -> pd.DataFrame:
     check_complete(root)
     files = manifest_files(root)
     if not files:
-        raise InputError(f"{root / MANIFEST_DIR} has no manifest: the shard dataset is unfinished or damaged; run `pipeline fetch` again")
+        raise InputError(
+            f"{root / MANIFEST_DIR} has no manifest: the shard dataset is unfinished or damaged; run `pipeline fetch` again"
+        )
     try:
         frame = pd.concat([read_parquet_frame(path) for path in files], ignore_index=True)
     except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise InputError(f"{root / MANIFEST_DIR} cannot be read ({type(exc).__name__}): run `pipeline fetch` again") from None
+        raise InputError(
+            f"{root / MANIFEST_DIR} cannot be read ({type(exc).__name__}): run `pipeline fetch` again"
+        ) from None
     missing = [c for c in ("path", "class", "split", "status") if c not in frame.columns]
     if missing:
         raise InputError(f"{root / MANIFEST_DIR}: columns {missing} are missing (expected {', '.join(COLUMNS)})")
@@ -167,7 +193,9 @@ def member_path(shard: str, member: str) -> str:
     return f"{SHARDS}/{shard}{SHARD_SUFFIX}{MEMBER_SEP}{member}"
 
 
-def iter_shard_images(root: Path, shard: str, max_bytes: int, wanted: set[str] | None = None) -> Iterator[tuple[str, bytes | ImageError]]:
+def iter_shard_images(
+    root: Path, shard: str, max_bytes: int, wanted: set[str] | None = None
+) -> Iterator[tuple[str, bytes | ImageError]]:
     """Stream the members of `shards/<shard>.tar` in tar order with `tarfile`: (member name, its
     bytes), only for regular members (links, folders and devices are never read) and, with `wanted`,
     only for those names (the others are skipped unread). A member over `max_bytes` comes as an
@@ -214,5 +242,7 @@ def stored_items(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     ok["member"] = [loc[1] for loc in located if loc is not None]
     missing = sorted(set(ok["shard"]) - set(shard_names(root)))
     if missing:
-        raise InputError(f"{root}: the manifest lists items in shards {', '.join(missing[:3])} but {SHARDS}/{missing[0]}{SHARD_SUFFIX} is missing; run `pipeline fetch` again")
+        raise InputError(
+            f"{root}: the manifest lists items in shards {', '.join(missing[:3])} but {SHARDS}/{missing[0]}{SHARD_SUFFIX} is missing; run `pipeline fetch` again"
+        )
     return ok, bad

@@ -32,7 +32,13 @@ def default_workers(workers: int = 0) -> int:
 
 
 def map_shards(
-    fn: Callable[[Any], Any], tasks: Iterable[Any], engine: str = "local", scheduler: str = "", workers: int = 0, preload: Iterable[str] = (), section: str = "fetch"
+    fn: Callable[[Any], Any],
+    tasks: Iterable[Any],
+    engine: str = "local",
+    scheduler: str = "",
+    workers: int = 0,
+    preload: Iterable[str] = (),
+    section: str = "fetch",
 ) -> Iterator[Any]:
     """Run `fn(task)` for every task on `engine`; yield each result as soon as its task finishes.
 
@@ -48,14 +54,27 @@ class Engine:
     """The processes (or the cluster connection) of `map_shards`, kept open across several maps:
     a fetch runs one map per wave and starts its workers once."""
 
-    def __init__(self, engine: str = "local", scheduler: str = "", workers: int = 0, preload: Iterable[str] = (), section: str = "fetch"):
+    def __init__(
+        self,
+        engine: str = "local",
+        scheduler: str = "",
+        workers: int = 0,
+        preload: Iterable[str] = (),
+        section: str = "fetch",
+    ):
         if engine not in ENGINES:
             raise ConfigError(f"{section}.engine: unknown value {engine!r}; valid choices: {', '.join(ENGINES)}")
-        self.engine, self.scheduler, self.workers, self.preload, self.section = engine, scheduler, workers, tuple(preload), section
+        self.engine, self.scheduler, self.workers, self.preload, self.section = (
+            engine,
+            scheduler,
+            workers,
+            tuple(preload),
+            section,
+        )
         self._stack = ExitStack()
         self._pool: Any = None
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -69,7 +88,9 @@ class Engine:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload([fn.__module__, *self.preload])
                 workers = default_workers(self.workers)
-                self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_watch_parent, initargs=(os.getpid(),))
+                self._pool = ProcessPoolExecutor(
+                    max_workers=workers, mp_context=context, initializer=_watch_parent, initargs=(os.getpid(),)
+                )
                 self._stack.callback(self._pool.shutdown, wait=True, cancel_futures=True)
             else:
                 self._pool = self._stack.enter_context(_client(self.scheduler, self.workers, self.section))
@@ -80,7 +101,12 @@ class Engine:
         pool = self._start(fn)
         if self.engine == "local":
             limit = 2 * default_workers(self.workers)
-            futures = _bounded(lambda task: pool.submit(fn, task), tasks, limit, lambda pending: wait(pending, return_when=FIRST_COMPLETED))
+            futures = _bounded(
+                lambda task: pool.submit(fn, task),
+                tasks,
+                limit,
+                lambda pending: wait(pending, return_when=FIRST_COMPLETED),
+            )
             try:
                 for future in futures:
                     yield future.result()
@@ -101,7 +127,9 @@ class Engine:
                 future.release()
 
 
-def _bounded(submit: Callable[[Any], Any], tasks: Iterable[Any], limit: int, wait_any: Callable[[set], tuple[set, set]]) -> Iterator[Any]:
+def _bounded(
+    submit: Callable[[Any], Any], tasks: Iterable[Any], limit: int, wait_any: Callable[[set], tuple[set, set]]
+) -> Iterator[Any]:
     """Keep at most `limit` futures in flight; yield finished futures."""
     pending: set = set()
     source = iter(tasks)
@@ -156,7 +184,9 @@ def _probe(scheduler: str, section: str) -> None:
     try:
         socket.create_connection((parts.hostname, parts.port or 8786), timeout=CONNECT_TIMEOUT).close()
     except OSError as exc:
-        raise ConfigError(f"{section}.scheduler: cannot reach the Dask scheduler {scheduler!r} ({exc.strerror or type(exc).__name__}); start one with `dask scheduler` or use --engine local") from None
+        raise ConfigError(
+            f"{section}.scheduler: cannot reach the Dask scheduler {scheduler!r} ({exc.strerror or type(exc).__name__}); start one with `dask scheduler` or use --engine local"
+        ) from None
 
 
 @contextmanager
@@ -164,15 +194,28 @@ def _client(scheduler: str, workers: int, section: str):
     try:
         from distributed import Client, LocalCluster
     except ImportError:  # pragma: no cover - a dependency of the package
-        raise ConfigError(f"{section}.engine: dask needs the `distributed` package (pip install 'dask[distributed]')") from None
+        raise ConfigError(
+            f"{section}.engine: dask needs the `distributed` package (pip install 'dask[distributed]')"
+        ) from None
     if scheduler:
         _probe(scheduler, section)
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as exc:
-            raise ConfigError(f"{section}.scheduler: cannot reach the Dask scheduler {scheduler!r} ({type(exc).__name__}); start one with `dask scheduler` or use --engine local") from None
+            raise ConfigError(
+                f"{section}.scheduler: cannot reach the Dask scheduler {scheduler!r} ({type(exc).__name__}); start one with `dask scheduler` or use --engine local"
+            ) from None
         with client:
             yield client
     else:  # no scheduler given: a cluster of this machine's cores, on 127.0.0.1 only
-        with LocalCluster(n_workers=default_workers(workers), threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=default_workers(workers),
+                threads_per_worker=1,
+                host="127.0.0.1",
+                dashboard_address=None,
+                processes=True,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             yield client

@@ -16,9 +16,10 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 
 @contextmanager
@@ -93,7 +94,11 @@ def read_capped(path: Path, max_bytes: int) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
-        reason = {errno.ELOOP: "symbolic link, not followed", errno.ENOENT: "file not found", errno.EISDIR: "is a folder, not an image file"}
+        reason = {
+            errno.ELOOP: "symbolic link, not followed",
+            errno.ENOENT: "file not found",
+            errno.EISDIR: "is a folder, not an image file",
+        }
         raise ImageError(reason.get(exc.errno, f"cannot read: {exc.strerror or exc}")) from None
     try:
         info = os.fstat(fd)
@@ -127,7 +132,9 @@ def exclusive(out: Path, command: str) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise InputError(f"{out} is being written by another `pipeline {command}`; wait for it to finish (lock: {lock.lock_file})") from None
+        raise InputError(
+            f"{out} is being written by another `pipeline {command}`; wait for it to finish (lock: {lock.lock_file})"
+        ) from None
     try:
         yield
     finally:
@@ -155,6 +162,8 @@ def staged_dir(out: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
 def write_records(path: Path, records: list[dict]) -> None:
     """DVC plot data: an array of records, one per line: small, readable and diff-friendly."""
     lines = ",\n".join(json.dumps(record, allow_nan=False) for record in records)

@@ -48,7 +48,14 @@ _SIGNATURES = (
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
 )
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp"}  # stored file names
+EXTENSIONS = {
+    "JPEG": "jpg",
+    "PNG": "png",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+    "WEBP": "webp",
+}  # stored file names
 _HTML = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"<title")
 
 
@@ -92,7 +99,9 @@ def probe(source: Path | bytes) -> tuple[int, int]:
     head = source if isinstance(source, bytes) else _read_head(source)
     if sniff(head) == "JPEG":
         shape = _jpeg_shape(head)
-        if shape is None and not isinstance(source, bytes) and len(head) == _HEAD_BYTES:  # the header may go on past the bytes read
+        if (
+            shape is None and not isinstance(source, bytes) and len(head) == _HEAD_BYTES
+        ):  # the header may go on past the bytes read
             with contextlib.suppress(OSError), open(source, "rb") as fh:
                 shape = _jpeg_shape(fh.read(_MAX_HEADER_BYTES))
         if shape is not None:
@@ -165,7 +174,11 @@ def _exif_orientation(tiff: bytes) -> int | None:
     entries = tiff[ifd + 2 : ifd + 2 + 12 * count]
     if len(entries) != 12 * count:
         return None
-    found = [entries[i : i + 12] for i in range(0, len(entries), 12) if int.from_bytes(entries[i : i + 2], order) == _EXIF_ORIENTATION]
+    found = [
+        entries[i : i + 12]
+        for i in range(0, len(entries), 12)
+        if int.from_bytes(entries[i : i + 2], order) == _EXIF_ORIENTATION
+    ]
     if not found:
         return 1
     entry = found[0]
@@ -242,7 +255,13 @@ def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return out.reshape(h, w, *img.shape[2:])  # cv2 drops a trailing channel axis of 1
 
 
-def load(data: bytes, size: tuple[int, int], aspect: Aspect = "stretch", color: Color = "rgb", shape: tuple[int, int] | None = None) -> np.ndarray:
+def load(
+    data: bytes,
+    size: tuple[int, int],
+    aspect: Aspect = "stretch",
+    color: Color = "rgb",
+    shape: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Decode image bytes to a (height, width, 3 or 1) uint8 array of exactly `size`.
 
     `shape` is the displayed (height, width) when already known (from `probe`); JPEGs at least twice

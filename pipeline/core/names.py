@@ -6,4 +6,15 @@ takes; these plain tuples cost nothing. tests/test_cli.py keeps them equal to th
 """
 
 SOURCES = ("synthetic", "imagenet", "cats-dogs", "mnist", "cifar10", "folder")
-ARCHITECTURES = ("mlp", "cnn", "cnn-24", "cnn-48x2", "cnn-128x2", "cnn-64-128-fc512", "alexnet", "lenet5", "convnet", "preact")
+ARCHITECTURES = (
+    "mlp",
+    "cnn",
+    "cnn-24",
+    "cnn-48x2",
+    "cnn-128x2",
+    "cnn-64-128-fc512",
+    "alexnet",
+    "lenet5",
+    "convnet",
+    "preact",
+)

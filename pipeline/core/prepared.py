@@ -55,7 +55,12 @@ def array_files(data: Path, meta: dict) -> list[Path]:
     shard in the shard layout)."""
     if not is_sharded(meta):
         return [f(data, split) for split in SPLITS for f in (images_file, labels_file)]
-    return [f(data, shard["name"], split) for split in SPLITS for shard in meta["shards"] for f in (shard_images_file, shard_labels_file)]
+    return [
+        f(data, shard["name"], split)
+        for split in SPLITS
+        for shard in meta["shards"]
+        for f in (shard_images_file, shard_labels_file)
+    ]
 
 
 class ShardedRows:
@@ -88,7 +93,9 @@ class ShardedRows:
             start, stop, step = key.indices(len(self))
             if step != 1:
                 return self[np.arange(start, stop, step)]
-            pieces = [part[max(start - lo, 0) : max(stop - lo, 0)] for part, lo in zip(self.parts, self.offsets[:-1].tolist())]
+            pieces = [
+                part[max(start - lo, 0) : max(stop - lo, 0)] for part, lo in zip(self.parts, self.offsets[:-1].tolist())
+            ]
             return np.concatenate([np.empty((0, *self.shape[1:]), self.dtype), *pieces])  # (copies: a block of rows)
         idx = np.asarray(key, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
@@ -123,7 +130,9 @@ def read_meta(data: Path) -> dict:
         if is_sharded(meta) and not all(isinstance(shard["name"], str) for shard in meta["shards"]):
             raise TypeError
     except (ValueError, KeyError, TypeError):
-        raise InputError(f"{path} is damaged (not the meta.json `pipeline prepare` writes): run `pipeline prepare` again") from None
+        raise InputError(
+            f"{path} is damaged (not the meta.json `pipeline prepare` writes): run `pipeline prepare` again"
+        ) from None
     return meta
 
 
@@ -132,8 +141,15 @@ def write_meta(data: Path, meta: dict) -> None:
 
 
 def _check(data: Path, split: str, x: np.ndarray, y: np.ndarray, expected: tuple, n_classes: int, what: str) -> None:
-    if x.shape != expected or x.dtype != np.uint8 or y.shape != expected[:1] or (len(y) and not 0 <= y.min() <= y.max() < n_classes):
-        raise InputError(f"{data}: the {what} arrays {x.shape} do not match meta.json {expected}: the folder is damaged or mixed; run `pipeline prepare` again")
+    if (
+        x.shape != expected
+        or x.dtype != np.uint8
+        or y.shape != expected[:1]
+        or (len(y) and not 0 <= y.min() <= y.max() < n_classes)
+    ):
+        raise InputError(
+            f"{data}: the {what} arrays {x.shape} do not match meta.json {expected}: the folder is damaged or mixed; run `pipeline prepare` again"
+        )
 
 
 def _load(x_file: Path, y_file: Path, data: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -157,13 +173,17 @@ def load_split(data: Path, split: str) -> tuple[np.ndarray | ShardedRows, np.nda
     parts, labels = [], []
     for shard in meta["shards"]:
         what = f"shard {shard['name']} {split}"
-        x, y = _load(shard_images_file(data, shard["name"], split), shard_labels_file(data, shard["name"], split), data, what)
+        x, y = _load(
+            shard_images_file(data, shard["name"], split), shard_labels_file(data, shard["name"], split), data, what
+        )
         _check(data, split, x, y, (shard.get(split, -1), *shape), n_classes, what)
         parts.append(x)
         labels.append(y)
     rows = ShardedRows(parts, shape)
     if len(rows) != meta["splits"].get(split, -1):
-        raise InputError(f"{data}: the {split} shards hold {len(rows)} rows but meta.json says {meta['splits'].get(split)}: run `pipeline prepare` again")
+        raise InputError(
+            f"{data}: the {split} shards hold {len(rows)} rows but meta.json says {meta['splits'].get(split)}: run `pipeline prepare` again"
+        )
     return rows, np.concatenate(labels).astype(np.int32) if labels else np.zeros(0, np.int32)
 
 

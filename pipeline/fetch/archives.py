@@ -26,9 +26,10 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
-from typing import IO, Iterator
+from typing import IO
 
 from pipeline.core.errors import InputError
 

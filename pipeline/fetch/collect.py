@@ -64,10 +64,16 @@ def judge(got: Fetched, cls: str, settings: DownloadSettings) -> tuple[dict, byt
     fields = {**timing, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     if PLACEHOLDER_URL_MARK in got.final_url:
         return _row(url, cls, "skipped", "placeholder: redirected to photo_unavailable", **fields), None, None
-    if (data[:8] == PNG_MAGIC and hashlib.md5(data).hexdigest() == FLICKR_PLACEHOLDER_MD5) or fields["sha256"] in settings.placeholder_sha256:
+    if (data[:8] == PNG_MAGIC and hashlib.md5(data).hexdigest() == FLICKR_PLACEHOLDER_MD5) or fields[
+        "sha256"
+    ] in settings.placeholder_sha256:
         return _row(url, cls, "skipped", "placeholder image", **fields), None, None
     try:
-        info = validate(data, settings.max_pixels, settings.min_side) if settings.verify in ("decode", "auto") else check_header(data, settings.max_pixels, settings.min_side)
+        info = (
+            validate(data, settings.max_pixels, settings.min_side)
+            if settings.verify in ("decode", "auto")
+            else check_header(data, settings.max_pixels, settings.min_side)
+        )
     except ImageError as exc:
         return _row(url, cls, "skipped", str(exc), **fields), None, None
     return _row(url, cls, "ok", **fields, width=info.width, height=info.height, format=info.format), data, info
@@ -100,7 +106,11 @@ def _cut_short(data: bytes, fmt: str) -> str:
     if fmt == "JPEG":
         # Entropy-coded data never holds FF D9 (FF is stuffed as FF 00), so a whole file has its
         # EOI after the start of its last scan; trailing bytes after the EOI are tolerated.
-        return "" if data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") >= 0 else "no end-of-image marker after the last scan"
+        return (
+            ""
+            if data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") >= 0
+            else "no end-of-image marker after the last scan"
+        )
     if fmt == "PNG":
         return "" if b"IEND\xaeB`\x82" in data[-4096:] else "no IEND chunk"
     if fmt == "GIF":
@@ -136,10 +146,16 @@ def _load_done(out: Path) -> dict[str, dict]:
                 continue
             done[(row["class"], row["url"])] = row
     # A failed URL gets another chance; a duplicate is re-settled from its underlying ok row.
-    return {key: {**row, "status": "ok"} if row["status"] == "duplicate" else row for key, row in done.items() if row["status"] != "failed"}
+    return {
+        key: {**row, "status": "ok"} if row["status"] == "duplicate" else row
+        for key, row in done.items()
+        if row["status"] != "failed"
+    }
 
 
-def _settle(rows: list[dict], order: dict[tuple[str, str], int], classes: list[str], quotas: dict[str, Quota]) -> list[dict]:
+def _settle(
+    rows: list[dict], order: dict[tuple[str, str], int], classes: list[str], quotas: dict[str, Quota]
+) -> list[dict]:
     """Mark duplicates and assign splits by candidate order; returns the final rows."""
     rows = sorted(rows, key=lambda r: (classes.index(r["class"]), order.get((r["class"], r["url"]), 1 << 60), r["url"]))
     first: dict[str, dict] = {}
@@ -159,7 +175,9 @@ def _settle(rows: list[dict], order: dict[tuple[str, str], int], classes: list[s
     return settled
 
 
-def collect(candidates: dict[str, list[str]], quotas: dict[str, Quota], out: Path, settings: DownloadSettings, source: str) -> FetchResult:
+def collect(
+    candidates: dict[str, list[str]], quotas: dict[str, Quota], out: Path, settings: DownloadSettings, source: str
+) -> FetchResult:
     """Download until each class has its quota of distinct valid images or runs out of candidates."""
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.rglob(".*.tmp*"):  # temporary files of a run killed mid-write
@@ -182,7 +200,9 @@ def collect(candidates: dict[str, list[str]], quotas: dict[str, Quota], out: Pat
             return row
 
         tried = {cls: [url for url in dict.fromkeys(urls) if (cls, url) in done] for cls, urls in candidates.items()}
-        untried = {cls: [url for url in dict.fromkeys(urls) if (cls, url) not in done] for cls, urls in candidates.items()}
+        untried = {
+            cls: [url for url in dict.fromkeys(urls) if (cls, url) not in done] for cls, urls in candidates.items()
+        }
         while True:
             settled = _settle(list(done.values()), order, classes, quotas)
             have = {cls: sum(1 for r in settled if r["class"] == cls and r["status"] == "ok") for cls in classes}

@@ -21,8 +21,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 import urllib3
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from pipeline.core.config import DownloadSettings
@@ -131,7 +131,9 @@ def fetch_bytes(session: requests.Session, url: str, settings: DownloadSettings)
             return done(None, f"gave up after {settings.retries} retries: {_short(exc)}")
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             if time.monotonic() - start >= settings.total_timeout:
-                return done(None, f"timeout: over {settings.total_timeout:g} s", resp.status_code if resp is not None else None)
+                return done(
+                    None, f"timeout: over {settings.total_timeout:g} s", resp.status_code if resp is not None else None
+                )
             kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
             # Before a response, urllib3 has already retried; a body cut off mid-transfer is retried here.
             if resp is None or attempt + 1 == attempts or time.monotonic() - start > settings.total_timeout:
@@ -201,7 +203,12 @@ def get_bytes(pool: urllib3.PoolManager, url: str, settings: DownloadSettings) -
                 return done(None, f"timeout: over {settings.total_timeout:g} s")
             kind = "timeout" if isinstance(cause, (urllib3.exceptions.TimeoutError)) else "connection error"
             return done(None, f"{kind}: {_short(cause or exc)}")
-        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.DecodeError, OSError) as exc:
+        except (
+            urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.ReadTimeoutError,
+            urllib3.exceptions.DecodeError,
+            OSError,
+        ) as exc:
             status = resp.status if resp is not None else None
             if time.monotonic() - start >= settings.total_timeout:
                 return done(None, f"timeout: over {settings.total_timeout:g} s", status)
@@ -262,7 +269,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_file(session: requests.Session, url: str, dest: Path, settings: DownloadSettings, sha256: str | None = None) -> Path:
+def download_file(
+    session: requests.Session, url: str, dest: Path, settings: DownloadSettings, sha256: str | None = None
+) -> Path:
     """Stream `url` to `dest` with a progress bar; resume `<dest>.part` with an HTTP Range request.
 
     A server that ignores Range (answers 200 instead of 206) restarts the file from scratch. With
@@ -281,7 +290,9 @@ def download_file(session: requests.Session, url: str, dest: Path, settings: Dow
         have = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
-            with session.get(url, stream=True, headers=headers, timeout=(settings.connect_timeout, settings.read_timeout)) as resp:
+            with session.get(
+                url, stream=True, headers=headers, timeout=(settings.connect_timeout, settings.read_timeout)
+            ) as resp:
                 if resp.status_code == 416 and have:  # the part file is already whole
                     break
                 if resp.status_code not in (200, 206):
@@ -289,11 +300,18 @@ def download_file(session: requests.Session, url: str, dest: Path, settings: Dow
                 resume = resp.status_code == 206 and have > 0
                 total = _total_size(resp, have if resume else 0)
                 cap = settings.max_archive_bytes
-                too_big = DownloadError(f"{url}: larger than fetch.download.max_archive_bytes ({cap:,} bytes); raise it if this is the right file")
+                too_big = DownloadError(
+                    f"{url}: larger than fetch.download.max_archive_bytes ({cap:,} bytes); raise it if this is the right file"
+                )
                 if total and total > cap:
                     raise too_big
                 with open(part, "ab" if resume else "wb") as fh:
-                    chunks = progress(resp.iter_content(CHUNK), f"Downloading {dest.name}", total=total and total - (have if resume else 0), size=len)
+                    chunks = progress(
+                        resp.iter_content(CHUNK),
+                        f"Downloading {dest.name}",
+                        total=total and total - (have if resume else 0),
+                        size=len,
+                    )
                     for chunk in chunks:
                         fh.write(chunk)
                         if fh.tell() > cap:  # an endless or lying body: stop before the disk fills
@@ -312,7 +330,9 @@ def download_file(session: requests.Session, url: str, dest: Path, settings: Dow
     if sha256 is not None:
         actual = sha256_file(part)
         if actual != sha256:
-            raise DownloadError(f"{url}: SHA-256 mismatch: expected {sha256}, got {actual} (file kept at {part} for inspection; delete it to download again)")
+            raise DownloadError(
+                f"{url}: SHA-256 mismatch: expected {sha256}, got {actual} (file kept at {part} for inspection; delete it to download again)"
+            )
     os.replace(part, dest)
     return dest
 

@@ -15,7 +15,6 @@ from pipeline.core.files import printable, write_atomic, write_json
 from pipeline.core.images import EXTENSIONS, ImageInfo, validate
 
 
-
 @dataclass(frozen=True)
 class FetchResult:
     out: Path
@@ -48,7 +47,9 @@ def write_image(out: Path, cls: str, data: bytes, digest: str, info: ImageInfo) 
     return rel
 
 
-def write_manifest(out: Path, rows: list[dict], classes: list[str], source: str, warnings: list[str] | None = None) -> FetchResult:
+def write_manifest(
+    out: Path, rows: list[dict], classes: list[str], source: str, warnings: list[str] | None = None
+) -> FetchResult:
     """Write manifest.csv, summary.json and dataset.json (class order: label i = classes[i]).
 
     Rows are sorted by class, url and path so the file is byte-identical whatever order items
@@ -60,7 +61,9 @@ def write_manifest(out: Path, rows: list[dict], classes: list[str], source: str,
         if column not in frame:
             frame[column] = ""
     frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
-    frame = frame.astype({c: str for c in ("url", "path", "class", "split")}).sort_values(["class", "url", "path"], kind="stable")
+    frame = frame.astype({c: str for c in ("url", "path", "class", "split")}).sort_values(
+        ["class", "url", "path"], kind="stable"
+    )
     for column in NUMERIC:  # integers stay integers when some rows have none (no "700.0")
         frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce").astype("Int64")
     write_atomic(out / MANIFEST, frame.to_csv(index=False, lineterminator="\n").encode())

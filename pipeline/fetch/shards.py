@@ -54,7 +54,16 @@ import pyarrow.parquet as pq
 
 from pipeline.core.config import DownloadSettings
 from pipeline.core.console import progress
-from pipeline.core.dataset import COLUMNS, DATASET, MANIFEST_DIR, NUMERIC, SHARDS, SUMMARY, read_parquet_frame, shard_name
+from pipeline.core.dataset import (
+    COLUMNS,
+    DATASET,
+    MANIFEST_DIR,
+    NUMERIC,
+    SHARDS,
+    SUMMARY,
+    read_parquet_frame,
+    shard_name,
+)
 from pipeline.core.files import write_atomic, write_json
 from pipeline.core.images import EXTENSIONS
 
@@ -97,7 +106,9 @@ class Plan:
         out: list[str] = [""] * len(rows)
         for batch in np.unique(which):
             at = np.flatnonzero(which == batch)
-            for position, url in zip(at.tolist(), self._table[batch].take(pa.array(rows[at] - self._starts[batch])).to_pylist()):
+            for position, url in zip(
+                at.tolist(), self._table[batch].take(pa.array(rows[at] - self._starts[batch])).to_pylist()
+            ):
                 out[position] = url
         return out
 
@@ -158,7 +169,11 @@ def make_plan(rows: Iterable[tuple[str, str]], classes: list[str], folder: Path,
     rank = _rank_in_class(ids, len(classes))
     path = folder / "plan.arrow"
     # Plain reads, not a memory map: the mapped pages of a 1 GB file would count as resident.
-    with pa.OSFile(str(raw_path)) as raw_file, ipc.open_stream(raw_file) as source, ipc.new_file(str(path), schema) as plan:
+    with (
+        pa.OSFile(str(raw_path)) as raw_file,
+        ipc.open_stream(raw_file) as source,
+        ipc.new_file(str(path), schema) as plan,
+    ):
         start = 0
         for batch in source:
             mask = keep[start : start + batch.num_rows]
@@ -233,7 +248,11 @@ def finished(out: Path, shard: int, rows: list[tuple[str, str]]) -> dict | None:
         stats = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return stats if stats.get("fingerprint") == fingerprint(rows) and (out / SHARDS / f"{shard_name(shard)}.parquet").exists() else None
+    return (
+        stats
+        if stats.get("fingerprint") == fingerprint(rows) and (out / SHARDS / f"{shard_name(shard)}.parquet").exists()
+        else None
+    )
 
 
 _POOLS: dict = {}  # one urllib3 pool manager per worker process (connections reused across shards)
@@ -347,7 +366,9 @@ def _ok_rows(out: Path, shard: int, index: dict[str, int]) -> pd.DataFrame:
     """The ok rows of one finished shard, with their place (shard, idx) and class index."""
     # Strings stay in Arrow buffers (pandas' pyarrow-backed dtype), not one Python object each:
     # about 190 bytes per ok row, for the settling between waves.
-    table = pq.read_table(out / SHARDS / f"{shard_name(shard)}.parquet", columns=["url", "class", "status", "sha256", "path"])
+    table = pq.read_table(
+        out / SHARDS / f"{shard_name(shard)}.parquet", columns=["url", "class", "status", "sha256", "path"]
+    )
     keep = pc.equal(table.column("status"), "ok")
     idx = pa.array(np.arange(table.num_rows, dtype=np.int32)).filter(keep).to_numpy()
     table = table.filter(keep)
@@ -405,7 +426,9 @@ class Sharding:
         return self.layout == "shards" or (self.layout == "auto" and candidates > AUTO_SHARDS)
 
 
-def _waves(plan: Plan, out: Path, settings: DownloadSettings, size: int, engine, totals: np.ndarray, trains: np.ndarray):
+def _waves(
+    plan: Plan, out: Path, settings: DownloadSettings, size: int, engine, totals: np.ndarray, trains: np.ndarray
+):
     """Run waves of shards until no class needs more and can get more: each wave takes, per class,
     the next `missing images` untried candidates (vectorised over the plan: O(candidates) per
     wave). Returns the number of shards, candidates tried and distinct images per class, and the
@@ -415,7 +438,15 @@ def _waves(plan: Plan, out: Path, settings: DownloadSettings, size: int, engine,
     consumed = np.zeros(len(classes), np.int64)
     have = np.zeros(len(classes), np.int64)
     ok_parts: list[pd.DataFrame] = []
-    decisions = pd.DataFrame({"shard": np.zeros(0, np.int32), "idx": np.zeros(0, np.int32), "split": [], "duplicate_of": [], "owner_path": []})
+    decisions = pd.DataFrame(
+        {
+            "shard": np.zeros(0, np.int32),
+            "idx": np.zeros(0, np.int32),
+            "split": [],
+            "duplicate_of": [],
+            "owner_path": [],
+        }
+    )
     next_shard = 0
     while True:
         upper = np.minimum(consumed + np.maximum(totals - have, 0), plan.counts)
@@ -434,7 +465,9 @@ def _waves(plan: Plan, out: Path, settings: DownloadSettings, size: int, engine,
                 if finished(out, shard, rows) is None:  # resume: a finished shard is not fetched again
                     yield ShardTask(str(out), shard, rows, settings, settings.concurrency)
 
-        for _ in progress(engine.map(fetch_shard, tasks()), f"Fetching {len(wave)} URLs in {len(ids)} shards", total=len(ids)):
+        for _ in progress(
+            engine.map(fetch_shard, tasks()), f"Fetching {len(wave)} URLs in {len(ids)} shards", total=len(ids)
+        ):
             pass
         ok_parts += [_ok_rows(out, shard, index) for shard in ids]
         ok = pd.concat(ok_parts, ignore_index=True)
@@ -460,7 +493,11 @@ def collect_shards(plan: Plan, quotas: dict, out: Path, settings: DownloadSettin
     _remove_stale(out, next_shard)
     counts: Counter = Counter()
     reasons: Counter = Counter()
-    starts = np.searchsorted(decisions["shard"].to_numpy(), np.arange(next_shard + 1)) if len(decisions) else np.zeros(next_shard + 1, int)
+    starts = (
+        np.searchsorted(decisions["shard"].to_numpy(), np.arange(next_shard + 1))
+        if len(decisions)
+        else np.zeros(next_shard + 1, int)
+    )
     (out / MANIFEST_DIR).mkdir(exist_ok=True)
     for shard in progress(range(next_shard), "Writing the manifest", total=next_shard):
         frame = read_parquet_frame(out / SHARDS / f"{shard_name(shard)}.parquet")
@@ -476,7 +513,10 @@ def collect_shards(plan: Plan, quotas: dict, out: Path, settings: DownloadSettin
                 frame.loc[rows, "path"] = mine["owner_path"].to_numpy()[copies]
         counts.update(frame["status"].value_counts().to_dict())
         reasons.update(frame.loc[frame["status"] != "ok", "reason"].map(reason_kind).value_counts().to_dict())
-        _write_parquet(out / MANIFEST_DIR / f"{shard_name(shard)}.parquet", pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False))
+        _write_parquet(
+            out / MANIFEST_DIR / f"{shard_name(shard)}.parquet",
+            pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False),
+        )
     warnings = [
         f"class {cls}: {int(have[i])} of {int(totals[i])} images after trying all {int(consumed[i])} URLs of its list"
         for i, cls in enumerate(classes)

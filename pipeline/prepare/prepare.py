@@ -28,8 +28,8 @@ from pipeline.core.dataset import MANIFEST, check_complete, layout, read_classes
 from pipeline.core.errors import ConfigError, DataError, ImageError, InputError
 from pipeline.core.files import exclusive, printable, read_capped, staged_dir, walk, write_text
 from pipeline.core.images import load
-from pipeline.prepare.survey import probe_all, summarise
 from pipeline.core.prepared import INDEX, SKIPPED, SPLITS, images_file, labels_file, write_meta
+from pipeline.prepare.survey import probe_all, summarise
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,14 @@ def list_items(root: Path) -> tuple[list[Item], list[str], str, list[tuple[str, 
     manifest = read_manifest(root)
     if manifest is not None:
         ok = manifest[manifest["status"] == "ok"]
-        inside = [not PurePosixPath(path).is_absolute() and ".." not in PurePosixPath(path).parts for path in ok["path"]]
-        items = [Item(path, cls, split if split in SPLITS else "") for path, cls, split, keep in zip(ok["path"], ok["class"], ok["split"], inside) if keep]
+        inside = [
+            not PurePosixPath(path).is_absolute() and ".." not in PurePosixPath(path).parts for path in ok["path"]
+        ]
+        items = [
+            Item(path, cls, split if split in SPLITS else "")
+            for path, cls, split, keep in zip(ok["path"], ok["class"], ok["split"], inside)
+            if keep
+        ]
         outside = [(path, "path outside the dataset folder") for path, keep in zip(ok["path"], inside) if not keep]
         classes = read_classes(root) or sorted(set(ok["class"]))
         digest = hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()
@@ -88,7 +94,9 @@ def auto_size(most_common: list[int], scale: float) -> tuple[int, int]:
     return tuple(max(1, math.floor(side * scale + 0.5)) for side in most_common)
 
 
-def input_size(cfg: PrepareConfig, survey_json: Path | None, shapes: Callable[[], list[tuple[int, int]]]) -> tuple[int, int]:
+def input_size(
+    cfg: PrepareConfig, survey_json: Path | None, shapes: Callable[[], list[tuple[int, int]]]
+) -> tuple[int, int]:
     """prepare.size, or the survey's most common shape x prepare.scale, or else that of `shapes()`
     (the usable images' shapes, asked for only then)."""
     if cfg.size != "auto":
@@ -98,7 +106,9 @@ def input_size(cfg: PrepareConfig, survey_json: Path | None, shapes: Callable[[]
     else:
         size = auto_size(summarise(shapes()).most_common_shape, cfg.scale)
     if max(size) > MAX_SIDE:
-        raise ConfigError(f"prepare: input size {size[0]}x{size[1]} exceeds {MAX_SIDE} pixels a side; lower prepare.scale or set prepare.size")
+        raise ConfigError(
+            f"prepare: input size {size[0]}x{size[1]} exceeds {MAX_SIDE} pixels a side; lower prepare.scale or set prepare.size"
+        )
     return size
 
 
@@ -107,7 +117,9 @@ def check_splits(splits: dict[str, list[int]], labels: list[int]) -> None:
     for split, rows in splits.items():
         present = {labels[i] for i in rows}
         if len(present) < 2:
-            raise DataError(f"the {split} split has images of {len(present)} class(es) only; each split needs at least two (check prepare.{split}_size and the data)")
+            raise DataError(
+                f"the {split} split has images of {len(present)} class(es) only; each split needs at least two (check prepare.{split}_size and the data)"
+            )
 
 
 def _count(size: int | float, n: int) -> int:
@@ -137,7 +149,9 @@ def split_items(labels: list[int], fixed: list[str], cfg: PrepareConfig, n_class
     else:
         n_val = _count(cfg.val_size, n)
     if n_train + n_val > n:
-        raise ConfigError(f"prepare.train_size + prepare.val_size ask for {n_train} + {n_val} images but only {n} are usable")
+        raise ConfigError(
+            f"prepare.train_size + prepare.val_size ask for {n_train} + {n_val} images but only {n} are usable"
+        )
     members = [[i for i, label in enumerate(labels) if label == c] for c in range(n_classes)]
     sizes = [len(m) for m in members]
     train = _allocate(n_train, sizes, sizes)
@@ -154,7 +168,15 @@ BATCH = 64  # rows per task: amortises the thread pool's per-task cost (~20 us) 
 
 
 def _write_split(
-    root: Path, out: Path, split: str, items: list[Item], shapes: list, size: tuple[int, int], cfg: PrepareConfig, channels: int, labels: list[int]
+    root: Path,
+    out: Path,
+    split: str,
+    items: list[Item],
+    shapes: list,
+    size: tuple[int, int],
+    cfg: PrepareConfig,
+    channels: int,
+    labels: list[int],
 ) -> tuple[list[int], list[tuple[str, str]]]:
     """Decode a split straight into a .npy file; drop rows whose decode fails.
 
@@ -172,7 +194,9 @@ def _write_split(
         reasons = []
         for row in rows:
             try:
-                img = load(read_capped(root / items[row].rel, cfg.max_file_bytes), size, cfg.aspect, cfg.color, shapes[row])
+                img = load(
+                    read_capped(root / items[row].rel, cfg.max_file_bytes), size, cfg.aspect, cfg.color, shapes[row]
+                )
             except ImageError as exc:
                 reasons.append(str(exc))
                 continue
@@ -187,7 +211,11 @@ def _write_split(
     fd = os.open(path, os.O_WRONLY)
     try:
         with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-            reasons = [r for batch in progress(pool.map(work, batches), f"Preparing {split}", total=len(batches)) for r in batch]
+            reasons = [
+                r
+                for batch in progress(pool.map(work, batches), f"Preparing {split}", total=len(batches))
+                for r in batch
+            ]
     finally:
         os.close(fd)
     bad = [row for row, reason in enumerate(reasons) if reason]
@@ -214,7 +242,9 @@ def prepare(root: Path, out: Path, cfg: PrepareConfig, survey_json: Path | None 
     """
     src, dst = root.resolve(), out.resolve()
     if dst == src or src in dst.parents:
-        raise ConfigError(f"--out {out} is inside --in {root}: the next run would read the output as a class; choose a folder outside it")
+        raise ConfigError(
+            f"--out {out} is inside --in {root}: the next run would read the output as a class; choose a folder outside it"
+        )
     if root.is_dir():
         check_complete(root)
         if layout(root) == "shards":  # one task per shard on prepare.engine
@@ -226,14 +256,20 @@ def prepare(root: Path, out: Path, cfg: PrepareConfig, survey_json: Path | None 
     if unknown:
         raise InputError(f"{root}: classes {unknown} are not in the declared classes {classes}")
     if len(classes) < 2:
-        raise DataError(f"{root}: {len(classes)} class ({', '.join(classes)}); a classifier needs at least two class subfolders")
+        raise DataError(
+            f"{root}: {len(classes)} class ({', '.join(classes)}); a classifier needs at least two class subfolders"
+        )
     shapes = probe_all([root / item.rel for item in items])
     for item, shape in zip(items, shapes):
         if shape is None:
             skipped.append((item.rel, "not an image"))
         elif shape[0] * shape[1] > cfg.max_pixels:
             skipped.append((item.rel, f"too many pixels: {shape[1]}x{shape[0]} > prepare.max_pixels {cfg.max_pixels}"))
-    usable = [(item, shape) for item, shape in zip(items, shapes) if shape is not None and shape[0] * shape[1] <= cfg.max_pixels]
+    usable = [
+        (item, shape)
+        for item, shape in zip(items, shapes)
+        if shape is not None and shape[0] * shape[1] <= cfg.max_pixels
+    ]
     if not usable:
         raise DataError(f"no usable image under {root} ({len(skipped)} skipped{_top_reasons(skipped)})")
 
@@ -250,25 +286,65 @@ def prepare(root: Path, out: Path, cfg: PrepareConfig, survey_json: Path | None 
         for split in SPLITS:
             rows = splits[split]
             keep, bad = _write_split(
-                root, tmp, split, [usable[i][0] for i in rows], [usable[i][1] for i in rows], size, cfg, channels, [labels[i] for i in rows]
+                root,
+                tmp,
+                split,
+                [usable[i][0] for i in rows],
+                [usable[i][1] for i in rows],
+                size,
+                cfg,
+                channels,
+                [labels[i] for i in rows],
             )
             sizes[split] = len(keep)
             skipped += bad
             for new_row, old_row in enumerate(keep):
                 item = usable[rows[old_row]][0]
-                index_rows.append({"split": split, "row": new_row, "path": printable(item.rel), "class": item.cls, "label": classes.index(item.cls)})
+                index_rows.append(
+                    {
+                        "split": split,
+                        "row": new_row,
+                        "path": printable(item.rel),
+                        "class": item.cls,
+                        "label": classes.index(item.cls),
+                    }
+                )
         skipped = sorted((printable(path), reason) for path, reason in skipped)
         input_shape = (*size, channels)
         write_listing(tmp, index_rows, skipped, classes, input_shape, sizes, cfg, read_source(root) or "folder", digest)
     kept = sum(sizes.values())
-    warnings = [f"most files were skipped, {len(skipped)} of {len(skipped) + kept}{_top_reasons(skipped)} (see {out / SKIPPED})"] if len(skipped) > kept else []
+    warnings = (
+        [
+            f"most files were skipped, {len(skipped)} of {len(skipped) + kept}{_top_reasons(skipped)} (see {out / SKIPPED})"
+        ]
+        if len(skipped) > kept
+        else []
+    )
     return Prepared(out, classes, input_shape, sizes, skipped, warnings)
 
 
-def write_listing(out: Path, index_rows: list[dict], skipped: list[tuple[str, str]], classes: list[str], input_shape: tuple, sizes: dict, cfg: PrepareConfig, source: str, digest: str, **extra) -> None:
+def write_listing(
+    out: Path,
+    index_rows: list[dict],
+    skipped: list[tuple[str, str]],
+    classes: list[str],
+    input_shape: tuple,
+    sizes: dict,
+    cfg: PrepareConfig,
+    source: str,
+    digest: str,
+    **extra,
+) -> None:
     """index.csv, skipped.csv and, last (the folder is then complete), meta.json: for either layout."""
-    write_text(out / INDEX, pd.DataFrame(index_rows, columns=["split", "row", "path", "class", "label"]).to_csv(index=False, lineterminator="\n"))
-    write_text(out / SKIPPED, pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(index=False, lineterminator="\n"))
+    write_text(
+        out / INDEX,
+        pd.DataFrame(index_rows, columns=["split", "row", "path", "class", "label"]).to_csv(
+            index=False, lineterminator="\n"
+        ),
+    )
+    write_text(
+        out / SKIPPED, pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(index=False, lineterminator="\n")
+    )
     meta = {
         "classes": classes,
         "input_shape": list(input_shape),
@@ -296,8 +372,14 @@ def read_survey_shape(path: Path) -> list[int]:
     except FileNotFoundError:
         raise InputError(f"survey file not found: {path}") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path} is not a survey (run `pipeline survey-shapes --out {path}`): {type(exc).__name__}") from None
-    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise InputError(
+            f"{path} is not a survey (run `pipeline survey-shapes --out {path}`): {type(exc).__name__}"
+        ) from None
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+    ):
         raise InputError(f"{path}: most_common_shape should be [height, width] of positive integers, got {shape!r}")
     return shape
 
@@ -307,4 +389,6 @@ def _check_space(out: Path, needed: int) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out.parent).free
     if needed > free:
-        raise DataError(f"the prepared arrays need {needed / 1e9:.1f} GB but {out.parent} has {free / 1e9:.1f} GB free; lower prepare.size or prepare.scale, or free space")
+        raise DataError(
+            f"the prepared arrays need {needed / 1e9:.1f} GB but {out.parent} has {free / 1e9:.1f} GB free; lower prepare.size or prepare.scale, or free space"
+        )

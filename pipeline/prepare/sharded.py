@@ -28,13 +28,28 @@ import pandas as pd
 
 from pipeline.core.config import PrepareConfig
 from pipeline.core.console import progress
-from pipeline.core.dataset import iter_shard_images, manifest_files, member_path, read_classes, read_source, stored_items
+from pipeline.core.dataset import (
+    iter_shard_images,
+    manifest_files,
+    member_path,
+    read_classes,
+    read_source,
+    stored_items,
+)
 from pipeline.core.engine import map_shards
 from pipeline.core.errors import DataError, ImageError, InputError
 from pipeline.core.files import atomic_file, exclusive, printable, staged_dir
 from pipeline.core.images import load, probe
 from pipeline.core.prepared import SHARDS, SKIPPED, SPLITS, shard_images_file, shard_labels_file
-from pipeline.prepare.prepare import Prepared, _check_space, _top_reasons, check_splits, input_size, split_items, write_listing
+from pipeline.prepare.prepare import (
+    Prepared,
+    _check_space,
+    _top_reasons,
+    check_splits,
+    input_size,
+    split_items,
+    write_listing,
+)
 from pipeline.prepare.survey import probe_shards
 
 
@@ -88,7 +103,12 @@ def prepare_shard(task: ShardTask) -> ShardResult:
     slot = {i: (split, r) for split in SPLITS for r, i in enumerate(rows[split])}
     where = {member: i for i, member in enumerate(task.members)}
     tmp = {split: task.out / SHARDS / f".{task.shard}-{split}_x.npy.tmp" for split in SPLITS}
-    arrays = {split: np.lib.format.open_memmap(tmp[split], mode="w+", dtype=np.uint8, shape=(len(rows[split]), *task.size, channels)) for split in SPLITS}
+    arrays = {
+        split: np.lib.format.open_memmap(
+            tmp[split], mode="w+", dtype=np.uint8, shape=(len(rows[split]), *task.size, channels)
+        )
+        for split in SPLITS
+    }
     reasons: dict[int, str] = {}
     for member, data in iter_shard_images(task.root, task.shard, task.max_file_bytes, set(where)):
         i = where[member]
@@ -181,25 +201,64 @@ def prepare_shards(root: Path, out: Path, cfg: PrepareConfig, survey_json: Path 
         for shard, group in items.groupby("shard", sort=True):
             chosen = [i for i in group.index.tolist() if assigned[i]]
             if chosen:
-                tasks.append(ShardTask(
-                    root, tmp, str(shard), tuple(members[i] for i in chosen), tuple(labels[i] for i in chosen),
-                    tuple(assigned[i] for i in chosen), size, cfg.aspect, cfg.color, cfg.max_pixels, cfg.max_file_bytes,
-                ))
+                tasks.append(
+                    ShardTask(
+                        root,
+                        tmp,
+                        str(shard),
+                        tuple(members[i] for i in chosen),
+                        tuple(labels[i] for i in chosen),
+                        tuple(assigned[i] for i in chosen),
+                        size,
+                        cfg.aspect,
+                        cfg.color,
+                        cfg.max_pixels,
+                        cfg.max_file_bytes,
+                    )
+                )
         finished = map_shards(prepare_shard, tasks, cfg.engine, cfg.scheduler, cfg.workers, section="prepare")
-        results = sorted(progress(finished, f"Preparing {len(tasks)} shards", total=len(tasks)), key=lambda result: result.shard)  # (tasks are in shard order)
+        results = sorted(
+            progress(finished, f"Preparing {len(tasks)} shards", total=len(tasks)), key=lambda result: result.shard
+        )  # (tasks are in shard order)
         sizes, index_rows, shards = {split: 0 for split in SPLITS}, {split: [] for split in SPLITS}, []
         for task, result in zip(tasks, results):
             for split in SPLITS:
                 for i in result.kept[split]:
                     cls = classes[task.labels[i]]
-                    index_rows[split].append({"split": split, "row": sizes[split], "path": printable(member_path(task.shard, task.members[i])), "class": cls, "label": task.labels[i]})
+                    index_rows[split].append(
+                        {
+                            "split": split,
+                            "row": sizes[split],
+                            "path": printable(member_path(task.shard, task.members[i])),
+                            "class": cls,
+                            "label": task.labels[i],
+                        }
+                    )
                     sizes[split] += 1
             skipped += [(member_path(task.shard, member), reason) for member, reason in result.skipped]
             shards.append({"name": task.shard, **{split: len(result.kept[split]) for split in SPLITS}})
         skipped = sorted((printable(path), reason) for path, reason in skipped)
         rows = [row for split in SPLITS for row in index_rows[split]]
         input_shape = (*size, channels)
-        write_listing(tmp, rows, skipped, classes, input_shape, sizes, cfg, read_source(root) or "folder", _manifest_sha256(root), layout=SHARDS, shards=shards)
+        write_listing(
+            tmp,
+            rows,
+            skipped,
+            classes,
+            input_shape,
+            sizes,
+            cfg,
+            read_source(root) or "folder",
+            _manifest_sha256(root),
+            layout=SHARDS,
+            shards=shards,
+        )
     kept = sum(sizes.values())
-    warnings = [f"most files were skipped, {len(skipped)} of {len(skipped) + kept}{_top_reasons(skipped)} (see {out / SKIPPED})"] if len(skipped) > kept else []
+    warnings = (
+        [
+            f"most files were skipped, {len(skipped)} of {len(skipped) + kept}{_top_reasons(skipped)} (see {out / SKIPPED})"
+        ]
+        if len(skipped) > kept
+        else []
+    )
     return Prepared(out, classes, input_shape, sizes, skipped, warnings)

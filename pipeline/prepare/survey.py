@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.config import MAX_FILE_BYTES
 from pipeline.core.console import progress
+from pipeline.core.dataset import SIDECARS, check_complete, iter_shard_images, layout, stored_items
 from pipeline.core.errors import DataError, ImageError, InputError
 from pipeline.core.files import walk, write_json, write_records, write_text
-from pipeline.core.config import MAX_FILE_BYTES
 from pipeline.core.images import probe
-from pipeline.core.dataset import SIDECARS, check_complete, iter_shard_images, layout, stored_items
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,9 @@ def survey_shapes(root: Path, sample: int = 0, seed: int = 0) -> Survey:
         items = items.iloc[_sampled(len(items), sample, seed)]
         survey = summarise(probe_shards(root, items))
         if not survey.images:
-            raise DataError(f"no readable image in the shards of {root} ({len(items)} items, none an image): nothing to survey")
+            raise DataError(
+                f"no readable image in the shards of {root} ({len(items)} items, none an image): nothing to survey"
+            )
         return survey
     files = list_files(root)
     files = [files[i] for i in _sampled(len(files), sample, seed)]
@@ -137,7 +139,9 @@ def shape_records(survey: dict, top: int = TOP_SHAPES) -> list[dict]:
     return records
 
 
-def write_survey(survey: Survey, json_path: Path | None = None, csv_path: Path | None = None, plot_path: Path | None = None) -> None:
+def write_survey(
+    survey: Survey, json_path: Path | None = None, csv_path: Path | None = None, plot_path: Path | None = None
+) -> None:
     """The survey JSON, the full shape histogram as CSV and the plot data, each only where a path is given."""
     if json_path is not None:
         write_json(json_path, asdict(survey))
@@ -148,7 +152,14 @@ def write_survey(survey: Survey, json_path: Path | None = None, csv_path: Path |
         write_records(plot_path, shape_records(asdict(survey)))
 
 
-def run(root: Path, sample: int, seed: int, json_out: Path | None = None, csv_out: Path | None = None, plot_out: Path | None = None) -> Survey:
+def run(
+    root: Path,
+    sample: int,
+    seed: int,
+    json_out: Path | None = None,
+    csv_out: Path | None = None,
+    plot_out: Path | None = None,
+) -> Survey:
     """The survey stage: survey `root`; write the survey JSON, the shape histogram CSV and its plot
     data where asked (nothing by default: a survey of some other folder must not touch the
     pipeline's own outputs)."""

@@ -37,7 +37,12 @@ def curves(values, title: str = "", revisions: bool = False) -> dict:
     encoding: dict = {
         "x": {"field": "epoch", "type": "quantitative", "title": "epoch", "axis": {"tickMinStep": 1, "format": "d"}},
         "y": {"field": "value", "type": "quantitative", "title": None, "scale": {"zero": False}},
-        "color": {"field": "split", "type": "nominal", "title": None, "scale": {"domain": list(SPLIT_COLORS), "range": list(SPLIT_COLORS.values())}},
+        "color": {
+            "field": "split",
+            "type": "nominal",
+            "title": None,
+            "scale": {"domain": list(SPLIT_COLORS), "range": list(SPLIT_COLORS.values())},
+        },
         "tooltip": [{"field": "epoch"}, {"field": "split"}, {"field": "value"}],
     }
     if revisions:
@@ -45,7 +50,15 @@ def curves(values, title: str = "", revisions: bool = False) -> dict:
         encoding["tooltip"].insert(0, {"field": "rev"})
     return {
         **_base(values, title),
-        "facet": {"column": {"field": "metric", "type": "nominal", "title": None, "sort": ["loss", "accuracy"], "header": {"labelFontSize": 13}}},
+        "facet": {
+            "column": {
+                "field": "metric",
+                "type": "nominal",
+                "title": None,
+                "sort": ["loss", "accuracy"],
+                "header": {"labelFontSize": 13},
+            }
+        },
         "spec": {"width": 260, "height": 200, "mark": {"type": "line", "point": True}, "encoding": encoding},
         "resolve": {"scale": {"y": "independent"}},
     }
@@ -58,13 +71,23 @@ def thresholds(values, best: float | None = None) -> dict:
             "mark": {"type": "line", "point": True},
             "encoding": {
                 "x": {"field": "threshold", "type": "quantitative", "scale": {"domain": [0, 1]}},
-                "y": {"field": "accuracy", "type": "quantitative", "title": "validation accuracy", "scale": {"zero": False}},
+                "y": {
+                    "field": "accuracy",
+                    "type": "quantitative",
+                    "title": "validation accuracy",
+                    "scale": {"zero": False},
+                },
                 "tooltip": [{"field": "threshold"}, {"field": "accuracy"}],
             },
         }
     ]
     if best is not None:
-        layers.append({"mark": {"type": "rule", "strokeDash": [4, 4], "color": "gray"}, "encoding": {"x": {"datum": best, "type": "quantitative"}}})
+        layers.append(
+            {
+                "mark": {"type": "rule", "strokeDash": [4, 4], "color": "gray"},
+                "encoding": {"x": {"datum": best, "type": "quantitative"}},
+            }
+        )
     return {**_base(values), "width": WIDTH, "height": 220, "layer": layers}
 
 
@@ -78,13 +101,26 @@ def roc(values) -> dict:
             {
                 "data": {"values": [{"fpr": 0, "tpr": 0}, {"fpr": 1, "tpr": 1}]},
                 "mark": {"type": "line", "strokeDash": [4, 4], "color": "gray"},
-                "encoding": {"x": {"field": "fpr", "type": "quantitative"}, "y": {"field": "tpr", "type": "quantitative"}},
+                "encoding": {
+                    "x": {"field": "fpr", "type": "quantitative"},
+                    "y": {"field": "tpr", "type": "quantitative"},
+                },
             },
             {
                 "mark": {"type": "line"},
                 "encoding": {
-                    "x": {"field": "fpr", "type": "quantitative", "title": "false positive rate", "scale": {"domain": [0, 1]}},
-                    "y": {"field": "tpr", "type": "quantitative", "title": "true positive rate", "scale": {"domain": [0, 1]}},
+                    "x": {
+                        "field": "fpr",
+                        "type": "quantitative",
+                        "title": "false positive rate",
+                        "scale": {"domain": [0, 1]},
+                    },
+                    "y": {
+                        "field": "tpr",
+                        "type": "quantitative",
+                        "title": "true positive rate",
+                        "scale": {"domain": [0, 1]},
+                    },
                     "order": {"field": "order", "type": "quantitative"},
                 },
                 "transform": [{"window": [{"op": "row_number", "as": "order"}]}],
@@ -111,9 +147,22 @@ def confusion(cells: list[dict], classes: list[str]) -> dict:
         **_base(cells),
         "width": side,
         "height": side,
-        "encoding": {"x": {"field": "predicted", **axis, "axis": {"labelAngle": -45 if len(classes) > 4 else 0}}, "y": {"field": "actual", **axis}},
+        "encoding": {
+            "x": {"field": "predicted", **axis, "axis": {"labelAngle": -45 if len(classes) > 4 else 0}},
+            "y": {"field": "actual", **axis},
+        },
         "layer": [
-            {"mark": "rect", "encoding": {"color": {"field": "count", "type": "quantitative", "title": "images", "scale": {"scheme": "blues", "domainMin": 0}}}},
+            {
+                "mark": "rect",
+                "encoding": {
+                    "color": {
+                        "field": "count",
+                        "type": "quantitative",
+                        "title": "images",
+                        "scale": {"scheme": "blues", "domainMin": 0},
+                    }
+                },
+            },
             {
                 "mark": {"type": "text", "fontSize": 12 if len(classes) <= 10 else 9},
                 "encoding": {
@@ -151,7 +200,11 @@ def to_svg(spec: dict, prefix: str) -> str:
     svg = vl_convert.vegalite_to_svg(spec)
     for number, name in enumerate(dict.fromkeys(_ID.findall(svg)), 1):
         new = f"{prefix}-{number}"
-        svg = svg.replace(f'id="{name}"', f'id="{new}"').replace(f"url(#{name})", f"url(#{new})").replace(f'href="#{name}"', f'href="#{new}"')
+        svg = (
+            svg.replace(f'id="{name}"', f'id="{new}"')
+            .replace(f"url(#{name})", f"url(#{new})")
+            .replace(f'href="#{name}"', f'href="#{new}"')
+        )
     return svg
 
 

@@ -97,7 +97,11 @@ def load_metrics(metrics_dir: Path) -> pd.DataFrame:
 def with_run_figures(frame: pd.DataFrame, runs_dir: Path) -> pd.DataFrame:
     """`frame` with each architecture's last training time and peak memory (`runs/<arch>/run.json`)
     where there is one: for the terminal only, they change from run to run."""
-    runs = {arch: flatten(json.loads(run_file(arch, runs_dir).read_text())) for arch in frame.index if run_file(arch, runs_dir).exists()}
+    runs = {
+        arch: flatten(json.loads(run_file(arch, runs_dir).read_text()))
+        for arch in frame.index
+        if run_file(arch, runs_dir).exists()
+    }
     if not runs:
         return frame
     return frame.join(pd.DataFrame.from_dict(runs, orient="index"))

@@ -154,7 +154,11 @@ def _round(value):
 
 def evaluate(model_path: Path, data: Path, n_thresholds: int) -> Evaluation:
     """Metrics of the model at `model_path` on `data`'s validation split."""
-    from pipeline.train.runtime import HISTORY_FILE, load_model, predict_probs  # (the metrics alone, used by plots and report, need no Keras)
+    from pipeline.train.runtime import (
+        HISTORY_FILE,
+        load_model,
+        predict_probs,
+    )  # (the metrics alone, used by plots and report, need no Keras)
 
     model = load_model(model_path)
     meta = read_meta(data)
@@ -163,7 +167,9 @@ def evaluate(model_path: Path, data: Path, n_thresholds: int) -> Evaluation:
         raise InputError(f"{data}: the validation split is empty; set prepare.val_size")
     probs = predict_probs(model, x_val)
     if probs.shape[1] != len(meta["classes"]):
-        raise InputError(f"{model_path} predicts {probs.shape[1]} classes but {data} has {len(meta['classes'])}: retrain on this data")
+        raise InputError(
+            f"{model_path} predicts {probs.shape[1]} classes but {data} has {len(meta['classes'])}: retrain on this data"
+        )
     metrics = compute_metrics(y_val, probs, meta["classes"], n_thresholds)
     metrics["params"] = int(model.count_params())
     history_file = model_path.parent / HISTORY_FILE
@@ -183,4 +189,3 @@ def run(model_path: Path, data: Path, n_thresholds: int, metrics_out: Path, plot
     write_json(dataset_file(metrics_out), identity(data))
     write_plots(evaluation, load_split(data, "val")[0], plots_dir)
     return evaluation
-

@@ -18,7 +18,9 @@ from pipeline.core.errors import ConfigError, InputError
 from pipeline.report.compare import LOWER_IS_BETTER
 
 METRICS_PREFIX = "metrics/"  # metrics/<arch>.json:<metric>, as DVC names a metrics file's values
-PARAMS_PREFIX = "params.yaml:"  # DVC names params `train.epochs`, or `params.yaml:train.epochs` beside other params files
+PARAMS_PREFIX = (
+    "params.yaml:"  # DVC names params `train.epochs`, or `params.yaml:train.epochs` beside other params files
+)
 COLUMNS = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}  # exp_show's own columns
 DEP_HASH = re.compile(r"^[0-9a-f]{32}(\.dir)?$")  # exp_show also lists each dependency's MD5 under its path
 DEFAULT_METRICS = ("accuracy", "best_threshold_accuracy", "mse", "pearson", "macro_f1", "roc_auc")
@@ -51,7 +53,10 @@ def full_metric_names(rows: list[dict], metrics: dict[str, list[str]]) -> list[d
     name, and just `<name>` where it is unique, e.g. when one architecture alone was evaluated: give
     every metric its file back, so such rows are found too."""
     owner = {name: path for path, names in metrics.items() for name in names}
-    return [{(f"{owner[key]}:{key}" if ":" not in key and key in owner else key): value for key, value in row.items()} for row in rows]
+    return [
+        {(f"{owner[key]}:{key}" if ":" not in key and key in owner else key): value for key, value in row.items()}
+        for row in rows
+    ]
 
 
 def leaderboard(rows: list[dict], sort: str, metrics: list[str] | None = None) -> pd.DataFrame:
@@ -65,13 +70,15 @@ def leaderboard(rows: list[dict], sort: str, metrics: list[str] | None = None) -
         by_arch: dict[str, dict] = {}
         for key, value in row.items():
             if key.startswith(METRICS_PREFIX) and ":" in key and _number(value):
-                file, metric = key[len(METRICS_PREFIX):].split(":", 1)
+                file, metric = key[len(METRICS_PREFIX) :].split(":", 1)
                 if file.endswith(".json"):
                     by_arch.setdefault(file[: -len(".json")], {})[metric] = float(value)
         settings = {
             key.removeprefix(PARAMS_PREFIX): value
             for key, value in row.items()
-            if key not in COLUMNS and (":" not in key or key.startswith(PARAMS_PREFIX)) and not (isinstance(value, str) and DEP_HASH.match(value))
+            if key not in COLUMNS
+            and (":" not in key or key.startswith(PARAMS_PREFIX))
+            and not (isinstance(value, str) and DEP_HASH.match(value))
         }
         for arch, values in sorted(by_arch.items()):
             records.append({"experiment": name, "arch": arch, **values})
@@ -89,7 +96,9 @@ def leaderboard(rows: list[dict], sort: str, metrics: list[str] | None = None) -
     columns = ["experiment", "arch", *dict.fromkeys([sort, *chosen])]
     differing = _differing(params)
     table = pd.concat([frame[columns], pd.DataFrame([{k: p.get(k) for k in differing} for p in params])], axis=1)
-    return table.sort_values(sort, ascending=sort in LOWER_IS_BETTER, na_position="last", kind="stable").reset_index(drop=True)
+    return table.sort_values(sort, ascending=sort in LOWER_IS_BETTER, na_position="last", kind="stable").reset_index(
+        drop=True
+    )
 
 
 def _differing(params: list[dict]) -> list[str]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
-from pipeline.report.compare import LOWER_IS_BETTER, format_value
 from pipeline.core.errors import InputError
+from pipeline.report.compare import LOWER_IS_BETTER, format_value
 
 WORKSPACE = "workspace"
 NEUTRAL = {"best_threshold", "epochs", "step"}  # settings-like numbers: a change is neither better nor worse
@@ -52,7 +52,12 @@ class MetricsDiff:
     errors: dict[str, str]  # "<rev>: <file>" -> why DVC could not read it
 
     def to_json(self) -> dict:
-        return {"old": self.old_rev, "new": self.new_rev, "changes": [asdict(c) for c in self.changes], "errors": self.errors}
+        return {
+            "old": self.old_rev,
+            "new": self.new_rev,
+            "changes": [asdict(c) for c in self.changes],
+            "errors": self.errors,
+        }
 
 
 def _round(value: float) -> float:
@@ -102,7 +107,9 @@ def metrics_diff(old_rev: str = "HEAD", new_rev: str | None = None, all_metrics:
     except NotDvcRepoError:
         raise InputError("not inside a DVC project: run `pipeline metrics diff` from the project folder") from None
     except DvcException as exc:
-        raise InputError(f"{exc}; expected a git revision (commit, branch, tag, HEAD~1) or an experiment name from `dvc exp show`") from None
+        raise InputError(
+            f"{exc}; expected a git revision (commit, branch, tag, HEAD~1) or an experiment name from `dvc exp show`"
+        ) from None
 
     changes = []
     for path, metrics in raw.get("diff", {}).items():
@@ -125,7 +132,10 @@ def _signed(value: float | None, suffix: str = "") -> str:
 
 def rows(diff: MetricsDiff) -> list[list[str]]:
     """The table's cells: arch, metric, old, new, delta, change %."""
-    return [[c.arch, c.metric, format_value(c.old), format_value(c.new), _signed(c.delta), _signed(c.pct, "%")] for c in diff.changes]
+    return [
+        [c.arch, c.metric, format_value(c.old), format_value(c.new), _signed(c.delta), _signed(c.pct, "%")]
+        for c in diff.changes
+    ]
 
 
 def headers(diff: MetricsDiff) -> list[str]:

@@ -67,7 +67,10 @@ def predicted_labels(probs: np.ndarray) -> np.ndarray:
 
 def confusion_records(evaluation: Evaluation) -> list[dict]:
     names = evaluation.classes
-    return [{"actual": names[a], "predicted": names[p]} for a, p in zip(evaluation.labels, predicted_labels(evaluation.probs))]
+    return [
+        {"actual": names[a], "predicted": names[p]}
+        for a, p in zip(evaluation.labels, predicted_labels(evaluation.probs))
+    ]
 
 
 def curve_records(history: tuple[dict, ...] | list[dict]) -> list[dict]:
@@ -78,7 +81,14 @@ def curve_records(history: tuple[dict, ...] | list[dict]) -> list[dict]:
             for prefix, split in SPLIT_NAMES.items():
                 value = row.get(prefix + metric)
                 if value is not None and value == value:
-                    records.append({"epoch": int(row.get("epoch", number)), "metric": metric, "split": split, "value": round(float(value), DIGITS)})
+                    records.append(
+                        {
+                            "epoch": int(row.get("epoch", number)),
+                            "metric": metric,
+                            "split": split,
+                            "value": round(float(value), DIGITS),
+                        }
+                    )
     return records
 
 
@@ -124,22 +134,43 @@ def predictions_figure(evaluation: Evaluation, images: np.ndarray):
     fig = Figure(figsize=(10, 9.5), dpi=100, layout="constrained")
     top, bottom = fig.subfigures(2, 1)
     sample = sample_rows(len(evaluation.labels))
-    _draw(top, images, sample, evaluation, "Validation sample: predicted class and probability (blue = right, red = wrong)", False)
+    _draw(
+        top,
+        images,
+        sample,
+        evaluation,
+        "Validation sample: predicted class and probability (blue = right, red = wrong)",
+        False,
+    )
     mistakes = worst_mistakes(evaluation)
     wrong = int((predicted_labels(evaluation.probs) != evaluation.labels).sum())
-    _draw(bottom, images, mistakes, evaluation, f"Most confident mistakes ({wrong} of {len(evaluation.labels)} wrong)", True)
+    _draw(
+        bottom,
+        images,
+        mistakes,
+        evaluation,
+        f"Most confident mistakes ({wrong} of {len(evaluation.labels)} wrong)",
+        True,
+    )
     return fig
 
 
 def write_predictions_png(evaluation: Evaluation, images: np.ndarray, path: Path) -> None:
     png = io.BytesIO()
-    predictions_figure(evaluation, images).savefig(png, format="png", metadata={"Software": None})  # no version stamp: same bytes every run
+    predictions_figure(evaluation, images).savefig(
+        png, format="png", metadata={"Software": None}
+    )  # no version stamp: same bytes every run
     write_atomic(path, png.getvalue())
 
 
 def write_plots(evaluation: Evaluation, images: np.ndarray, out: Path) -> list[Path]:
     """Every plot of one model into `out`; returns the paths written."""
-    files = {THRESHOLDS: threshold_records(evaluation), ROC: roc_records(evaluation), CONFUSION: confusion_records(evaluation), CURVES: curve_records(evaluation.history)}
+    files = {
+        THRESHOLDS: threshold_records(evaluation),
+        ROC: roc_records(evaluation),
+        CONFUSION: confusion_records(evaluation),
+        CURVES: curve_records(evaluation.history),
+    }
     for name, records in files.items():
         write_records(out / name, records)
     write_predictions_png(evaluation, images, out / PREDICTIONS)

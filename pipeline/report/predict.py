@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import ImageError, InputError
 from pipeline.core.config import MAX_FILE_BYTES, MAX_PIXELS
+from pipeline.core.errors import ImageError, InputError
 from pipeline.core.files import read_capped
 from pipeline.core.images import load, validate
 from pipeline.core.prepared import read_meta
@@ -51,7 +51,14 @@ def default_arch(metrics_dir: Path, sort: str, archs: list[str], data: Path) -> 
     )
 
 
-def read_image(path: Path, size: tuple[int, int], aspect: str, color: str, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_image(
+    path: Path,
+    size: tuple[int, int],
+    aspect: str,
+    color: str,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
     """One file as the model's input; ImageError says why it cannot be. The caps are prepare's
     (`prepare.max_file_bytes`, `prepare.max_pixels`): /dev/zero or a pixel bomb is refused, not read.
     A link the user names is followed (it is their file), then read like any other."""
@@ -60,7 +67,9 @@ def read_image(path: Path, size: tuple[int, int], aspect: str, color: str, max_b
     return load(data, size, aspect, color)
 
 
-def predict(paths: list[Path], model_path: Path, data: Path, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -> list[Prediction]:
+def predict(
+    paths: list[Path], model_path: Path, data: Path, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS
+) -> list[Prediction]:
     """The predicted class and its probability for each of `paths`, in order."""
     from pipeline.train.runtime import load_model, predict_probs
 
@@ -70,7 +79,9 @@ def predict(paths: list[Path], model_path: Path, data: Path, max_bytes: int = MA
     model = load_model(model_path)
     shape = list(meta["input_shape"])
     if list(model.input_shape[1:]) != shape:
-        raise InputError(f"{model_path} takes {model.input_shape[1:]} inputs but {data}/meta.json says {shape}: retrain, or pass the --data it was trained on")
+        raise InputError(
+            f"{model_path} takes {model.input_shape[1:]} inputs but {data}/meta.json says {shape}: retrain, or pass the --data it was trained on"
+        )
     size = (shape[0], shape[1])
     images: dict[int, np.ndarray] = {}
     errors: dict[int, str] = {}

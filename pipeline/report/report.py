@@ -49,7 +49,11 @@ def _best_line(comparison: Comparison, markdown: bool) -> str:
     frame, sort = comparison.frame, comparison.sort
     best = str(frame.index[0])
     value = frame.at[best, sort] if sort in frame.columns else None
-    shown = format_value(value) if value == value and value is not None else f"no {sort}; accuracy {format_value(frame.at[best, 'accuracy'])}"
+    shown = (
+        format_value(value)
+        if value == value and value is not None
+        else f"no {sort}; accuracy {format_value(frame.at[best, 'accuracy'])}"
+    )
     name = f"**{best}**" if markdown else f"<strong>{html.escape(best)}</strong>"
     return f"Best architecture by {f'`{sort}`' if markdown else f'<code>{html.escape(sort)}</code>'}: {name} ({shown})."
 
@@ -97,7 +101,14 @@ def _plots_section(archs: list[str], plots_dir: Path, out_dir: Path, html_page: 
     return lines
 
 
-def summary_markdown(comparison: Comparison, survey: dict, plots_dir: Path, out: Path, table: str | None = None, html_page: Path | None = None) -> str:
+def summary_markdown(
+    comparison: Comparison,
+    survey: dict,
+    plots_dir: Path,
+    out: Path,
+    table: str | None = None,
+    html_page: Path | None = None,
+) -> str:
     """The page's text; `table` is compare's Markdown when already written (reports/compare.md)."""
     lines = [
         "# Summary",
@@ -138,7 +149,9 @@ figure.missing p { color: #b00; }
 def _table_html(comparison: Comparison) -> str:
     frame = comparison.frame
     with_data = comparison.mixed
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["arch", *frame.columns, *(["data"] if with_data else [])])
+    head = "".join(
+        f"<th>{html.escape(str(c))}</th>" for c in ["arch", *frame.columns, *(["data"] if with_data else [])]
+    )
     rows = []
     for arch, row in frame.iterrows():
         cells = [f"<th>{html.escape(str(arch))}</th>"] + [f'<td class="num">{format_value(v)}</td>' for v in row]
@@ -185,34 +198,66 @@ def _arch_section(figures: _Figures, arch: str, metrics: dict, classes: list[str
     best = metrics.get("best_threshold")
     auc = metrics.get("roc_auc")
     binary = best is not None
-    sweep = f"best {format_value(best)}: {format_value(metrics.get('best_threshold_accuracy'))}" if binary else "one-vs-rest, every class's probability"
+    sweep = (
+        f"best {format_value(best)}: {format_value(metrics.get('best_threshold_accuracy'))}"
+        if binary
+        else "one-vs-rest, every class's probability"
+    )
 
     def confusion(records):
-        names = classes if classes and {r["actual"] for r in records} | {r["predicted"] for r in records} <= set(classes) else sorted({r["actual"] for r in records} | {r["predicted"] for r in records})
+        names = (
+            classes
+            if classes and {r["actual"] for r in records} | {r["predicted"] for r in records} <= set(classes)
+            else sorted({r["actual"] for r in records} | {r["predicted"] for r in records})
+        )
         return charts.confusion(charts.confusion_counts(records, names), names)
 
     parts = [
-        figures.chart(f"{arch}/{CURVES}", "Training curves: loss and accuracy per epoch, train and validation", charts.curves),
-        figures.chart(f"{arch}/{THRESHOLDS}", f"Validation accuracy by threshold ({sweep})", lambda r: charts.thresholds(r, best)),
-        figures.chart(f"{arch}/{ROC}", f"ROC curve (AUC {format_value(auc)})" if auc is not None else "ROC curve (one-vs-rest, micro-averaged)", charts.roc),
-        figures.chart(f"{arch}/{CONFUSION}", "Confusion matrix: validation images by actual and predicted class", confusion),
-        figures.image(f"{arch}/{PREDICTIONS}", "Validation sample (blue = right, red = wrong) and the most confident mistakes", f"{arch} predictions"),
+        figures.chart(
+            f"{arch}/{CURVES}", "Training curves: loss and accuracy per epoch, train and validation", charts.curves
+        ),
+        figures.chart(
+            f"{arch}/{THRESHOLDS}", f"Validation accuracy by threshold ({sweep})", lambda r: charts.thresholds(r, best)
+        ),
+        figures.chart(
+            f"{arch}/{ROC}",
+            f"ROC curve (AUC {format_value(auc)})" if auc is not None else "ROC curve (one-vs-rest, micro-averaged)",
+            charts.roc,
+        ),
+        figures.chart(
+            f"{arch}/{CONFUSION}", "Confusion matrix: validation images by actual and predicted class", confusion
+        ),
+        figures.image(
+            f"{arch}/{PREDICTIONS}",
+            "Validation sample (blue = right, red = wrong) and the most confident mistakes",
+            f"{arch} predictions",
+        ),
     ]
-    return f'<h2 id="arch-{html.escape(arch)}">{html.escape(arch)}</h2>\n<div class="plots">\n' + "\n".join(parts) + "\n</div>"
+    return (
+        f'<h2 id="arch-{html.escape(arch)}">{html.escape(arch)}</h2>\n<div class="plots">\n'
+        + "\n".join(parts)
+        + "\n</div>"
+    )
 
 
 def summary_html(comparison: Comparison, survey: dict, plots_dir: Path, metrics_dir: Path) -> tuple[str, _Figures]:
     figures = _Figures(plots_dir)
     note_class = "warning" if comparison.mixed else "note"
     h_w = "x".join(map(str, survey.get("most_common_shape", []))) or "none"
-    shape_figure = figures.chart(SHAPES, "Image shapes in the dataset, most common first", charts.shapes, shape_records(survey))
+    shape_figure = figures.chart(
+        SHAPES, "Image shapes in the dataset, most common first", charts.shapes, shape_records(survey)
+    )
     sections = []
     for arch in comparison.frame.index:
         metrics_file = metrics_dir / f"{arch}.json"
         metrics = json.loads(metrics_file.read_text())
         identity = read_dataset(metrics_file)
         sections.append(_arch_section(figures, str(arch), metrics, identity.get("classes") if identity else None))
-    fallback = f"<p>Without {html.escape(comparison.sort)} (ranked by accuracy): {html.escape(', '.join(comparison.fallback))}.</p>" if comparison.fallback else ""
+    fallback = (
+        f"<p>Without {html.escape(comparison.sort)} (ranked by accuracy): {html.escape(', '.join(comparison.fallback))}.</p>"
+        if comparison.fallback
+        else ""
+    )
     body = f"""<h1>Summary</h1>
 <p>{_best_line(comparison, markdown=False)}</p>
 <p class="{note_class}">{html.escape(comparison.data_note())}</p>
@@ -243,13 +288,21 @@ def summary_html(comparison: Comparison, survey: dict, plots_dir: Path, metrics_
 
 
 def write_report(
-    metrics_dir: Path, survey_json: Path, plots_dir: Path, out: Path, sort: str, compare_md: Path | None = None, html_out: Path | None = None
+    metrics_dir: Path,
+    survey_json: Path,
+    plots_dir: Path,
+    out: Path,
+    sort: str,
+    compare_md: Path | None = None,
+    html_out: Path | None = None,
 ) -> Report:
     """Write the summary page (Markdown) and, at `html_out` (default: summary.html beside it), the
     self-contained HTML page; `compare_md` (compare's table) is embedded when given."""
     for path in (survey_json, compare_md):
         if path is not None and not path.exists():
-            raise InputError(f"file not found: {path} (run `dvc repro`, or `pipeline survey-shapes --out` / `pipeline compare --out` first)")
+            raise InputError(
+                f"file not found: {path} (run `dvc repro`, or `pipeline survey-shapes --out` / `pipeline compare --out` first)"
+            )
     survey = json.loads(survey_json.read_text())
     comparison = compare(metrics_dir, sort)
     table = compare_md.read_text() if compare_md is not None else None

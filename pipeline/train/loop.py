@@ -37,7 +37,19 @@ from pipeline.core.files import exclusive, write_json, write_text
 from pipeline.core.prepared import ShardedRows, load_split, read_meta
 from pipeline.train.models import build_model
 from pipeline.train.models.common import Head, Preprocess
-from pipeline.train.runtime import BEST_FILE, HISTORY_FILE, MODEL_FILE, gathered, head_for, in_order, keras_seeded, rewrite_keras_file, save_model, targets, tensorflow
+from pipeline.train.runtime import (
+    BEST_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    gathered,
+    head_for,
+    in_order,
+    keras_seeded,
+    rewrite_keras_file,
+    save_model,
+    targets,
+    tensorflow,
+)
 
 BACKUP_DIR = ".backup"  # beside the model folder, not in it: DVC deletes a stage's outputs before rerunning it
 
@@ -86,7 +98,9 @@ def distribution(name: str):
         else:
             gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
             if name == "mirrored":
-                _STRATEGIES[name] = tf.distribute.MirroredStrategy(gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
+                _STRATEGIES[name] = tf.distribute.MirroredStrategy(
+                    gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
+                )
             elif len(gpus) > 1:
                 _STRATEGIES[name] = tf.distribute.MirroredStrategy(gpus)
             else:
@@ -133,7 +147,15 @@ def sharded_epoch_order(counts: list[int], seed: int, epoch: int, cycle: int = I
     return np.concatenate(rows).astype(np.int64)[np.argsort(keys, kind="stable")]
 
 
-def training_dataset(x: np.ndarray | ShardedRows, labels: np.ndarray, head: Head, batch_size: int, seed: int, first_epoch: int, epochs: int):
+def training_dataset(
+    x: np.ndarray | ShardedRows,
+    labels: np.ndarray,
+    head: Head,
+    batch_size: int,
+    seed: int,
+    first_epoch: int,
+    epochs: int,
+):
     """Epochs `first_epoch` .. `epochs - 1` back to back, each in its own seeded order (`epoch_order`,
     or `sharded_epoch_order` for the shard layout's `ShardedRows`); use with
     `steps_per_epoch = ceil(len(x) / batch_size)`."""
@@ -175,7 +197,14 @@ def _optimizer(keras, settings: TrainSettings):
 def _fingerprint(arch: str, settings: TrainSettings, params: ArchParams, data: Path, meta: dict, replicas: int) -> str:
     """What a backup must match to be resumed from: the same model, settings, data and devices."""
     files = {p.relative_to(data).as_posix(): p.stat().st_size for p in sorted(data.rglob("*.npy"))}  # (shards/ too)
-    blob = {"arch": arch, "settings": settings.model_dump(mode="json"), "params": params.model_dump(mode="json"), "meta": meta, "files": files, "replicas": replicas}
+    blob = {
+        "arch": arch,
+        "settings": settings.model_dump(mode="json"),
+        "params": params.model_dump(mode="json"),
+        "meta": meta,
+        "files": files,
+        "replicas": replicas,
+    }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -196,10 +225,11 @@ def default_backup_dir(out: Path) -> Path:
 def _live_callback(live_dir: Path, history: list[dict[str, float]]):
     """dvclive's Keras callback on a fresh log in `live_dir`, replaying the epochs a resumed run
     restored, so the log always holds every epoch once."""
-    from dvclive import Live
     from dvclive.keras import DVCLiveCallback
     from dvclive.utils import standardize_metric_name
     from scmrepo.exceptions import SCMError
+
+    from dvclive import Live
 
     class FileLive(Live):
         """dvclive writing its files only (dvc.yaml declares them; no experiment saving, no
@@ -274,27 +304,72 @@ def train(
     tf = tensorflow()
     head = head_for(len(meta["classes"]), settings.head)
     if settings.loss == "categorical_crossentropy" and head.units == 1:
-        raise ConfigError("train.loss: categorical_crossentropy needs a softmax output; set train.head: softmax (or use mse, binary_crossentropy)")
+        raise ConfigError(
+            "train.loss: categorical_crossentropy needs a softmax output; set train.head: softmax (or use mse, binary_crossentropy)"
+        )
     if not meta["splits"].get("train"):
         raise InputError(f"{data}: the training split is empty; set prepare.train_size")
-    mixed = bool(tf.config.list_physical_devices("GPU")) if settings.mixed_precision == "auto" else settings.mixed_precision
+    mixed = (
+        bool(tf.config.list_physical_devices("GPU")) if settings.mixed_precision == "auto" else settings.mixed_precision
+    )
 
     chief, task_name = task(strategy)
     backup, scratch = backup_dir or default_backup_dir(out), None
     if not chief:  # the other workers do the same work (collective ops need them) into throwaway folders
         scratch = Path(tempfile.mkdtemp(prefix=f"pipeline-{task_name}-"))
-        out, backup, live_dir, tensorboard_dir = scratch / "out", backup.with_name(f"{backup.name}.{task_name}"), None, None
+        out, backup, live_dir, tensorboard_dir = (
+            scratch / "out",
+            backup.with_name(f"{backup.name}.{task_name}"),
+            None,
+            None,
+        )
     with exclusive(out, "train"):  # one writer per model folder (and its backup)
-        return _fit(arch, data, out, settings, params, live_dir, tensorboard_dir, backup, scratch, run_file, meta, strategy, keras, head, mixed, chief)
+        return _fit(
+            arch,
+            data,
+            out,
+            settings,
+            params,
+            live_dir,
+            tensorboard_dir,
+            backup,
+            scratch,
+            run_file,
+            meta,
+            strategy,
+            keras,
+            head,
+            mixed,
+            chief,
+        )
 
 
-def _fit(arch, data, out, settings, params, live_dir, tensorboard_dir, backup, scratch, run_file, meta, strategy, keras, head, mixed, chief) -> Trained:
+def _fit(
+    arch,
+    data,
+    out,
+    settings,
+    params,
+    live_dir,
+    tensorboard_dir,
+    backup,
+    scratch,
+    run_file,
+    meta,
+    strategy,
+    keras,
+    head,
+    mixed,
+    chief,
+) -> Trained:
     """`train` once the model folder is this run's alone."""
     tf = tensorflow()
     x_train, y_train = load_split(data, "train")
     x_val, y_val = load_split(data, "val")
     _claim_backup(backup, _fingerprint(arch, settings, params, data, meta, strategy.num_replicas_in_sync))
-    callbacks, resume = _callbacks(keras, settings, backup, out, live_dir, tensorboard_dir, "val_loss" if len(x_val) else "loss")
+    callbacks, resume = _callbacks(
+        keras, settings, backup, out, live_dir, tensorboard_dir, "val_loss" if len(x_val) else "loss"
+    )
 
     keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
     try:
@@ -303,13 +378,24 @@ def _fit(arch, data, out, settings, params, live_dir, tensorboard_dir, backup, s
             model = build_model(arch, meta["input_shape"], head, params, Preprocess(settings.augment, *stats))
             if settings.jit_compile:
                 _check_xla(model)
-            accuracy = keras.metrics.BinaryAccuracy(name="accuracy") if head.units == 1 else keras.metrics.CategoricalAccuracy(name="accuracy")
-            model.compile(optimizer=_optimizer(keras, settings), loss=settings.loss, metrics=[accuracy], jit_compile=settings.jit_compile)
+            accuracy = (
+                keras.metrics.BinaryAccuracy(name="accuracy")
+                if head.units == 1
+                else keras.metrics.CategoricalAccuracy(name="accuracy")
+            )
+            model.compile(
+                optimizer=_optimizer(keras, settings),
+                loss=settings.loss,
+                metrics=[accuracy],
+                jit_compile=settings.jit_compile,
+            )
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             _multi_worker_fixes(model, x_train[:1], targets(y_train[:1], head))
         # (a backup of the very last epoch trains no more, but Keras still wants a first batch to look at)
         first_epoch = min(resume.start_epoch, settings.epochs - 1)
-        train_ds = training_dataset(x_train, y_train, head, settings.batch_size, settings.seed, first_epoch, settings.epochs)
+        train_ds = training_dataset(
+            x_train, y_train, head, settings.batch_size, settings.seed, first_epoch, settings.epochs
+        )
         val_ds = in_order(x_val, y_val, head, settings.batch_size) if len(x_val) else None
         start = time.perf_counter()
         model.fit(
@@ -329,7 +415,17 @@ def _fit(arch, data, out, settings, params, live_dir, tensorboard_dir, backup, s
 
     _check_finite(resume.history, backup, settings)
     history = _finish(out, backup, scratch, resume.history)
-    trained = Trained(out / MODEL_FILE, model.count_params(), history, seconds, peak_rss_mb(), resume.start_epoch, chief, strategy.num_replicas_in_sync, mixed)
+    trained = Trained(
+        out / MODEL_FILE,
+        model.count_params(),
+        history,
+        seconds,
+        peak_rss_mb(),
+        resume.start_epoch,
+        chief,
+        strategy.num_replicas_in_sync,
+        mixed,
+    )
     if chief and run_file is not None:
         write_run_file(run_file, trained)
     return trained
@@ -338,6 +434,7 @@ def _fit(arch, data, out, settings, params, live_dir, tensorboard_dir, backup, s
 def _check_xla(model) -> None:
     """`train.jit_compile` compiles the steps with XLA or fails: Keras would silently fall back to
     no XLA for a model holding a layer XLA cannot compile (the random image transforms)."""
+
     def walk(layer):
         yield layer
         for sub in getattr(layer, "layers", []):
@@ -345,7 +442,9 @@ def _check_xla(model) -> None:
 
     unsupported = sorted({type(layer).__name__ for layer in walk(model) if not layer.supports_jit})
     if unsupported:
-        raise ConfigError(f"train.jit_compile: XLA cannot compile {', '.join(unsupported)} (train.augment); set train.augment: none or train.jit_compile: false")
+        raise ConfigError(
+            f"train.jit_compile: XLA cannot compile {', '.join(unsupported)} (train.augment); set train.augment: none or train.jit_compile: false"
+        )
 
 
 def _check_finite(history: list[dict[str, float]], backup: Path, settings: TrainSettings) -> None:
@@ -360,7 +459,15 @@ def _check_finite(history: list[dict[str, float]], backup: Path, settings: Train
         )
 
 
-def _callbacks(keras, settings: TrainSettings, backup: Path, out: Path, live_dir: Path | None, tensorboard_dir: Path | None, monitor: str):
+def _callbacks(
+    keras,
+    settings: TrainSettings,
+    backup: Path,
+    out: Path,
+    live_dir: Path | None,
+    tensorboard_dir: Path | None,
+    monitor: str,
+):
     """ModelCheckpoint (best model), EarlyStopping, TensorBoard and dvclive (the chief's: the other
     workers get no folders), and `Resume` last, so its snapshot of an epoch includes what the others
     did in it."""

@@ -80,7 +80,9 @@ class Resume(keras.callbacks.Callback):
         state = {
             "history": self.history,
             "random": [np.asarray(v.numpy()).tolist() for v in _random_states(self.model)],
-            "callbacks": [{name: _plain(getattr(cb, name)) for name in TRACKED_ATTRS if hasattr(cb, name)} for cb in self.tracked],
+            "callbacks": [
+                {name: _plain(getattr(cb, name)) for name in TRACKED_ATTRS if hasattr(cb, name)} for cb in self.tracked
+            ],
         }
         self.dir.mkdir(parents=True, exist_ok=True)
         weights, state_path = _files(self.dir, epoch + 1)
@@ -89,7 +91,9 @@ class Resume(keras.callbacks.Callback):
         self.model.save_weights(tmp, overwrite=True)
         os.replace(tmp, weights)
         write_atomic(state_path, json.dumps(state).encode())
-        write_atomic(self.dir / POINTER, json.dumps({"epoch": epoch + 1}).encode())  # the backup of epoch + 1 is complete
+        write_atomic(
+            self.dir / POINTER, json.dumps({"epoch": epoch + 1}).encode()
+        )  # the backup of epoch + 1 is complete
         for path in _files(self.dir, epoch):
             path.unlink(missing_ok=True)
 

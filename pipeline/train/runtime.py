@@ -69,7 +69,9 @@ def _stderr_filtered(noise):
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True) if not noise(line)]
+            kept = [
+                line for line in captured.read().decode(errors="replace").splitlines(keepends=True) if not noise(line)
+            ]
             if kept:
                 os.write(2, "".join(kept).encode())
 
@@ -152,7 +154,11 @@ def rewrite_keras_file(src: Path, dst: Path) -> None:
     with zipfile.ZipFile(src) as zin, atomic_file(dst) as fh, zipfile.ZipFile(fh, "w") as zout:
         for member in zin.infolist():
             info = zipfile.ZipInfo(member.filename, date_time=ZIP_TIME)
-            info.compress_type, info.external_attr, info.file_size = member.compress_type, member.external_attr, member.file_size
+            info.compress_type, info.external_attr, info.file_size = (
+                member.compress_type,
+                member.external_attr,
+                member.file_size,
+            )
             if member.filename in ("metadata.json", "config.json"):
                 content = json.loads(zin.read(member))
                 if member.filename == "metadata.json":

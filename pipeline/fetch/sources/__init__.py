@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 from pydantic import BaseModel, Field, field_validator
 
-from pipeline.core.errors import DataError
 from pipeline.core.config import MAX_FILE_BYTES, Bytes, Count, DownloadSettings, Section, Sha256
-
+from pipeline.core.errors import DataError
 
 if TYPE_CHECKING:
     from pipeline.fetch.manifest import FetchResult
@@ -53,10 +52,12 @@ class ImagenetParams(Section):
 
 
 class CatsDogsParams(Section):
-    url: str = "https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip"
-    archive: Optional[str] = None  # a zip already on disk: read in place, nothing downloaded
-    sha256: Optional[Sha256] = None  # pin for the zip (downloaded or given); none by default, "" = none
-    download_dir: Optional[str] = None  # download cache [default: <out>/../downloads]
+    url: str = (
+        "https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip"
+    )
+    archive: str | None = None  # a zip already on disk: read in place, nothing downloaded
+    sha256: Sha256 | None = None  # pin for the zip (downloaded or given); none by default, "" = none
+    download_dir: str | None = None  # download cache [default: <out>/../downloads]
     max_member_bytes: Bytes = MAX_FILE_BYTES  # larger members are refused
     max_total_bytes: Bytes = 4_000_000_000  # larger archives are an error (the real one: ~825 MB)
 
@@ -74,7 +75,7 @@ MNIST_SHA256 = {
 class MnistParams(Section):
     url: str = "https://storage.googleapis.com/cvdf-datasets/mnist/"  # base URL of the four files (a trailing / is added if missing)
     sha256: dict[str, Sha256] = MNIST_SHA256  # file -> pin; a file not listed is not checked
-    download_dir: Optional[str] = None  # download cache [default: <out>/../downloads]
+    download_dir: str | None = None  # download cache [default: <out>/../downloads]
 
     @field_validator("sha256")
     @classmethod
@@ -90,8 +91,8 @@ CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001
 
 class Cifar10Params(Section):
     url: str = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # or a base URL ending in / to which cifar-10-python.tar.gz is added
-    sha256: Optional[Sha256] = CIFAR10_SHA256  # "" or null: no check
-    download_dir: Optional[str] = None  # download cache [default: <out>/../downloads]
+    sha256: Sha256 | None = CIFAR10_SHA256  # "" or null: no check
+    download_dir: str | None = None  # download cache [default: <out>/../downloads]
     max_member_bytes: Bytes = 100_000_000  # each batch is 31 MB
     max_total_bytes: Bytes = 1_000_000_000  # the whole tarball expands to 185 MB
 
@@ -110,7 +111,9 @@ class Source:
     def parse(self, raw: dict) -> BaseModel:
         return self.params.model_validate(raw)
 
-    def fetch(self, out: Path, params: BaseModel, download: DownloadSettings, sharding: Sharding | None = None) -> FetchResult:
+    def fetch(
+        self, out: Path, params: BaseModel, download: DownloadSettings, sharding: Sharding | None = None
+    ) -> FetchResult:
         """The fetch stage for this source, made safe around the source's own `fetch`:
 
         - one writer per output folder (`exclusive`); temporary files a killed run left are deleted;
@@ -136,7 +139,11 @@ class Source:
                 leftover.unlink(missing_ok=True)
             write_text(out / INCOMPLETE, "a fetch is writing this folder, or was stopped before it finished\n")
             takes_sharding = "sharding" in inspect.signature(module.fetch).parameters
-            result = module.fetch(out, params, download, sharding=sharding) if takes_sharding else module.fetch(out, params, download)
+            result = (
+                module.fetch(out, params, download, sharding=sharding)
+                if takes_sharding
+                else module.fetch(out, params, download)
+            )
             (out / INCOMPLETE).unlink()
         return _judged(result)
 
@@ -156,11 +163,19 @@ def _judged(result: FetchResult) -> FetchResult:
     if ok and bad <= ok:
         return result
     top = sorted(result.reasons.items(), key=lambda item: -item[1])[:3]
-    reasons = ", ".join(f"{n} {kind}" + (f" (set by {REASON_PARAMS[kind]})" if kind in REASON_PARAMS else "") for kind, n in top)
-    manifest = result.out / ("manifest" if (result.out / "manifest").is_dir() and not (result.out / "manifest.csv").exists() else "manifest.csv")
+    reasons = ", ".join(
+        f"{n} {kind}" + (f" (set by {REASON_PARAMS[kind]})" if kind in REASON_PARAMS else "") for kind, n in top
+    )
+    manifest = result.out / (
+        "manifest"
+        if (result.out / "manifest").is_dir() and not (result.out / "manifest.csv").exists()
+        else "manifest.csv"
+    )
     summary = f"{bad} of {ok + bad} items were not usable: {reasons}; every item and its reason: {manifest}"
     if not ok:
-        raise DataError(f"no usable image fetched: {summary if bad else '; '.join(result.warnings) or 'the source listed no item'}")
+        raise DataError(
+            f"no usable image fetched: {summary if bad else '; '.join(result.warnings) or 'the source listed no item'}"
+        )
     return replace(result, warnings=[*result.warnings, f"most items were not usable, {summary}"])
 
 

@@ -15,24 +15,23 @@ pipeline.fetch.sources.common. Class order is [dog, cat], so cat = label 1 as in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 from urllib.parse import urlsplit
 
-
+from pipeline.core.config import DownloadSettings
+from pipeline.core.errors import InputError
 from pipeline.fetch.archives import iter_zip
 from pipeline.fetch.download import DownloadError, download_file, make_session, sha256_file
-from pipeline.core.errors import InputError
 from pipeline.fetch.manifest import FetchResult, write_manifest
-from pipeline.fetch.sources.common import Candidate, download_cache, store_images, system_file
-from pipeline.core.config import DownloadSettings
 from pipeline.fetch.sources import CatsDogsParams
+from pipeline.fetch.sources.common import Candidate, download_cache, store_images, system_file
 
 CLASSES = ["dog", "cat"]  # label 0 = dog, 1 = cat (seed 000)
 FOLDERS = {"Dog": "dog", "Cat": "cat"}  # PetImages/<folder>/ -> class
 
 
-def obtain(url: str, archive: Optional[str], sha256: Optional[str], cache: Path, download: DownloadSettings) -> Path:
+def obtain(url: str, archive: str | None, sha256: str | None, cache: Path, download: DownloadSettings) -> Path:
     """The local archive: `archive` (checked, never modified) or `url` downloaded into `cache`."""
     if archive:
         path = Path(archive)
@@ -60,7 +59,9 @@ def candidates(path: Path, params: CatsDogsParams) -> Iterator[Candidate]:
         if entry.problem:
             yield Candidate(entry.name, cls, None, "failed", entry.problem)
         elif system_file(entry.name):
-            yield Candidate(entry.name, cls, None, "skipped", f"system file, not an image: {entry.name.rsplit('/', 1)[-1]}")
+            yield Candidate(
+                entry.name, cls, None, "skipped", f"system file, not an image: {entry.name.rsplit('/', 1)[-1]}"
+            )
         elif not cls:
             yield Candidate(entry.name, "", None, "skipped", "not in PetImages/Cat or PetImages/Dog")
         else:

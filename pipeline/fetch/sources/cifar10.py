@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.config import DownloadSettings
+from pipeline.core.errors import InputError
 from pipeline.fetch.archives import iter_tar
 from pipeline.fetch.download import download_file, make_session
-from pipeline.core.errors import InputError
 from pipeline.fetch.manifest import FetchResult, write_manifest
-from pipeline.fetch.sources.common import download_cache, write_split
-from pipeline.core.config import DownloadSettings
 from pipeline.fetch.sources import Cifar10Params
+from pipeline.fetch.sources.common import download_cache, write_split
 
 ARCHIVE = "cifar-10-python.tar.gz"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -58,14 +58,25 @@ def load_batch(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         batch = _NumpyOnly(io.BytesIO(data), encoding="bytes").load()
         pixels = np.asarray(batch[b"data"])
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        KeyError,
+        TypeError,
+        ValueError,
+        IndexError,
+        AttributeError,
+        OverflowError,
+    ) as exc:
         raise InputError(f"{name}: not a CIFAR-10 batch ({type(exc).__name__}: {str(exc)[:120]})") from None
     if pixels.dtype != np.uint8:
         if pixels.dtype.kind not in "iu" or (pixels.size and not 0 <= pixels.min() <= pixels.max() <= 255):
             raise InputError(f"{name}: pixel values are not bytes 0..255 ({pixels.dtype})")
         pixels = pixels.astype(np.uint8)
     if pixels.ndim != 2 or pixels.shape[1] != 3 * SIDE * SIDE or len(labels) != len(pixels):
-        raise InputError(f"{name}: expected N x {3 * SIDE * SIDE} pixels and N labels, got {pixels.shape} and {len(labels)}")
+        raise InputError(
+            f"{name}: expected N x {3 * SIDE * SIDE} pixels and N labels, got {pixels.shape} and {len(labels)}"
+        )
     if len(labels) and not (0 <= labels.min() and labels.max() < len(CLASSES)):
         raise InputError(f"{name}: labels outside 0..{len(CLASSES) - 1}")
     # Each row holds the red plane, then green, then blue, each 32x32 in row-major order.
@@ -86,7 +97,9 @@ def fetch(out: Path, params: Cifar10Params, download: DownloadSettings) -> Fetch
     """Download the tarball (cached, checksummed) and write `<out>/<class>/*.png` plus the manifest."""
     url = params.url + ARCHIVE if params.url.endswith("/") else params.url
     with make_session(download) as session:
-        path = download_file(session, url, download_cache(out, params.download_dir) / ARCHIVE, download, sha256=params.sha256 or None)
+        path = download_file(
+            session, url, download_cache(out, params.download_dir) / ARCHIVE, download, sha256=params.sha256 or None
+        )
     for cls in CLASSES:
         (out / cls).mkdir(parents=True, exist_ok=True)
     rows, seen = [], set()

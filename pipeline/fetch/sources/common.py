@@ -21,25 +21,25 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
 
 import cv2
 import numpy as np
 
-from pipeline.core.console import progress
 from pipeline.core.config import DownloadSettings
+from pipeline.core.console import progress
 from pipeline.core.errors import ImageError
-from pipeline.fetch.manifest import store_image
 from pipeline.core.files import write_atomic
+from pipeline.fetch.manifest import store_image
 
 # Names that operating systems scatter into image folders (the PetImages zip has a Thumbs.db per class).
 SYSTEM_FILES = {"thumbs.db", "desktop.ini", ".ds_store"}
 
 
-def download_cache(out: Path, download_dir: Optional[str]) -> Path:
+def download_cache(out: Path, download_dir: str | None) -> Path:
     """Where downloaded archives are kept: `download_dir`, else `downloads/` next to `out`.
 
     Outside `out` on purpose: `dvc repro` deletes a stage's outputs before it runs, and the archives
@@ -65,7 +65,9 @@ def system_file(name: str) -> bool:
 
 def _row(origin: str, cls: str, status: str, reason: str, **fields) -> dict:
     # Every field in every row: a column with gaps would be written as floats (700.0) by pandas.
-    empty = dict.fromkeys(("url", "path", "split", "http_status", "bytes", "sha256", "width", "height", "format", "elapsed_ms"), "")
+    empty = dict.fromkeys(
+        ("url", "path", "split", "http_status", "bytes", "sha256", "width", "height", "format", "elapsed_ms"), ""
+    )
     return {**empty, "origin": origin, "class": cls, "status": status, "reason": reason, **fields}
 
 
@@ -79,7 +81,12 @@ def _store(out: Path, cand: Candidate, digest: str, settings: DownloadSettings) 
 
 
 def store_images(
-    out: Path, candidates: Iterable[Candidate], classes: list[str], settings: DownloadSettings, description: str, total: int | None = None
+    out: Path,
+    candidates: Iterable[Candidate],
+    classes: list[str],
+    settings: DownloadSettings,
+    description: str,
+    total: int | None = None,
 ) -> list[dict]:
     """One manifest row per candidate, in candidate order; valid images written under `<out>/<class>/`.
 
@@ -136,7 +143,9 @@ def _write_png(out: Path, rel: str, img: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def write_split(out: Path, split: str, stem: str, origin: str, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> list[dict]:
+def write_split(
+    out: Path, split: str, stem: str, origin: str, images: np.ndarray, labels: np.ndarray, classes: list[str]
+) -> list[dict]:
     """Write image i as `<class>/<stem>-<i>.png` (lossless), with manifest `split`; one row each.
 
     `images` is (N, height, width) grayscale or (N, height, width, 3) RGB uint8.
@@ -147,8 +156,19 @@ def write_split(out: Path, split: str, stem: str, origin: str, images: np.ndarra
         cls = classes[labels[i]]
         rel = f"{cls}/{stem}-{i:05d}.png"
         data = _write_png(out, rel, images[i])
-        return _row(f"{origin}#{i}", cls, "ok", "", path=rel, split=split, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                    width=width, height=height, format="PNG")
+        return _row(
+            f"{origin}#{i}",
+            cls,
+            "ok",
+            "",
+            path=rel,
+            split=split,
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            width=width,
+            height=height,
+            format="PNG",
+        )
 
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         return list(progress(pool.map(work, range(len(images))), f"Writing {stem} images", total=len(images)))

@@ -11,15 +11,15 @@ alphabetical order (label i = i-th), as Keras's `image_dataset_from_directory` d
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+from pipeline.core.config import DownloadSettings
 from pipeline.core.errors import ConfigError, ImageError, InputError
 from pipeline.core.files import read_capped, walk
 from pipeline.fetch.manifest import FetchResult, write_manifest
-from pipeline.fetch.sources.common import Candidate, store_images, system_file
-from pipeline.core.config import DownloadSettings
 from pipeline.fetch.sources import FolderParams
+from pipeline.fetch.sources.common import Candidate, store_images, system_file
 
 
 def candidates(root: Path, classes: list[str], max_file_bytes: int) -> Iterator[Candidate]:
@@ -38,7 +38,13 @@ def candidates(root: Path, classes: list[str], max_file_bytes: int) -> Iterator[
             try:
                 yield Candidate(rel, cls, read_capped(file, max_file_bytes))
             except ImageError as exc:
-                yield Candidate(rel, cls, None, "skipped", str(exc).replace(f"> {max_file_bytes}", f"> max_file_bytes {max_file_bytes}"))
+                yield Candidate(
+                    rel,
+                    cls,
+                    None,
+                    "skipped",
+                    str(exc).replace(f"> {max_file_bytes}", f"> max_file_bytes {max_file_bytes}"),
+                )
 
 
 def check(out: Path, params: FolderParams) -> None:

@@ -16,13 +16,14 @@ from pathlib import Path
 import requests
 from bs4 import BeautifulSoup
 
+from pipeline.core.config import DownloadSettings
+from pipeline.core.errors import ConfigError, InputError, PipelineError
 from pipeline.fetch.collect import Quota, collect
 from pipeline.fetch.download import check_url, make_session
-from pipeline.core.errors import ConfigError, InputError, PipelineError
 from pipeline.fetch.manifest import FetchResult
-from pipeline.core.config import DownloadSettings
 from pipeline.fetch.shards import PLAN_DIR, Sharding, collect_shards, make_plan
 from pipeline.fetch.sources import ImagenetParams
+
 
 class SourceUnavailable(PipelineError):
     """The URL-list API could not be reached or answered an error."""
@@ -43,11 +44,17 @@ def iter_api(api_url: str, wnids: list[str], settings: DownloadSettings) -> Iter
     with session:
         for wnid in wnids:
             try:
-                resp = session.get(api_url, params={"wnid": wnid}, timeout=(settings.connect_timeout, settings.read_timeout))
+                resp = session.get(
+                    api_url, params={"wnid": wnid}, timeout=(settings.connect_timeout, settings.read_timeout)
+                )
             except requests.RequestException as exc:
-                raise SourceUnavailable(f"URL-list API unreachable: {api_url} ({type(exc).__name__}); point --api-url at a mirror or use --url-list FILE") from None
+                raise SourceUnavailable(
+                    f"URL-list API unreachable: {api_url} ({type(exc).__name__}); point --api-url at a mirror or use --url-list FILE"
+                ) from None
             if resp.status_code != 200:
-                raise SourceUnavailable(f"URL-list API {resp.url} answered HTTP {resp.status_code}; point --api-url at a mirror or use --url-list FILE")
+                raise SourceUnavailable(
+                    f"URL-list API {resp.url} answered HTTP {resp.status_code}; point --api-url at a mirror or use --url-list FILE"
+                )
             for url in parse_url_lines(resp.text):
                 yield wnid, url
 
@@ -118,7 +125,9 @@ def check(out: Path, params: ImagenetParams) -> None:
         raise InputError(f"URL list not found: {params.url_list}")
 
 
-def fetch(out: Path, params: ImagenetParams, download: DownloadSettings, sharding: Sharding | None = None) -> FetchResult:
+def fetch(
+    out: Path, params: ImagenetParams, download: DownloadSettings, sharding: Sharding | None = None
+) -> FetchResult:
     """Plan the candidates on disk, then fetch them in the layout `fetch.layout` picks."""
     sharding = sharding or Sharding()
     wnids = wanted_wnids(params)

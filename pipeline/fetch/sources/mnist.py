@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.fetch.download import download_file, make_session
-from pipeline.core.errors import InputError
-from pipeline.fetch.manifest import FetchResult, write_manifest
-from pipeline.fetch.sources.common import download_cache, write_split
 from pipeline.core.config import DownloadSettings
+from pipeline.core.errors import InputError
+from pipeline.fetch.download import download_file, make_session
+from pipeline.fetch.manifest import FetchResult, write_manifest
 from pipeline.fetch.sources import MnistParams
+from pipeline.fetch.sources.common import download_cache, write_split
 
 CLASSES = [str(digit) for digit in range(10)]
 # (split, images file, labels file); split "val" is MNIST's test set.
@@ -43,7 +43,9 @@ def read_idx(path: Path, dims: int) -> np.ndarray:
     if len(raw) > MAX_IDX_BYTES:
         raise InputError(f"{path}: over {MAX_IDX_BYTES} bytes uncompressed: not an MNIST file")
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in IDX_TYPES or raw[3] != dims:
-        raise InputError(f"{path}: not an IDX file of unsigned bytes with {dims} dimension(s) (magic {raw[:4].hex() or 'missing'})")
+        raise InputError(
+            f"{path}: not an IDX file of unsigned bytes with {dims} dimension(s) (magic {raw[:4].hex() or 'missing'})"
+        )
     header = 4 + 4 * dims
     shape = tuple(int(v) for v in np.frombuffer(raw[4:header], ">u4")) if len(raw) >= header else ()
     if len(shape) != dims or len(raw) != header + int(np.prod(shape)):
@@ -63,8 +65,11 @@ def fetch(out: Path, params: MnistParams, download: DownloadSettings) -> FetchRe
     cache = download_cache(out, params.download_dir)
     base = params.url if params.url.endswith("/") else params.url + "/"
     with make_session(download) as session:
-        paths = {name: download_file(session, base + name, cache / name, download, sha256=params.sha256.get(name) or None)
-                 for _, *names in FILES for name in names}
+        paths = {
+            name: download_file(session, base + name, cache / name, download, sha256=params.sha256.get(name) or None)
+            for _, *names in FILES
+            for name in names
+        }
     for cls in CLASSES:
         (out / cls).mkdir(parents=True, exist_ok=True)
     rows = []

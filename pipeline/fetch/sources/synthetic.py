@@ -21,11 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.core.config import DownloadSettings
 from pipeline.core.console import progress
+from pipeline.core.files import write_atomic
 from pipeline.core.images import probe
 from pipeline.fetch.manifest import FetchResult, write_manifest
-from pipeline.core.files import write_atomic
-from pipeline.core.config import DownloadSettings
 from pipeline.fetch.sources import SyntheticParams
 
 CLASSES = ["vertical", "horizontal"]
@@ -88,9 +88,19 @@ def fetch(out: Path, params: SyntheticParams, download: DownloadSettings | None 
         write_atomic(out / rel, data)
         height, width = probe(data)
         return {
-            "url": "", "path": rel, "class": CLASSES[label], "split": "", "status": "ok", "reason": "",
-            "http_status": "", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            "width": width, "height": height, "format": "JPEG", "elapsed_ms": "",
+            "url": "",
+            "path": rel,
+            "class": CLASSES[label],
+            "split": "",
+            "status": "ok",
+            "reason": "",
+            "http_status": "",
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "width": width,
+            "height": height,
+            "format": "JPEG",
+            "elapsed_ms": "",
         }
 
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:

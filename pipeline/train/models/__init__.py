@@ -10,8 +10,8 @@ folder (params class + `build`) and one registry line below.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from pipeline.core.config import ArchParams, TrainConfig
 from pipeline.train.models import alexnet, cnn, convnet, lenet5, mlp, preact
@@ -36,20 +36,94 @@ class Architecture:
 
 _CATS_DOGS = ("cats vs dogs at 1/4 scale", (94, 125, 3), 2)
 ARCHITECTURES: dict[str, Architecture] = {
-    "mlp": Architecture(mlp.build, mlp.MlpParams, "flatten -> dense hidden layers", "seed 000 baseline (one hidden layer of 512); seed 004's 256-256-256 with hidden=[256,256,256]", *_CATS_DOGS),
-    "cnn": Architecture(cnn.build, cnn.CnnParams, "(conv 3x3 -> max-pool) per filter count -> dense", "seed 000 family; default conv 64 -> conv 128 -> dense 512", *_CATS_DOGS),
-    "cnn-24": Architecture(cnn.build, cnn.CnnParams, "conv 24 -> dense 256 -> dense 256", "seed 000: one conv layer of 24 kernels, two dense", *_CATS_DOGS, cnn.PRESETS["cnn-24"]),
-    "cnn-48x2": Architecture(cnn.build, cnn.CnnParams, "conv 48 -> conv 48 -> dense 256 x 2", "seed 000: two conv layers of 48", *_CATS_DOGS, cnn.PRESETS["cnn-48x2"]),
-    "cnn-128x2": Architecture(cnn.build, cnn.CnnParams, "conv 128 -> conv 128 -> dense 256 x 2", "seed 000: two conv layers of 128 (67%)", *_CATS_DOGS, cnn.PRESETS["cnn-128x2"]),
-    "cnn-64-128-fc512": Architecture(cnn.build, cnn.CnnParams, "conv 64 -> conv 128 -> dense 512 x 2", "seed 000: its best (75%, Pearson 0.42)", *_CATS_DOGS, cnn.PRESETS["cnn-64-128-fc512"]),
-    "alexnet": Architecture(alexnet.build, alexnet.AlexnetParams, "AlexNet: 5 conv, 3 max-pool, dense 4096-4096-1000", "seed 001 (TF2 AlexNet, 2 ImageNet synsets)", "ImageNet ships vs bikes", (227, 227, 3), 2),
-    "lenet5": Architecture(lenet5.build, lenet5.Lenet5Params, "conv 6 5x5 -> avg-pool -> conv 16 5x5 -> avg-pool -> 120 -> 84", "seed 004 (Keras LeNet-5)", "MNIST", (28, 28, 1), 10),
-    "convnet": Architecture(convnet.build, convnet.ConvnetParams, "conv 8 -> max-pool -> conv 16 -> max-pool -> linear", "seed 002 (PyTorch ConvNet)", "MNIST", (28, 28, 1), 10),
-    "preact": Architecture(preact.build, preact.PreactParams, "(BN -> ReLU -> conv 3x3) x 3 per stage: 64, 128, 256; dropout 0.5", "seed 003 (pre-activation units)", "CIFAR-10", (32, 32, 3), 10),
+    "mlp": Architecture(
+        mlp.build,
+        mlp.MlpParams,
+        "flatten -> dense hidden layers",
+        "seed 000 baseline (one hidden layer of 512); seed 004's 256-256-256 with hidden=[256,256,256]",
+        *_CATS_DOGS,
+    ),
+    "cnn": Architecture(
+        cnn.build,
+        cnn.CnnParams,
+        "(conv 3x3 -> max-pool) per filter count -> dense",
+        "seed 000 family; default conv 64 -> conv 128 -> dense 512",
+        *_CATS_DOGS,
+    ),
+    "cnn-24": Architecture(
+        cnn.build,
+        cnn.CnnParams,
+        "conv 24 -> dense 256 -> dense 256",
+        "seed 000: one conv layer of 24 kernels, two dense",
+        *_CATS_DOGS,
+        cnn.PRESETS["cnn-24"],
+    ),
+    "cnn-48x2": Architecture(
+        cnn.build,
+        cnn.CnnParams,
+        "conv 48 -> conv 48 -> dense 256 x 2",
+        "seed 000: two conv layers of 48",
+        *_CATS_DOGS,
+        cnn.PRESETS["cnn-48x2"],
+    ),
+    "cnn-128x2": Architecture(
+        cnn.build,
+        cnn.CnnParams,
+        "conv 128 -> conv 128 -> dense 256 x 2",
+        "seed 000: two conv layers of 128 (67%)",
+        *_CATS_DOGS,
+        cnn.PRESETS["cnn-128x2"],
+    ),
+    "cnn-64-128-fc512": Architecture(
+        cnn.build,
+        cnn.CnnParams,
+        "conv 64 -> conv 128 -> dense 512 x 2",
+        "seed 000: its best (75%, Pearson 0.42)",
+        *_CATS_DOGS,
+        cnn.PRESETS["cnn-64-128-fc512"],
+    ),
+    "alexnet": Architecture(
+        alexnet.build,
+        alexnet.AlexnetParams,
+        "AlexNet: 5 conv, 3 max-pool, dense 4096-4096-1000",
+        "seed 001 (TF2 AlexNet, 2 ImageNet synsets)",
+        "ImageNet ships vs bikes",
+        (227, 227, 3),
+        2,
+    ),
+    "lenet5": Architecture(
+        lenet5.build,
+        lenet5.Lenet5Params,
+        "conv 6 5x5 -> avg-pool -> conv 16 5x5 -> avg-pool -> 120 -> 84",
+        "seed 004 (Keras LeNet-5)",
+        "MNIST",
+        (28, 28, 1),
+        10,
+    ),
+    "convnet": Architecture(
+        convnet.build,
+        convnet.ConvnetParams,
+        "conv 8 -> max-pool -> conv 16 -> max-pool -> linear",
+        "seed 002 (PyTorch ConvNet)",
+        "MNIST",
+        (28, 28, 1),
+        10,
+    ),
+    "preact": Architecture(
+        preact.build,
+        preact.PreactParams,
+        "(BN -> ReLU -> conv 3x3) x 3 per stage: 64, 128, 256; dropout 0.5",
+        "seed 003 (pre-activation units)",
+        "CIFAR-10",
+        (32, 32, 3),
+        10,
+    ),
 }
 
 
-def build_model(arch: str, input_shape: tuple[int, int, int], head: Head, params: ArchParams, preprocess: Preprocess | None = None):
+def build_model(
+    arch: str, input_shape: tuple[int, int, int], head: Head, params: ArchParams, preprocess: Preprocess | None = None
+):
     """A Keras model: raw pixels in, the head's probabilities out."""
     import keras
 
@@ -59,7 +133,12 @@ def build_model(arch: str, input_shape: tuple[int, int, int], head: Head, params
     return keras.Model(inputs, ARCHITECTURES[arch].build(x, head, params), name=arch.replace("-", "_"))
 
 
-def describe_models(train: TrainConfig, input_shape: tuple[int, int, int] | None = None, classes: int | None = None, archs: list[str] | None = None) -> list[dict]:
+def describe_models(
+    train: TrainConfig,
+    input_shape: tuple[int, int, int] | None = None,
+    classes: int | None = None,
+    archs: list[str] | None = None,
+) -> list[dict]:
     """Each architecture and preset (or those in `archs`) with its parameter count, built (not
     trained) at `input_shape` and `classes`, or at its seed's own input and classes. The head and
     the hyperparameters are the params' (`train.<arch>`); `params` is None where the input is too small."""

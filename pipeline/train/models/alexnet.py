@@ -10,8 +10,9 @@ options: local response normalisation after the first two convolutions and dropo
 
 from __future__ import annotations
 
-from pydantic import Field
 from typing import Annotated
+
+from pydantic import Field
 
 from pipeline.core.config import ArchParams, HeadKind
 from pipeline.train.models.common import Head, output_head
@@ -29,7 +30,9 @@ def build(x, head: Head, params: AlexnetParams):
     from pipeline.train.models.layers import LocalResponseNormalization
 
     def conv(x, filters, size, strides=1, padding="same"):
-        return keras.layers.Conv2D(filters, size, strides=strides, padding=padding, activation="relu", kernel_initializer="he_normal")(x)
+        return keras.layers.Conv2D(
+            filters, size, strides=strides, padding=padding, activation="relu", kernel_initializer="he_normal"
+        )(x)
 
     def pool(x):
         return keras.layers.MaxPooling2D(pool_size=3, strides=2)(x)

@@ -21,7 +21,11 @@ class ConvnetParams(ArchParams):
 def build(x, head: Head, params: ConvnetParams):
     import keras
 
-    init = {"kernel_initializer": keras.initializers.RandomNormal(0.0, 0.01), "bias_initializer": "zeros"} if params.init == "seed" else {}
+    init = (
+        {"kernel_initializer": keras.initializers.RandomNormal(0.0, 0.01), "bias_initializer": "zeros"}
+        if params.init == "seed"
+        else {}
+    )
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", **init)(x)
     x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", **init)(x)

@@ -21,10 +21,18 @@ class LocalResponseNormalization(keras.layers.Layer):
     def call(self, x):
         import tensorflow as tf
 
-        return tf.nn.local_response_normalization(x, depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha, beta=self.beta)
+        return tf.nn.local_response_normalization(
+            x, depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha, beta=self.beta
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias, "alpha": self.alpha, "beta": self.beta}
+        return {
+            **super().get_config(),
+            "depth_radius": self.depth_radius,
+            "bias": self.bias,
+            "alpha": self.alpha,
+            "beta": self.beta,
+        }

@@ -18,9 +18,9 @@ import numpy as np
 import requests
 
 from benchmarks.corpus import make_corpus
-from pipeline.core.config import DownloadSettings
 from pipeline.core.images import validate
-from pipeline.fetch.collect import Quota, collect
+from pipeline.fetch.collect import Quota, fetch_urls
+from pipeline.fetch.params import DownloadSettings, FetchParams
 
 LATENCY = 0.05
 CONCURRENCY = 32
@@ -90,11 +90,11 @@ def run(work: Path, n: int, rounds: int) -> list[dict]:
             seed_rate = max(seed_rate, n_seed / (time.perf_counter() - start))
 
             start = time.perf_counter()
-            result = collect(
-                {"bench": urls},
+            result = fetch_urls(
+                [("bench", url) for url in urls],
                 {"bench": Quota(n)},
                 work / f"fetched-{round_}",
-                DownloadSettings(concurrency=CONCURRENCY),
+                FetchParams(layout="folder", download=DownloadSettings(concurrency=CONCURRENCY)),
                 "bench",
             )
             ours_rate = max(ours_rate, n / (time.perf_counter() - start))

@@ -40,8 +40,7 @@ Rows (N = --n, 10,000 by default):
 14-15. Resume: `kill -9` of the whole process group of a 10N-URL fetch once 45% of its URLs were
    requested, then the same command again: time from the restart to the first request the server
    sees (<= 5 s), and the URLs recorded as finished on disk at the kill (the rows of every shard
-   with its stats.json done marker; for the folder layout, the journal) that are requested again
-   (none).
+   with its stats.json done marker, in either layout) that are requested again (none).
 16-17. prepare over shards vs over the folder layout, the same 2N images, images/s (>= 1.0).
 
 Which pipeline is measured: the one importable from this checkout (PYTHONPATH is set to the
@@ -285,18 +284,11 @@ def count_ok(out: Path) -> int:
 
 def finished_urls(out: Path) -> list[str]:
     """URLs a killed fetch had recorded as finished: the rows of every shard with its done marker
-    (`shards/NNNNN.stats.json`, written last) in the shard layout; journal rows in the folder layout."""
-    urls: list[str] = []
-    journal = out / ".journal.jsonl"
-    if journal.exists():
-        for line in journal.read_text().splitlines():
-            try:
-                urls.append(json.loads(line)["url"])
-            except (ValueError, KeyError):
-                pass  # a line cut by the kill
-    for stats in sorted((out / "shards").glob("*.stats.json")):
-        import pyarrow.parquet as pq
+    (`NNNNN.stats.json`, written last; in `shards/`, or `.shards/` for the folder layout)."""
+    import pyarrow.parquet as pq
 
+    urls: list[str] = []
+    for stats in sorted([*(out / "shards").glob("*.stats.json"), *(out / ".shards").glob("*.stats.json")]):
         urls += pq.read_table(stats.with_name(stats.name.split(".")[0] + ".parquet"), columns=["url"])[
             "url"
         ].to_pylist()
@@ -662,7 +654,6 @@ def resume_rows(server: ImageServer, pipe: Pipeline, work: Path, n: int, notes: 
     if ok < total:
         notes.append(f"the resumed fetch stored {ok} of {total} images")
     shutil.rmtree(out, ignore_errors=True)
-    unit = "shards'" if pipe.layout == "shards" else "journal's"
     return [
         _row(
             f"resume after kill -9 at {requested} of {total} URLs requested: restart to first request",
@@ -672,7 +663,7 @@ def resume_rows(server: ImageServer, pipe: Pipeline, work: Path, n: int, notes: 
             "<= 5 s",
         ),
         _row(
-            f"finished {unit} URLs at the kill ({len(done_ids)}) not requested again ({refetched} were)",
+            f"finished shards' URLs at the kill ({len(done_ids)}) not requested again ({refetched} were)",
             len(done_ids),
             "URLs",
             1 - refetched / max(len(done_ids), 1),

@@ -11,8 +11,8 @@ import numpy as np
 from benchmarks.corpus import make_corpus
 from benchmarks.measure import best_of
 from benchmarks.survey import read_bytes
-from pipeline.core.config import PrepareConfig
 from pipeline.core.images import load, probe
+from pipeline.prepare.params import PrepareParams
 from pipeline.prepare.prepare import prepare
 from pipeline.prepare.survey import list_files
 
@@ -46,7 +46,7 @@ def one_core(root: Path) -> int:
 
 
 def ours(root: Path, out: Path) -> int:
-    result = prepare(root, out, PrepareConfig(size=SIZE, train_size=0.8, val_size=0.2))
+    result = prepare(root, out, PrepareParams(size=SIZE, train_size=0.8, val_size=0.2))
     return sum(result.sizes.values())
 
 

@@ -1,8 +1,8 @@
 """The `pipeline` command line: thin Typer wrappers over the stage functions.
 
-Each command loads its section of params.yaml (plus command-line overrides) through
-pipeline.core.config, calls one stage function and prints its result with rich. A PipelineError becomes one line on stderr and its exit
-code; no traceback.
+Each command loads its section of params.yaml (plus `-S` overrides, plus its own options, mapped to
+params keys by one table, OPTION_KEYS) through pipeline.params, calls one stage function and prints
+its result with rich. A PipelineError becomes one line on stderr and its exit code; no traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import io
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,7 +27,7 @@ from pipeline.core.console import console
 from pipeline.core.errors import ConfigError, DataError, PipelineError
 
 if TYPE_CHECKING:
-    from pipeline.core.config import TrainConfig
+    from pipeline.train.params import TrainParams
 
 # Startup matters (every DVC stage and every --help pays it): this module imports the command-line
 # toolkit only; the config (pydantic) and each command's libraries are imported where they are used.
@@ -87,32 +88,86 @@ def _params_file() -> Path:
     return path
 
 
-def _overrides(own: dict[str, Any]) -> dict[str, Any]:
-    """--set overrides, then the command's own options (which win)."""
-    return {**State.sets, **{k: v for k, v in own.items() if v is not None}}
-
-
-def _section(name: str, **overrides: Any) -> Any:
-    """One section of params.yaml, then --set overrides, then the command's own options; a stage
-    reads only its own (and so imports only what that needs)."""
-    from pipeline.core.config import load_section
-
-    return load_section(name, _params_file(), _overrides(overrides))
-
-
-def _warn(warnings: list[str]) -> None:
-    for warning in warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-
-
-def _size(value: str | None) -> Any:
-    if value is None or value == "auto":
+def _size(value: str) -> Any:
+    if value == "auto":
         return value
     try:
         height, width = (int(part) for part in value.lower().split("x"))
     except ValueError:
         raise ConfigError(f"--size {value!r}: expected HEIGHTxWIDTH (e.g. 94x125) or auto") from None
     return [height, width]
+
+
+# Each command's options that set a param, and the key each sets: `{source}` is the fetch source,
+# `{arch}` the architecture being trained. Options not listed here (paths of inputs and outputs,
+# output formats) are the command's own.
+OPTION_KEYS: dict[str, dict[str, str]] = {
+    "fetch": {
+        "source": "fetch.source",
+        "concurrency": "fetch.download.concurrency",
+        "layout": "fetch.layout",
+        "shard_size": "fetch.shard_size",
+        "engine": "fetch.engine",
+        "scheduler": "fetch.scheduler",
+        "per_class": "fetch.{source}.per_class",
+        "val_per_class": "fetch.{source}.val_per_class",
+        "wnids": "fetch.{source}.wnids",
+        "wnids_file": "fetch.{source}.wnids_file",
+        "api_url": "fetch.{source}.api_url",
+        "url_list": "fetch.{source}.url_list",
+        "url": "fetch.{source}.url",
+        "archive": "fetch.{source}.archive",
+        "sha256": "fetch.{source}.sha256",
+        "path": "fetch.{source}.path",
+    },
+    "survey-shapes": {"sample": "survey.sample"},
+    "prepare": {
+        "size": "prepare.size",
+        "scale": "prepare.scale",
+        "aspect": "prepare.aspect",
+        "color": "prepare.color",
+        "engine": "prepare.engine",
+        "scheduler": "prepare.scheduler",
+    },
+    "train": {
+        "epochs": "train.{arch}.epochs",
+        "batch_size": "train.{arch}.batch_size",
+        "lr": "train.{arch}.learning_rate",
+        "early_stopping": "train.{arch}.early_stopping",
+    },
+    "evaluate": {"thresholds": "evaluate.thresholds"},
+    "compare": {"sort": "compare.sort"},
+    "leaderboard": {"sort": "compare.sort"},
+}
+# How an option's text becomes the param's value (paths become strings).
+OPTION_VALUES: dict[str, Callable[[Any], Any]] = {"wnids": lambda text: text.split(","), "size": _size}
+
+
+def _options(ctx: typer.Context, **names: str) -> dict[str, Any]:
+    """The params keys the command's given options set (OPTION_KEYS), with their values."""
+    keys = OPTION_KEYS[ctx.command.name]
+    return {
+        keys[option].format(**names): OPTION_VALUES.get(option, _plain)(value)
+        for option, value in ctx.params.items()
+        if option in keys and value is not None
+    }
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def _section(name: str, options: dict[str, Any] | None = None) -> Any:
+    """One section of params.yaml, then --set overrides, then the command's own options (which
+    win); a stage reads only its own (and so imports only what that needs)."""
+    from pipeline.params import load_section
+
+    return load_section(name, _params_file(), {**State.sets, **(options or {})})
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def _raw_dir() -> Path:
@@ -125,9 +180,9 @@ def check_params(
     show: Annotated[bool, typer.Option("--show", help="Also print every effective setting, as JSON.")] = False,
 ) -> None:
     """Validate params.yaml (and -S overrides): one line when valid, one error line when not."""
-    from pipeline.core.config import as_dict, load_params
+    from pipeline.params import as_dict, load_params
 
-    params = load_params(_params_file(), _overrides({}))
+    params = load_params(_params_file(), State.sets)
     if show:
         out.print_json(data=as_dict(params))
         return
@@ -140,15 +195,14 @@ def check_params(
 
 @app.command()
 def fetch(
+    ctx: typer.Context,
     source: Annotated[
         str | None, typer.Option(help=f"Data source: {', '.join(names.SOURCES)}.", show_default="fetch.source")
     ] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Dataset folder.", show_default="data/raw/<source>")
     ] = None,
-    per_class: Annotated[
-        int | None, typer.Option(help="Images per class (synthetic, imagenet: train images).")
-    ] = None,
+    per_class: Annotated[int | None, typer.Option(help="Images per class (synthetic, imagenet: train images).")] = None,
     val_per_class: Annotated[int | None, typer.Option(help="imagenet: validation images per class.")] = None,
     wnids: Annotated[
         str | None, typer.Option(help="imagenet: comma-separated synset ids, e.g. n04194289,n02834778.")
@@ -179,27 +233,11 @@ def fetch(
     ] = False,
 ) -> None:
     """Fetch a dataset into <out>/<class>/ with a manifest.csv row for every item."""
-    from pipeline.fetch.sources import SOURCES
+    from pipeline.fetch.stage import fetch as run
 
-    name = _section("fetch", **{"fetch.source": source}).source
-    own = {"per_class": per_class, "val_per_class": val_per_class, "api_url": api_url, "url": url, "sha256": sha256}
-    own |= {
-        "wnids": wnids.split(",") if wnids else None,
-        "url_list": url_list and str(url_list),
-        "archive": archive and str(archive),
-        "path": path and str(path),
-    }
-    own |= {"wnids_file": wnids_file and str(wnids_file)}
-    shared = {
-        "fetch.source": source,
-        "fetch.download.concurrency": concurrency,
-        "fetch.layout": layout,
-        "fetch.shard_size": shard_size,
-        "fetch.engine": engine,
-        "fetch.scheduler": scheduler,
-    }
-    cfg = _section("fetch", **shared, **{f"fetch.{name}.{k}": v for k, v in own.items()})
-    result = SOURCES[name].fetch(out_dir or paths.RAW_DIR / name, cfg.section(name), cfg.download, cfg.sharding())
+    name = _section("fetch", {"fetch.source": source} if source else {}).source
+    cfg = _section("fetch", _options(ctx, source=name))
+    result = run(cfg, out_dir or paths.RAW_DIR / name)
     out.print(f"{name} -> {result.out}")
     table = Table("status", "items")
     table.columns[1].justify = "right"
@@ -219,6 +257,7 @@ def fetch(
 
 @app.command("survey-shapes")
 def survey_shapes(
+    ctx: typer.Context,
     root: Annotated[
         Path | None, typer.Argument(help="Folder of images.", show_default="data/raw/<fetch.source>")
     ] = None,
@@ -241,7 +280,7 @@ def survey_shapes(
     --out, --csv or --plot say (the pipeline's survey stage passes them)."""
     from pipeline.prepare.survey import run
 
-    cfg = _section("survey", **{"survey.sample": sample})
+    cfg = _section("survey", _options(ctx))
     csv_out = csv_out or (json_out.with_suffix(".csv") if json_out else None)
     result = run(root or _raw_dir(), cfg.sample, cfg.seed, json_out, csv_out, plot_out)
     table = Table("height", "width", "images", title=f"{result.images:,} images, {result.unreadable:,} unreadable")
@@ -260,6 +299,7 @@ def survey_shapes(
 
 @app.command()
 def prepare(
+    ctx: typer.Context,
     in_dir: Annotated[
         Path | None, typer.Option("--in", help="Dataset folder.", show_default="data/raw/<fetch.source>")
     ] = None,
@@ -275,9 +315,7 @@ def prepare(
         str | None, typer.Option(help="stretch, pad or center-crop.", show_default="prepare.aspect")
     ] = None,
     color: Annotated[str | None, typer.Option(help="rgb or grayscale.", show_default="prepare.color")] = None,
-    survey: Annotated[
-        Path | None, typer.Option(help="Survey JSON whose most common shape --size auto uses.")
-    ] = None,
+    survey: Annotated[Path | None, typer.Option(help="Survey JSON whose most common shape --size auto uses.")] = None,
     engine: Annotated[
         str | None,
         typer.Option(
@@ -295,17 +333,7 @@ def prepare(
     task per shard, arrays per shard)."""
     from pipeline.prepare.prepare import prepare as run
 
-    cfg = _section(
-        "prepare",
-        **{
-            "prepare.size": _size(size),
-            "prepare.scale": scale,
-            "prepare.aspect": aspect,
-            "prepare.color": color,
-            "prepare.engine": engine,
-            "prepare.scheduler": scheduler,
-        },
-    )
+    cfg = _section("prepare", _options(ctx))
     result = run(in_dir or _raw_dir(), out_dir, cfg, survey)
     out.print(
         f"{result.out}: input {'x'.join(map(str, result.input_shape))}, classes {', '.join(result.classes)}",
@@ -320,7 +348,7 @@ def prepare(
     _warn(result.warnings)
 
 
-def _archs(arch: str | None, train: TrainConfig) -> list[str]:
+def _archs(arch: str | None, train: TrainParams) -> list[str]:
     """The architecture asked for (validated), else each of train.archs."""
     if arch:
         train.section(arch)
@@ -329,13 +357,12 @@ def _archs(arch: str | None, train: TrainConfig) -> list[str]:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     arch: Annotated[
         str | None, typer.Option(help=f"Architecture: {ARCH_CHOICES}.", show_default="each of train.archs")
     ] = None,
     data: Annotated[Path, typer.Option(help="Prepared data folder.")] = paths.PREPARED_DIR,
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Model folder.", show_default="models/<arch>")
-    ] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Model folder.", show_default="models/<arch>")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Override the batch size.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Override the learning rate.")] = None,
@@ -364,10 +391,7 @@ def train(
     from pipeline.train.loop import train as run
 
     for name in _archs(arch, _section("train")):
-        own = {"epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "early_stopping": early_stopping}
-        settings, arch_params = _section(
-            "train", **{f"train.{name}.{key}": value for key, value in own.items()}
-        ).for_arch(name)
+        settings, arch_params = _section("train", _options(ctx, arch=name)).for_arch(name)
         model_dir = (
             out_dir or paths.MODELS_DIR / name
         )  # runs/<its name>/: two trainings into two folders never share a log
@@ -414,7 +438,7 @@ def models(
     train = _section("train")
     for name in arch or []:
         train.for_arch(name)  # validates the name
-    rows = describe_models(train, _input_shape(input_shape), classes, arch)
+    rows = describe_models(train.for_arch, _input_shape(input_shape), classes, arch)
     if as_json:
         out.print(json.dumps(rows, indent=2), markup=False, highlight=False, soft_wrap=True)
         return
@@ -449,6 +473,7 @@ def _input_shape(value: str | None) -> tuple[int, int, int] | None:
 
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     arch: Annotated[
         str | None, typer.Option(help=f"Architecture: {ARCH_CHOICES}.", show_default="each of train.archs")
     ] = None,
@@ -475,7 +500,7 @@ def evaluate(
     from pipeline.report.evaluate import run
     from pipeline.train.runtime import MODEL_FILE
 
-    cfg = _section("evaluate", **{"evaluate.thresholds": thresholds})
+    cfg = _section("evaluate", _options(ctx))
     for name in _archs(arch, _section("train")):
         result = run(
             model or paths.MODELS_DIR / name / MODEL_FILE,
@@ -512,6 +537,7 @@ def _fitting_table(columns: list[str], rows: dict[str, list[str]], title: str, c
 
 @app.command()
 def compare(
+    ctx: typer.Context,
     metrics_dir: Annotated[Path, typer.Option("--metrics", help="Folder of metrics JSON files.")] = paths.METRICS_DIR,
     sort: Annotated[
         str | None,
@@ -526,7 +552,7 @@ def compare(
     """Compare every architecture's metrics side by side, and say which data each was measured on."""
     from pipeline.report.compare import format_value, run, to_markdown, with_run_figures
 
-    cfg = _section("compare", **{"compare.sort": sort})
+    cfg = _section("compare", _options(ctx))
     comparison = run(metrics_dir, cfg.sort, md_out)
     if md:
         out.print(to_markdown(comparison), end="", markup=False, highlight=False, soft_wrap=True)
@@ -643,6 +669,7 @@ def predict(
 
 @app.command()
 def leaderboard(
+    ctx: typer.Context,
     sort: Annotated[str | None, typer.Option(help="Metric to sort by [default: compare.sort].")] = None,
     metric: Annotated[
         list[str] | None, typer.Option(help="A metric to show (repeatable) [default: the common ones present].")
@@ -658,7 +685,7 @@ def leaderboard(
 
     if md + as_json + as_csv > 1:
         raise ConfigError("--md, --json and --csv: choose one output format")
-    cfg = _section("compare", **{"compare.sort": sort})
+    cfg = _section("compare", _options(ctx))
     frame = run(experiment_rows(), cfg.sort, metric)
     if as_json:
         out.print_json(frame.to_json(orient="records"))

@@ -1,7 +1,10 @@
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,63 @@ train:
 evaluate: {thresholds: 10}
 compare: {sort: best_threshold_accuracy}
 """
+
+
+def fetch_source(out: Path, params, download=None, **fields):
+    """The fetch stage (pipeline.fetch.stage) for the source whose params `params` are, with the
+    download settings `download` and any other `fetch` keys in `fields`."""
+    from pipeline.fetch.params import DownloadSettings, FetchParams
+    from pipeline.fetch.sources import SOURCES
+    from pipeline.fetch.stage import fetch
+
+    name = next(name for name, source in SOURCES.items() if source.params is type(params))
+    cfg = FetchParams(source=name, sections={name: params}, download=download or DownloadSettings(), **fields)
+    return fetch(cfg, out)
+
+
+def kill_at(
+    args: list[str], cwd: Path, point: str, n: int, env: dict[str, str] | None = None, timeout: float = 120
+) -> bool:
+    """Run `python -m pipeline ARGS` in `cwd` until it reaches the `n`-th `point` of progress
+    (pipeline.core.checkpoint), where it holds still; then kill -9 it and every process it started
+    (its process group), and wait until they are all gone. False when it finished before reaching
+    that point (a kill test that then tested nothing must say so)."""
+    pause = cwd / f".pause-{point}-{n}"
+    pause.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        **(env or {}),
+        "PYTHONPATH": str(ROOT),
+        "PIPELINE_PAUSE_AT": f"{point}:{n}",
+        "PIPELINE_PAUSE_FILE": str(pause),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while not pause.exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, (
+            f"pipeline {' '.join(args)} reached neither {point} {n} nor its end in {timeout} s"
+        )
+        time.sleep(0.02)
+    paused = pause.exists()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    while True:  # the group's other processes (pool workers) are gone too
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, f"processes of pipeline {' '.join(args)} outlived kill -9"
+        time.sleep(0.02)
+    pause.unlink(missing_ok=True)
+    return paused
 
 
 def run_cli(

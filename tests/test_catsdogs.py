@@ -16,15 +16,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.core.config import DownloadSettings
 from pipeline.core.errors import InputError
-from pipeline.fetch.download import DownloadError
+from pipeline.fetch.http import DownloadError
+from pipeline.fetch.params import DownloadSettings, FetchParams
 from pipeline.fetch.sources import CatsDogsParams
 from pipeline.fetch.sources.catsdogs import fetch
 from tests.conftest import run_cli
 from tests.httpserver import Failure, FileServer
 
-FAST = DownloadSettings(retries=0, backoff=0.0, connect_timeout=2.0, read_timeout=2.0)
+FAST = FetchParams(download=DownloadSettings(retries=0, backoff=0.0, connect_timeout=2.0, read_timeout=2.0))
 
 
 # --- a catalogue of real-world files: valid oddities to keep, broken files to skip -------------------
@@ -227,7 +227,11 @@ def test_range_resume_after_a_cut_transfer(served, tmp_path):
 def test_cut_transfer_resumed_within_one_run(served, tmp_path):
     server, data, expected = served
     server.fail("/pets.zip", Failure("cut", after=200_000), Failure("cut", after=300_000))
-    fetch(tmp_path / "out", CatsDogsParams(url=server.url("/pets.zip")), DownloadSettings(retries=3, backoff=0.0))
+    fetch(
+        tmp_path / "out",
+        CatsDogsParams(url=server.url("/pets.zip")),
+        FetchParams(download=DownloadSettings(retries=3, backoff=0.0)),
+    )
     requests = server.requests()
     assert [r.status for r in requests] == [200, 206, 206] and requests[0].range is None
     first, second = (int(r.range.removeprefix("bytes=").rstrip("-")) for r in requests[1:])

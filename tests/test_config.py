@@ -1,4 +1,4 @@
-"""pipeline.core.config: params.yaml -> typed, strictly validated config."""
+"""pipeline.params and pipeline.core.config: params.yaml -> typed, strictly validated config."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.config import Params, PrepareConfig, TrainSettings, load_params, load_section
 from pipeline.core.errors import ConfigError, InputError, PipelineError
 from pipeline.fetch.sources import SyntheticParams
+from pipeline.params import load_params, load_section, params_model
+from pipeline.prepare.params import PrepareParams
 from pipeline.train.models.cnn import CnnParams
 from pipeline.train.models.mlp import MlpParams
+from pipeline.train.settings import TrainSettings
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -32,7 +34,7 @@ def config_error(tmp_path: Path, text: str, overrides: dict | None = None) -> st
 
 def test_missing_file_gives_defaults(tmp_path):
     params = load_params(tmp_path / "absent.yaml")
-    assert params == Params()
+    assert params == params_model()()
     assert params.prepare.size == "auto"
     assert params.prepare.train_size == 0.8 and params.prepare.val_size == 0.2
     assert params.train.archs == ["mlp", "cnn"]
@@ -41,7 +43,7 @@ def test_missing_file_gives_defaults(tmp_path):
 
 
 def test_empty_file_gives_defaults(tmp_path):
-    assert load_params(write_params(tmp_path, "")) == Params()
+    assert load_params(write_params(tmp_path, "")) == params_model()()
 
 
 def test_repo_params_yaml_loads():
@@ -210,12 +212,12 @@ def test_fractions_summing_over_one_rejected(tmp_path):
 
 
 def test_prepare_config_constructed_directly():
-    cfg = PrepareConfig(size=[40, 60], train_size=10, val_size=4)
+    cfg = PrepareParams(size=[40, 60], train_size=10, val_size=4)
     assert cfg.size == (40, 60)
     with pytest.raises(ConfigError, match="exceeds 1"):
-        PrepareConfig(train_size=0.9, val_size=0.2)
+        PrepareParams(train_size=0.9, val_size=0.2)
     with pytest.raises(ConfigError, match="prepare.size"):
-        PrepareConfig(size=[0, 10])
+        PrepareParams(size=[0, 10])
 
 
 # --- YAML 1.2 and overrides ----------------------------------------------------------------------

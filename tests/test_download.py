@@ -4,10 +4,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,13 +13,20 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.core.config import DownloadSettings
-from pipeline.fetch.collect import FLICKR_PLACEHOLDER_MD5, Quota, collect
-from pipeline.fetch.download import fetch_bytes, make_session
-from pipeline.fetch.sources.imagenet import parse_url_lines, urls_from_file
-from tests.conftest import ROOT, run_cli
+from pipeline.fetch.checks import FLICKR_PLACEHOLDER_MD5
+from pipeline.fetch.collect import Quota, fetch_urls
+from pipeline.fetch.http import Client
+from pipeline.fetch.params import DownloadSettings, FetchParams
+from pipeline.fetch.sources.imagenet import iter_url_file, parse_url_lines
+from tests.conftest import kill_at, run_cli
 
 FAST = DownloadSettings(concurrency=8, connect_timeout=2, read_timeout=1, total_timeout=5, retries=2, backoff=0.01)
+
+
+def collect(candidates: dict[str, list[str]], quotas: dict[str, Quota], out, settings: DownloadSettings, source: str):
+    """Each class's candidate URLs fetched into the folder layout (pipeline.fetch.collect)."""
+    rows = [(cls, url) for cls, urls in candidates.items() for url in urls]
+    return fetch_urls(rows, quotas, out, FetchParams(layout="folder", download=settings), source)
 
 
 def jpeg(seed: int, size=(40, 60)) -> bytes:
@@ -80,10 +83,10 @@ def server():
 
 
 def test_ok_and_http_errors(server):
-    session = make_session(FAST)
-    ok = fetch_bytes(session, server.file("/a.jpg", jpeg(1)), FAST)
+    client = Client(FAST)
+    ok = client.get(server.file("/a.jpg", jpeg(1)))
     assert ok.error == "" and ok.data == jpeg(1) and ok.http_status == 200
-    missing = fetch_bytes(session, server.url + "/missing.jpg", FAST)
+    missing = client.get(server.url + "/missing.jpg")
     assert missing.error == "HTTP 404" and server.hits["/missing.jpg"] == 1  # 404 is never retried
 
 
@@ -91,7 +94,7 @@ def test_ok_and_http_errors(server):
     "url", ["file:///etc/passwd", "ftp://example.com/a.jpg", "not a url", "http://", "javascript:alert(1)"]
 )
 def test_only_http_urls(url):
-    got = fetch_bytes(make_session(FAST), url, FAST)
+    got = Client(FAST).get(url)
     assert got.data is None and ("scheme" in got.error or "malformed" in got.error)
 
 
@@ -103,7 +106,7 @@ def test_retry_5xx_then_success(server):
         h.reply(503, b"busy") if state["n"] <= 2 else h.reply(200, jpeg(2), "image/jpeg")
 
     server.routes["/flaky.jpg"] = flaky
-    got = fetch_bytes(make_session(FAST), server.url + "/flaky.jpg", FAST)
+    got = Client(FAST).get(server.url + "/flaky.jpg")
     assert got.error == "" and got.data == jpeg(2) and state["n"] == 3
 
 
@@ -116,14 +119,14 @@ def test_429_honours_retry_after(server):
 
     server.routes["/limited.jpg"] = limited
     start = time.monotonic()
-    got = fetch_bytes(make_session(FAST), server.url + "/limited.jpg", FAST)
+    got = Client(FAST).get(server.url + "/limited.jpg")
     assert got.error == "" and state["n"] == 2
     assert time.monotonic() - start >= 0.9  # waited as told, although the backoff is 0.01 s
 
 
 def test_gives_up_after_bounded_retries(server):
     server.routes["/down.jpg"] = lambda h: h.reply(500, b"error")
-    got = fetch_bytes(make_session(FAST), server.url + "/down.jpg", FAST)
+    got = Client(FAST).get(server.url + "/down.jpg")
     assert got.data is None and server.hits["/down.jpg"] == FAST.retries + 1
 
 
@@ -138,7 +141,7 @@ def test_slow_server_times_out_within_bounds(server):
 
     server.routes["/slow.jpg"] = stalls
     start = time.monotonic()
-    got = fetch_bytes(make_session(FAST), server.url + "/slow.jpg", FAST)
+    got = Client(FAST).get(server.url + "/slow.jpg")
     elapsed = time.monotonic() - start
     assert got.data is None and ("timeout" in got.error or "connection" in got.error)
     assert elapsed < FAST.total_timeout + 2 * FAST.read_timeout
@@ -157,7 +160,7 @@ def test_trickling_body_stops_at_total_timeout(server):
     server.routes["/trickle.jpg"] = trickle
     settings = FAST.model_copy(update={"total_timeout": 1.0})
     start = time.monotonic()
-    got = fetch_bytes(make_session(settings), server.url + "/trickle.jpg", settings)
+    got = Client(settings).get(server.url + "/trickle.jpg")
     assert got.error.startswith("timeout") and time.monotonic() - start < 3
 
 
@@ -177,14 +180,14 @@ def test_dropped_connection_mid_body_is_retried(server):
         h.reply(200, body)
 
     server.routes["/drop.jpg"] = drops_once
-    got = fetch_bytes(make_session(FAST), server.url + "/drop.jpg", FAST)
+    got = Client(FAST).get(server.url + "/drop.jpg")
     assert got.error == "" and got.data == body and state["n"] == 2
 
 
 def test_byte_cap_aborts_without_buffering(server):
     server.file("/huge.jpg", b"\xff\xd8\xff" + b"0" * 300_000)
     settings = FAST.model_copy(update={"max_bytes": 100_000})
-    got = fetch_bytes(make_session(settings), server.url + "/huge.jpg", settings)
+    got = Client(settings).get(server.url + "/huge.jpg")
     assert got.data is None and got.error.startswith("too large")
 
     def no_length(h):  # chunked, no Content-Length: the stream itself is cut at the cap
@@ -193,13 +196,13 @@ def test_byte_cap_aborts_without_buffering(server):
         h.wfile.write(b"0" * 300_000)
 
     server.routes["/stream.jpg"] = no_length
-    got = fetch_bytes(make_session(settings), server.url + "/stream.jpg", settings)
+    got = Client(settings).get(server.url + "/stream.jpg")
     assert got.data is None and got.error.startswith("too large")
 
 
 def test_redirect_limit(server):
     server.routes["/loop"] = lambda h: h.reply(302, headers=[("Location", "/loop")])
-    got = fetch_bytes(make_session(FAST), server.url + "/loop", FAST)
+    got = Client(FAST).get(server.url + "/loop")
     assert got.data is None and "redirect" in got.error
 
 
@@ -277,7 +280,7 @@ def big_header_png() -> bytes:
 
 def test_flickr_placeholder_md5_is_built_in(server, tmp_path, monkeypatch):
     body = placeholder_png()
-    monkeypatch.setattr("pipeline.fetch.collect.FLICKR_PLACEHOLDER_MD5", hashlib.md5(body).hexdigest())
+    monkeypatch.setattr("pipeline.fetch.checks.FLICKR_PLACEHOLDER_MD5", hashlib.md5(body).hexdigest())
     url = server.file("/p.png", body, "image/png")
     collect({"n00000001": [url]}, {"n00000001": Quota(1)}, tmp_path, FAST, "imagenet")
     row = pd.read_csv(tmp_path / "manifest.csv", keep_default_na=False).iloc[0]
@@ -313,7 +316,10 @@ def test_url_lists_from_html_and_files(tmp_path):
     with gzip.open(tmp_path / "urls.txt.gz", "wt") as fh:
         fh.write(lines)
     for name in ("urls.txt", "urls.txt.gz"):
-        assert urls_from_file(tmp_path / name, ["n00000001"]) == {"n00000001": ["http://a/1.jpg", "http://a/2.jpg"]}
+        assert list(iter_url_file(tmp_path / name, ["n00000001"])) == [
+            ("n00000001", "http://a/1.jpg"),
+            ("n00000001", "http://a/2.jpg"),
+        ]
 
 
 def test_cli_imagenet_from_api(server, tmp_path):
@@ -378,71 +384,28 @@ def test_cli_imagenet_from_api(server, tmp_path):
 
 
 def test_resume_after_kill(server, tmp_path):
-    """kill -9 in the middle of a slow download; the rerun fetches only what was not finished."""
+    """kill -9 once two of six shards are finished (folder layout); the rerun requests none of
+    their URLs again and ends with every URL in the manifest, nothing partial left."""
     n = 30
-    bodies = {f"/k{i}.jpg": jpeg(200 + i) for i in range(n)}
-
-    def slow(h):
-        time.sleep(0.15)
-        h.reply(200, bodies[h.path])
-
-    for path in bodies:
-        server.routes[path] = slow
+    for i in range(n):
+        server.file(f"/k{i}.jpg", jpeg(200 + i))
     (tmp_path / "urls.txt").write_text("".join(f"n00000001_{i}\t{server.url}/k{i}.jpg\n" for i in range(n)))
-    args = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "-S",
-        "fetch.download.concurrency=2",
-        "fetch",
-        "--source",
-        "imagenet",
-        "--url-list",
-        "urls.txt",
-        "--wnids",
-        "n00000001",
-        "--per-class",
-        str(n),
-        "--val-per-class",
-        "0",
-        "--out",
-        "ds",
-    ]
-    proc = subprocess.Popen(
-        args,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    args = ["-S", "fetch.download.concurrency=2", "fetch", "--source", "imagenet", "--url-list", "urls.txt",
+            "--wnids", "n00000001", "--per-class", str(n), "--val-per-class", "0", "--layout", "folder",
+            "--shard-size", "5", "--out", "ds"]  # fmt: skip
+    assert kill_at(args, tmp_path, "fetch.shard", 2), "the fetch finished before its kill: the test tested nothing"
+    assert not (tmp_path / "ds/manifest.csv").exists() and (tmp_path / "ds/.incomplete").exists()
+    done = sorted((tmp_path / "ds/.shards").glob("*.stats.json"))
+    assert 2 <= len(done) < n // 5
+    finished = set(
+        pd.concat([pd.read_parquet(p.with_name(p.name.replace(".stats.json", ".parquet"))) for p in done]).url
     )
-    deadline = time.monotonic() + 30
-    while sum(server.hits.values()) < 8 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    first = dict(server.hits)
-    assert 0 < sum(first.values()) < n and not (tmp_path / "ds/manifest.csv").exists()
-    journaled = len((tmp_path / "ds/.journal.jsonl").read_text().splitlines())
+    before = dict(server.hits)
 
-    run_cli(
-        "fetch",
-        "--source",
-        "imagenet",
-        "--url-list",
-        "urls.txt",
-        "--wnids",
-        "n00000001",
-        "--per-class",
-        str(n),
-        "--val-per-class",
-        "0",
-        "--out",
-        "ds",
-        cwd=tmp_path,
-    )
+    run_cli(*args, cwd=tmp_path)
     manifest = pd.read_csv(tmp_path / "ds/manifest.csv", keep_default_na=False)
     assert len(manifest) == n and set(manifest.status) == {"ok"} and manifest.url.is_unique
-    assert sum(server.hits.values()) - sum(first.values()) <= n - journaled  # finished URLs were not fetched again
+    again = {path for path, hits in server.hits.items() if hits > before.get(path, 0)}
+    assert not again & {url.removeprefix(server.url) for url in finished}  # finished URLs were not fetched again
     assert len(list((tmp_path / "ds/n00000001").iterdir())) == n  # no partial or temporary files left
-    assert not (tmp_path / "ds/.journal.jsonl").exists()
+    assert not (tmp_path / "ds/.incomplete").exists() and not list((tmp_path / "ds").rglob("*.tmp"))

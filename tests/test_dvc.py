@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from pipeline.core.config import TrainSettings
 from pipeline.report.compare import flatten
+from pipeline.train.settings import TrainSettings
 from tests.conftest import ROOT, make_dvc_project
 
 # Loaded by every Python process started with it on PYTHONPATH: a process that DVC runs for a stage

@@ -29,16 +29,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import cli
-from pipeline.core.config import DownloadSettings, PrepareConfig
 from pipeline.core.errors import ConfigError, DataError, ImageError, InputError
 from pipeline.core.files import read_capped
 from pipeline.core.prepared import load_split
-from pipeline.fetch.download import DownloadError, download_file, make_session
-from pipeline.fetch.sources import SOURCES, CatsDogsParams, FolderParams
+from pipeline.fetch.http import Client, DownloadError
+from pipeline.fetch.params import DownloadSettings
+from pipeline.fetch.sources import CatsDogsParams, FolderParams
 from pipeline.fetch.sources.cifar10 import load_batch
+from pipeline.prepare.params import PrepareParams
 from pipeline.prepare.prepare import prepare
 from pipeline.prepare.survey import survey_shapes
-from tests.conftest import ROOT, TINY_PARAMS, run_cli
+from tests.conftest import ROOT, TINY_PARAMS, fetch_source, run_cli
 
 SMALL = (12, 16)
 
@@ -156,7 +157,7 @@ def png_claiming(width: int, height: int) -> bytes:
 
 def test_case_03_prepare_caps_pixels_before_decoding(plain, tmp_path):
     (plain / "a" / "bomb.png").write_bytes(png_claiming(20000, 20000))
-    result = prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL))
+    result = prepare(plain, tmp_path / "out", PrepareParams(size=SMALL))
     assert ("a/bomb.png", "too many pixels: 20000x20000 > prepare.max_pixels 100000000") in result.skipped
     assert sum(result.sizes.values()) == 16
 
@@ -186,10 +187,10 @@ def test_case_04_archive_downloads_are_capped(tmp_path):
     try:
         settings = DownloadSettings(max_archive_bytes=1_000_000, retries=0)
         with (
-            make_session(settings) as session,
+            Client(settings) as client,
             pytest.raises(DownloadError, match="larger than fetch.download.max_archive_bytes"),
         ):
-            download_file(session, f"http://127.0.0.1:{httpd.server_address[1]}/x.zip", tmp_path / "x.zip", settings)
+            client.download(f"http://127.0.0.1:{httpd.server_address[1]}/x.zip", tmp_path / "x.zip")
     finally:
         httpd.shutdown()
     assert not list(tmp_path.iterdir())  # no partial file left to fill the disk next time
@@ -201,15 +202,15 @@ def test_case_05_a_second_writer_fails_fast(plain, tmp_path):
     out = tmp_path / "out"
     with FileLock(tmp_path / ".out.lock"):  # as a running `pipeline prepare` holds it
         with pytest.raises(InputError, match="being written by another `pipeline prepare`"):
-            prepare(plain, out, PrepareConfig(size=SMALL))
+            prepare(plain, out, PrepareParams(size=SMALL))
     assert not out.exists()
-    prepare(plain, out, PrepareConfig(size=SMALL))  # free again
+    prepare(plain, out, PrepareParams(size=SMALL))  # free again
 
 
 def test_case_06_fifo_in_an_image_folder_is_skipped(plain, tmp_path):
     os.mkfifo(plain / "a" / "pipe.jpg")
     assert survey_shapes(plain).images == 16
-    result = prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL))
+    result = prepare(plain, tmp_path / "out", PrepareParams(size=SMALL))
     assert ("a/pipe.jpg", "not a regular file (FIFO, socket or device)") in result.skipped
 
 
@@ -264,7 +265,7 @@ def test_case_07_params_folder_and_symlink_loop(plain, tmp_path):
     assert status == 2 and "is a folder, not a params file" in one_error_line(stderr)
     (plain / "a" / "loop.jpg").symlink_to(plain / "a" / "loop.jpg")
     (plain / "b" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
-    result = prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL))
+    result = prepare(plain, tmp_path / "out", PrepareParams(size=SMALL))
     assert {("a/loop.jpg", "symbolic link, not followed"), ("b/dangling.jpg", "symbolic link, not followed")} <= set(
         result.skipped
     )
@@ -273,23 +274,23 @@ def test_case_07_params_folder_and_symlink_loop(plain, tmp_path):
 def test_case_08_names_that_are_not_utf8_are_data(plain, tmp_path):
     raw = os.fsencode(plain / "a") + b"/caf\xe9.png"
     shutil.copy(plain / "a" / "0.png", raw)
-    result = prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL))
+    result = prepare(plain, tmp_path / "out", PrepareParams(size=SMALL))
     assert sum(result.sizes.values()) == 17
     assert "a/caf\\xe9.png" in (tmp_path / "out" / "index.csv").read_text()
-    fetched = SOURCES["folder"].fetch(tmp_path / "fetched", FolderParams(path=str(plain)), DownloadSettings())
+    fetched = fetch_source(tmp_path / "fetched", FolderParams(path=str(plain)), DownloadSettings())
     assert fetched.counts["ok"] == 16  # the copy is the same bytes as 0.png: one of them is a duplicate
     assert "a/caf\\xe9.png" in (tmp_path / "fetched" / "manifest.csv").read_text()
 
 
 def test_case_09_output_inside_input_refused(plain):
     with pytest.raises(ConfigError, match="is inside --in"):
-        prepare(plain, plain / "prepared", PrepareConfig(size=SMALL))
+        prepare(plain, plain / "prepared", PrepareParams(size=SMALL))
     assert not (plain / "prepared").exists()
 
 
 def test_case_10_single_class_refused(tmp_path):
     with pytest.raises(DataError, match="at least two class"):
-        prepare(make_folder(tmp_path / "raw", {"only": 6}), tmp_path / "out", PrepareConfig(size=SMALL))
+        prepare(make_folder(tmp_path / "raw", {"only": 6}), tmp_path / "out", PrepareParams(size=SMALL))
 
 
 @pytest.mark.parametrize(
@@ -325,7 +326,7 @@ def test_case_12_malformed_set_values_and_params_files(tmp_path):
 def test_case_13_bad_survey_files_refused(plain, tmp_path, text):
     (tmp_path / "survey.json").write_text(text)
     with pytest.raises(InputError, match="survey"):
-        prepare(plain, tmp_path / "out", PrepareConfig(), tmp_path / "survey.json")
+        prepare(plain, tmp_path / "out", PrepareParams(), tmp_path / "survey.json")
 
 
 def test_case_14_cifar_batch_values_over_255(tmp_path):
@@ -345,16 +346,16 @@ def test_case_15_a_failed_fetch_is_never_read_as_a_dataset(tmp_path, monkeypatch
 
     monkeypatch.setattr(folder, "write_manifest", crash)
     with pytest.raises(InputError):
-        SOURCES["folder"].fetch(tmp_path / "raw", FolderParams(path=str(src)), DownloadSettings())
+        fetch_source(tmp_path / "raw", FolderParams(path=str(src)), DownloadSettings())
     assert list((tmp_path / "raw").rglob("*.png"))  # images were written...
     for read in (
         lambda: survey_shapes(tmp_path / "raw"),
-        lambda: prepare(tmp_path / "raw", tmp_path / "out", PrepareConfig(size=SMALL)),
+        lambda: prepare(tmp_path / "raw", tmp_path / "out", PrepareParams(size=SMALL)),
     ):
         with pytest.raises(InputError, match="unfinished fetch"):  # ...but nobody reads them as a dataset
             read()
     monkeypatch.setattr(folder, "write_manifest", real)
-    SOURCES["folder"].fetch(tmp_path / "raw", FolderParams(path=str(src)), DownloadSettings())
+    fetch_source(tmp_path / "raw", FolderParams(path=str(src)), DownloadSettings())
     assert survey_shapes(tmp_path / "raw").images == 6
 
 
@@ -375,15 +376,15 @@ def test_case_18_one_symlink_policy(plain, tmp_path):
     """A linked class folder is no class for prepare, as for fetch; nothing outside is read."""
     outside = make_folder(tmp_path / "outside", {"c": 4})
     (plain / "c").symlink_to(outside / "c")
-    result = prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL))
+    result = prepare(plain, tmp_path / "out", PrepareParams(size=SMALL))
     assert result.classes == ["a", "b"]
-    fetched = SOURCES["folder"].fetch(tmp_path / "fetched", FolderParams(path=str(plain)), DownloadSettings())
+    fetched = fetch_source(tmp_path / "fetched", FolderParams(path=str(plain)), DownloadSettings())
     assert fetched.classes == ["a", "b"]
 
 
 def test_case_19_archive_url_naming_no_file(tmp_path):
     with pytest.raises(DownloadError, match="the URL names no file"):
-        SOURCES["cats-dogs"].fetch(tmp_path / "out", CatsDogsParams(url="http://127.0.0.1:9/.."), DownloadSettings())
+        fetch_source(tmp_path / "out", CatsDogsParams(url="http://127.0.0.1:9/.."), DownloadSettings())
 
 
 def test_case_20_all_items_skipped_is_an_error_naming_the_param(tmp_path):
@@ -391,8 +392,8 @@ def test_case_20_all_items_skipped_is_an_error_naming_the_param(tmp_path):
     with pytest.raises(
         DataError, match=r"no usable image fetched: 6 of 6 .*too small \(set by fetch.download.min_side\)"
     ):
-        SOURCES["folder"].fetch(tmp_path / "out", FolderParams(path=str(src)), DownloadSettings())
-    result = SOURCES["folder"].fetch(tmp_path / "out", FolderParams(path=str(src)), DownloadSettings(min_side=8))
+        fetch_source(tmp_path / "out", FolderParams(path=str(src)), DownloadSettings())
+    result = fetch_source(tmp_path / "out", FolderParams(path=str(src)), DownloadSettings(min_side=8))
     assert result.counts == {"ok": 6}
 
 
@@ -562,8 +563,8 @@ def test_case_21_ctrl_c_stops_training_at_once(tmp_path, evaluated_project):
 
 
 def test_nan_loss_is_an_error_and_nothing_is_kept(tmp_path):
-    from pipeline.core.config import TrainSettings
     from pipeline.train.loop import _check_finite
+    from pipeline.train.settings import TrainSettings
 
     backup = tmp_path / "backup"
     backup.mkdir()

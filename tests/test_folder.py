@@ -10,14 +10,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.core.config import DownloadSettings
 from pipeline.core.errors import ConfigError, InputError
+from pipeline.fetch.params import FetchParams
 from pipeline.fetch.sources import FolderParams
 from pipeline.fetch.sources.folder import fetch
 from tests.conftest import run_cli
 from tests.test_catsdogs import catalogue
 
-SETTINGS = DownloadSettings()
+SETTINGS = FetchParams()
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int]]:

@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.core.config import DownloadSettings
 from pipeline.core.errors import InputError
-from pipeline.fetch.download import DownloadError
+from pipeline.fetch.http import DownloadError
+from pipeline.fetch.params import DownloadSettings, FetchParams
 from pipeline.fetch.sources import CIFAR10_SHA256, Cifar10Params, MnistParams, cifar10, mnist
 from tests.conftest import run_cli
 from tests.httpserver import FileServer
 from tests.seed_standins import py2_pickle
 
-FAST = DownloadSettings(retries=0, backoff=0.0, connect_timeout=2.0, read_timeout=2.0)
+FAST = FetchParams(download=DownloadSettings(retries=0, backoff=0.0, connect_timeout=2.0, read_timeout=2.0))
 
 
 def idx(array: np.ndarray) -> bytes:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.core.config import load_params
 from pipeline.core.errors import ConfigError
+from pipeline.params import load_params
 from pipeline.train.models import ARCHITECTURES, build_model
 from pipeline.train.models.alexnet import AlexnetParams
 from pipeline.train.models.common import Head

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.core.config import PrepareConfig
 from pipeline.core.dataset import COLUMNS
 from pipeline.core.errors import ConfigError, DataError, InputError
 from pipeline.core.images import load, probe
 from pipeline.fetch.sources import SyntheticParams
 from pipeline.fetch.sources.synthetic import CLASSES, fetch
+from pipeline.prepare.params import PrepareParams
 from pipeline.prepare.prepare import _allocate, auto_size, prepare
 from pipeline.prepare.survey import survey_shapes, write_survey
 
@@ -68,7 +68,7 @@ def plain(tmp_path) -> Path:
 
 
 def test_plain_folder_arrays_and_labels(plain, tmp_path):
-    result = prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL, train_size=0.75, val_size=0.25))
+    result = prepare(plain, tmp_path / "out", PrepareParams(size=SMALL, train_size=0.75, val_size=0.25))
     assert result.classes == ["apple", "zebra"]  # alphabetical, not creation order
     assert result.input_shape == (*SMALL, 3)
     assert result.sizes == {"train": 18, "val": 6}
@@ -87,7 +87,7 @@ def test_plain_folder_arrays_and_labels(plain, tmp_path):
 
 
 def test_index_rows_map_back_to_files(plain, tmp_path):
-    cfg = PrepareConfig(size=SMALL, train_size=0.5, val_size=0.5)
+    cfg = PrepareParams(size=SMALL, train_size=0.5, val_size=0.5)
     prepare(plain, tmp_path / "out", cfg)
     o = read_outputs(tmp_path / "out")
     index = o["index"]
@@ -104,7 +104,7 @@ def test_index_rows_map_back_to_files(plain, tmp_path):
 
 def test_plain_meta(plain, tmp_path):
     prepare(
-        plain, tmp_path / "out", PrepareConfig(size=SMALL, aspect="pad", color="grayscale", train_size=12, val_size=6)
+        plain, tmp_path / "out", PrepareParams(size=SMALL, aspect="pad", color="grayscale", train_size=12, val_size=6)
     )
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["classes"] == ["apple", "zebra"]
@@ -115,12 +115,12 @@ def test_plain_meta(plain, tmp_path):
     assert len(meta["manifest_sha256"]) == 64
     # the listing hash follows the folder's content
     (plain / "zebra" / "999.png").write_bytes((plain / "zebra" / "000.png").read_bytes())
-    prepare(plain, tmp_path / "out2", PrepareConfig(size=SMALL, train_size=12, val_size=6))
+    prepare(plain, tmp_path / "out2", PrepareParams(size=SMALL, train_size=12, val_size=6))
     assert json.loads((tmp_path / "out2" / "meta.json").read_text())["manifest_sha256"] != meta["manifest_sha256"]
 
 
 def test_grayscale_gives_one_channel(plain, tmp_path):
-    result = prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL, color="grayscale"))
+    result = prepare(plain, tmp_path / "out", PrepareParams(size=SMALL, color="grayscale"))
     assert result.input_shape == (*SMALL, 1)
     x = np.load(tmp_path / "out" / "train_x.npy")
     assert x.shape[1:] == (*SMALL, 1) and x.dtype == np.uint8
@@ -136,7 +136,7 @@ def per_class(out: Path, split: str) -> dict[str, int]:
 
 def test_stratified_split_by_fractions(plain, tmp_path):
     # 16 apple + 8 zebra; train 0.5 -> 12 (8 + 4), val 0.25 -> 6 (4 + 2), 6 left out
-    result = prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL, train_size=0.5, val_size=0.25))
+    result = prepare(plain, tmp_path / "out", PrepareParams(size=SMALL, train_size=0.5, val_size=0.25))
     assert result.sizes == {"train": 12, "val": 6}
     assert per_class(tmp_path / "out", "train") == {"apple": 8, "zebra": 4}
     assert per_class(tmp_path / "out", "val") == {"apple": 4, "zebra": 2}
@@ -145,7 +145,7 @@ def test_stratified_split_by_fractions(plain, tmp_path):
 
 
 def test_stratified_split_by_counts(plain, tmp_path):
-    result = prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL, train_size=9, val_size=6))
+    result = prepare(plain, tmp_path / "out", PrepareParams(size=SMALL, train_size=9, val_size=6))
     assert result.sizes == {"train": 9, "val": 6}
     assert np.load(tmp_path / "out" / "train_y.npy").shape == (9,)
     assert np.load(tmp_path / "out" / "val_x.npy").shape[0] == 6
@@ -155,7 +155,7 @@ def test_stratified_split_by_counts(plain, tmp_path):
 
 def test_split_sizes_exact_with_remainders(tmp_path):
     root = make_folder(tmp_path / "raw", {"a": 7, "b": 5, "c": 3})  # 15 images
-    result = prepare(root, tmp_path / "out", PrepareConfig(size=SMALL, train_size=10, val_size=4))
+    result = prepare(root, tmp_path / "out", PrepareParams(size=SMALL, train_size=10, val_size=4))
     assert result.sizes == {"train": 10, "val": 4}
     train = per_class(tmp_path / "out", "train")
     assert sum(train.values()) == 10
@@ -164,10 +164,10 @@ def test_split_sizes_exact_with_remainders(tmp_path):
 
 
 def test_split_deterministic_for_seed(plain, tmp_path):
-    cfg = PrepareConfig(size=SMALL, train_size=0.5, val_size=0.25, seed=4)
+    cfg = PrepareParams(size=SMALL, train_size=0.5, val_size=0.25, seed=4)
     prepare(plain, tmp_path / "a", cfg)
     prepare(plain, tmp_path / "b", cfg)
-    prepare(plain, tmp_path / "c", PrepareConfig(size=SMALL, train_size=0.5, val_size=0.25, seed=5))
+    prepare(plain, tmp_path / "c", PrepareParams(size=SMALL, train_size=0.5, val_size=0.25, seed=5))
     assert (tmp_path / "a" / "index.csv").read_bytes() == (tmp_path / "b" / "index.csv").read_bytes()
     assert split_paths(tmp_path / "a") != split_paths(tmp_path / "c")
     assert per_class(tmp_path / "c", "train") == {"apple": 8, "zebra": 4}  # still stratified
@@ -189,14 +189,14 @@ def test_allocate_by_largest_remainder(total, weights, caps, expected):
 
 def test_too_many_requested(plain, tmp_path):
     with pytest.raises(ConfigError, match="only 24 are usable"):
-        prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL, train_size=20, val_size=5))
+        prepare(plain, tmp_path / "out", PrepareParams(size=SMALL, train_size=20, val_size=5))
     with pytest.raises(ConfigError):
-        prepare(plain, tmp_path / "out2", PrepareConfig(size=SMALL, train_size=30, val_size=0.1))
+        prepare(plain, tmp_path / "out2", PrepareParams(size=SMALL, train_size=30, val_size=0.1))
 
 
 def test_fractions_summing_to_one_with_odd_count(tmp_path):
     root = make_folder(tmp_path / "raw", {"a": 3, "b": 2})  # 5 images; config allows 0.5 + 0.5 = 1
-    result = prepare(root, tmp_path / "out", PrepareConfig(size=SMALL, train_size=0.5, val_size=0.5))
+    result = prepare(root, tmp_path / "out", PrepareParams(size=SMALL, train_size=0.5, val_size=0.5))
     assert result.sizes["train"] + result.sizes["val"] == 5
 
 
@@ -212,10 +212,10 @@ def test_auto_size_rounds_half_up():
 
 
 def test_explicit_size_vs_auto(synthetic, tmp_path):
-    auto = prepare(synthetic, tmp_path / "auto", PrepareConfig(scale=0.25))
+    auto = prepare(synthetic, tmp_path / "auto", PrepareParams(scale=0.25))
     assert auto.input_shape == (94, 125, 3)
     assert np.load(tmp_path / "auto" / "train_x.npy").shape[1:] == (94, 125, 3)
-    explicit = prepare(synthetic, tmp_path / "explicit", PrepareConfig(size=(24, 32), scale=0.25))
+    explicit = prepare(synthetic, tmp_path / "explicit", PrepareParams(size=(24, 32), scale=0.25))
     assert explicit.input_shape == (24, 32, 3)
     assert np.load(tmp_path / "explicit" / "val_x.npy").shape[1:] == (24, 32, 3)
 
@@ -223,7 +223,7 @@ def test_explicit_size_vs_auto(synthetic, tmp_path):
 def test_auto_size_from_plain_folder(tmp_path):
     root = make_folder(tmp_path / "raw", {"a": 3})
     make_folder(root, {"b": 2}, shape=(80, 80))
-    result = prepare(root, tmp_path / "out", PrepareConfig(scale=0.5, train_size=3, val_size=2))
+    result = prepare(root, tmp_path / "out", PrepareParams(scale=0.5, train_size=3, val_size=2))
     assert result.input_shape == (20, 30, 3)  # most common shape 40x60 (3 of 5), halved
 
 
@@ -232,10 +232,10 @@ def test_auto_size_from_survey_json(synthetic, tmp_path):
     write_survey(survey_shapes(synthetic), survey)
     fake = tmp_path / "fake.json"
     fake.write_text(json.dumps({"most_common_shape": [100, 60]}))
-    assert prepare(synthetic, tmp_path / "a", PrepareConfig(scale=0.25), survey_json=survey).input_shape == (94, 125, 3)
-    assert prepare(synthetic, tmp_path / "b", PrepareConfig(scale=0.25), survey_json=fake).input_shape == (25, 15, 3)
+    assert prepare(synthetic, tmp_path / "a", PrepareParams(scale=0.25), survey_json=survey).input_shape == (94, 125, 3)
+    assert prepare(synthetic, tmp_path / "b", PrepareParams(scale=0.25), survey_json=fake).input_shape == (25, 15, 3)
     with pytest.raises(InputError):
-        prepare(synthetic, tmp_path / "c", PrepareConfig(scale=0.25), survey_json=tmp_path / "absent.json")
+        prepare(synthetic, tmp_path / "c", PrepareParams(scale=0.25), survey_json=tmp_path / "absent.json")
 
 
 # --- bad files -----------------------------------------------------------------------------------
@@ -244,7 +244,7 @@ def test_auto_size_from_survey_json(synthetic, tmp_path):
 def test_corrupt_and_empty_files_skipped(plain, tmp_path):
     (plain / "apple" / "corrupt.jpg").write_bytes(np.random.default_rng(0).bytes(700))
     (plain / "zebra" / "empty.jpg").write_bytes(b"")
-    result = prepare(plain, tmp_path / "out", PrepareConfig(size=SMALL, train_size=0.75, val_size=0.25))
+    result = prepare(plain, tmp_path / "out", PrepareParams(size=SMALL, train_size=0.75, val_size=0.25))
     assert result.sizes == {"train": 18, "val": 6}  # all 24 valid images kept
     skipped = pd.read_csv(tmp_path / "out" / "skipped.csv", keep_default_na=False)
     assert list(skipped.columns) == ["path", "reason"]
@@ -264,7 +264,7 @@ def test_image_that_fails_to_decode_after_probe(plain, tmp_path):
     (plain / "apple" / "full.jpg").unlink()
     (plain / "apple" / "truncated.jpg").write_bytes(data[: len(data) // 3])
     assert probe(plain / "apple" / "truncated.jpg") == (40, 60)
-    cfg = PrepareConfig(size=SMALL, train_size=20, val_size=5)
+    cfg = PrepareParams(size=SMALL, train_size=20, val_size=5)
     result = prepare(plain, tmp_path / "out", cfg)
     assert [path for path, _ in result.skipped] == ["apple/truncated.jpg"]
     assert result.sizes["train"] + result.sizes["val"] == 24
@@ -280,14 +280,14 @@ def test_image_that_fails_to_decode_after_probe(plain, tmp_path):
 
 def test_missing_input(tmp_path):
     with pytest.raises(InputError, match="not found"):
-        prepare(tmp_path / "nope", tmp_path / "out", PrepareConfig(size=SMALL))
+        prepare(tmp_path / "nope", tmp_path / "out", PrepareParams(size=SMALL))
 
 
 def test_folder_without_classes(tmp_path):
     (tmp_path / "raw").mkdir()
     Image.new("RGB", (6, 4)).save(tmp_path / "raw" / "loose.png")
     with pytest.raises(InputError, match="no class subfolders"):
-        prepare(tmp_path / "raw", tmp_path / "out", PrepareConfig(size=SMALL))
+        prepare(tmp_path / "raw", tmp_path / "out", PrepareParams(size=SMALL))
 
 
 def test_no_readable_images(tmp_path):
@@ -295,12 +295,12 @@ def test_no_readable_images(tmp_path):
         (tmp_path / "raw" / cls).mkdir(parents=True)
         (tmp_path / "raw" / cls / "x.jpg").write_bytes(b"nope")
     with pytest.raises(DataError, match=r"no usable image .*\(2 skipped: 2 not an image\)"):
-        prepare(tmp_path / "raw", tmp_path / "out", PrepareConfig(size=SMALL))
+        prepare(tmp_path / "raw", tmp_path / "out", PrepareParams(size=SMALL))
     assert not (tmp_path / "out").exists()
 
 
 def test_two_runs_byte_identical(plain, tmp_path):
-    cfg = PrepareConfig(size=SMALL, train_size=0.5, val_size=0.5, seed=2)
+    cfg = PrepareParams(size=SMALL, train_size=0.5, val_size=0.5, seed=2)
     prepare(plain, tmp_path / "a", cfg)
     prepare(plain, tmp_path / "b", cfg)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
@@ -316,7 +316,7 @@ def test_two_runs_byte_identical(plain, tmp_path):
 
 
 def test_synthetic_prepare(synthetic, tmp_path):
-    result = prepare(synthetic, tmp_path / "out", PrepareConfig(size=SMALL, train_size=0.8, val_size=0.2))
+    result = prepare(synthetic, tmp_path / "out", PrepareParams(size=SMALL, train_size=0.8, val_size=0.2))
     assert result.classes == ["vertical", "horizontal"]  # declared order, not alphabetical
     assert result.sizes == {"train": 16, "val": 4}
     o = read_outputs(tmp_path / "out")
@@ -350,7 +350,7 @@ def test_synthetic_prepare_ignores_non_ok_rows(synthetic, tmp_path):
         "same as vertical/00001.jpg",
     ]
     manifest.to_csv(root / "manifest.csv", index=False, lineterminator="\n")
-    result = prepare(root, tmp_path / "out", PrepareConfig(size=SMALL, train_size=15, val_size=4))
+    result = prepare(root, tmp_path / "out", PrepareParams(size=SMALL, train_size=15, val_size=4))
     index = pd.read_csv(tmp_path / "out" / "index.csv")
     assert "vertical/00000.jpg" not in set(index["path"])
     assert result.sizes == {"train": 15, "val": 4}

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.core.config import PrepareConfig, load_section
 from pipeline.core.dataset import iter_shard_images, layout, read_final_manifest, shard_names, stored_items
 from pipeline.core.errors import ConfigError, ImageError, InputError
 from pipeline.core.prepared import ShardedRows, fingerprint, load_split, read_meta
+from pipeline.params import load_section
+from pipeline.prepare.params import PrepareParams
 from pipeline.prepare.prepare import prepare
 from pipeline.prepare.survey import survey_shapes
 from tests.conftest import run_cli
@@ -37,9 +38,9 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
     samples = tiny_samples(N)
     sharded = write_shard_dataset(root / "sharded", samples, PER_SHARD)
     folder = write_folder_dataset(root / "folder", samples)
-    prepare(sharded, root / "out-local", PrepareConfig(size=SIZE))
-    prepare(sharded, root / "out-dask", PrepareConfig(size=SIZE, engine="dask"))
-    prepare(folder, root / "out-folder", PrepareConfig(size=SIZE))
+    prepare(sharded, root / "out-local", PrepareParams(size=SIZE))
+    prepare(sharded, root / "out-dask", PrepareParams(size=SIZE, engine="dask"))
+    prepare(folder, root / "out-folder", PrepareParams(size=SIZE))
     return {
         "sharded": sharded,
         "folder": folder,
@@ -89,7 +90,7 @@ def test_a_damaged_tar_is_refused_in_one_line(tmp_path):
     tar = root / "shards" / "00001.tar"
     tar.write_bytes(tar.read_bytes()[:1500])  # cut inside a member
     with pytest.raises(InputError, match="00001.tar: damaged shard") as err:
-        prepare(root, tmp_path / "out", PrepareConfig(size=(8, 8)))
+        prepare(root, tmp_path / "out", PrepareParams(size=(8, 8)))
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
     tar.write_bytes(b"\xff" * 2048)  # not a tar at all
     with pytest.raises(InputError, match="00001.tar: damaged shard"):
@@ -155,7 +156,7 @@ def test_drawn_split_is_the_folder_layouts_draw(tmp_path):
     samples = tiny_samples(60, fixed_split=False)
     write_shard_dataset(tmp_path / "sharded", samples, 25)
     write_folder_dataset(tmp_path / "folder", samples)
-    cfg = PrepareConfig(size=(8, 8), train_size=0.7, val_size=0.3, seed=3)
+    cfg = PrepareParams(size=(8, 8), train_size=0.7, val_size=0.3, seed=3)
     prepare(tmp_path / "sharded", tmp_path / "a", cfg)
     prepare(tmp_path / "folder", tmp_path / "b", cfg)
     for split in ("train", "val"):
@@ -167,8 +168,8 @@ def test_auto_size_from_the_manifest_matches_the_folder(tmp_path):
     samples = tiny_samples(40)
     write_shard_dataset(tmp_path / "sharded", samples, 15)
     write_folder_dataset(tmp_path / "folder", samples)
-    a = prepare(tmp_path / "sharded", tmp_path / "a", PrepareConfig(scale=0.5))
-    b = prepare(tmp_path / "folder", tmp_path / "b", PrepareConfig(scale=0.5))
+    a = prepare(tmp_path / "sharded", tmp_path / "a", PrepareParams(scale=0.5))
+    b = prepare(tmp_path / "folder", tmp_path / "b", PrepareParams(scale=0.5))
     assert a.input_shape == b.input_shape == (12, 16, 3)
 
 
@@ -181,7 +182,7 @@ def test_broken_images_and_duplicates_in_a_tar(tmp_path):
     samples.append(Sample("cat", samples[0].data, samples[0].ext, "train", status="duplicate", reason="duplicate of 0"))
     samples.append(Sample("dog", b"", "jpg", "", status="failed", reason="http 404"))
     write_shard_dataset(tmp_path / "sharded", samples, 16)
-    result = prepare(tmp_path / "sharded", tmp_path / "out", PrepareConfig(size=(8, 8)))
+    result = prepare(tmp_path / "sharded", tmp_path / "out", PrepareParams(size=(8, 8)))
     skipped = pd.read_csv(tmp_path / "out" / "skipped.csv", keep_default_na=False)
     assert skipped["path"].tolist() == ["shards/00000.tar#000000005.jpg", "shards/00000.tar#000000006.png"]
     assert skipped["reason"][0] == "not an image" and skipped["reason"][1] != ""
@@ -195,7 +196,7 @@ def test_broken_images_and_duplicates_in_a_tar(tmp_path):
 def test_an_unfinished_shard_dataset_is_refused(tmp_path):
     root = write_shard_dataset(tmp_path / "sharded", tiny_samples(20), 10)
     mark_incomplete(root)
-    for call in (lambda: prepare(root, tmp_path / "out", PrepareConfig(size=(8, 8))), lambda: survey_shapes(root)):
+    for call in (lambda: prepare(root, tmp_path / "out", PrepareParams(size=(8, 8))), lambda: survey_shapes(root)):
         with pytest.raises(InputError, match="unfinished fetch") as err:
             call()
         assert "\n" not in str(err.value)
@@ -206,7 +207,7 @@ def test_a_missing_shard_is_refused(tmp_path):
     root = write_shard_dataset(tmp_path / "sharded", tiny_samples(20), 10)
     (root / "shards" / "00001.tar").unlink()
     with pytest.raises(InputError, match="00001.tar is missing"):
-        prepare(root, tmp_path / "out", PrepareConfig(size=(8, 8)))
+        prepare(root, tmp_path / "out", PrepareParams(size=(8, 8)))
 
 
 def test_prepare_over_shards_from_the_command_line(datasets, tmp_path):

@@ -1,4 +1,4 @@
-"""The shard layout (pipeline.fetch.shards) against a scripted server on 127.0.0.1: every URL
+"""The shard layout (pipeline.fetch.collect, shards, writers) against a scripted server on 127.0.0.1: every URL
 accounted for, the folder layout's decisions, resume after kill -9, the Dask engine, wnids files."""
 
 import hashlib
@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 
 from pipeline.core.dataset import COLUMNS, iter_shard_images, layout, read_manifest, shard_names, stored_items
-from pipeline.fetch.shards import Sharding, make_plan
+from pipeline.fetch.params import FetchParams
+from pipeline.fetch.plan import make_plan
 from pipeline.fetch.sources import ImagenetParams
 from pipeline.fetch.sources.imagenet import fetch, iter_url_file, read_wnids_file
 from tests.conftest import ROOT, run_cli
@@ -73,10 +74,10 @@ def _png(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def _fetch(out: Path, urls: Path, sharding: Sharding, per_class=8, val=3, settings=SETTINGS):
+def _fetch(out: Path, urls: Path, cfg: FetchParams, per_class=8, val=3, settings=SETTINGS):
     params = ImagenetParams(wnids=[A, B], per_class=per_class, val_per_class=val, url_list=str(urls))
     out.mkdir(parents=True, exist_ok=True)
-    return fetch(out, params, settings, sharding)
+    return fetch(out, params, cfg.model_copy(update={"download": settings}))
 
 
 def _decisions(frame: pd.DataFrame) -> pd.DataFrame:
@@ -89,11 +90,11 @@ def _decisions(frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.mark.parametrize("verify", ["decode", "header"])
 def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_path, verify):
     urls = mixed_list(server, tmp_path)
-    folder = _fetch(tmp_path / "folder", urls, Sharding(layout="folder"))
+    folder = _fetch(tmp_path / "folder", urls, FetchParams(layout="folder"))
     sharded = _fetch(
         tmp_path / "sharded",
         urls,
-        Sharding(layout="shards", shard_size=6, workers=2),
+        FetchParams(layout="shards", shard_size=6, workers=2),
         settings=SETTINGS.model_copy(update={"verify": verify}),
     )
     root = tmp_path / "sharded"
@@ -248,25 +249,25 @@ def test_fetch_prepare_train_on_a_dask_cluster_equal_the_local_pool(server, tmp_
     """fetch -> prepare -> train -> evaluate on the shard layout, once with every shard task on the
     Dask cluster (127.0.0.1) and once on the local process pool: the same manifest, the same
     prepared bytes, the same metrics."""
-    from pipeline.core.config import PrepareConfig
+    from pipeline.prepare.params import PrepareParams
     from pipeline.prepare.prepare import prepare
     from tests.test_train_shards import _train_and_evaluate
 
     urls = mixed_list(server, tmp_path)
-    local = _fetch(tmp_path / "local", urls, Sharding(layout="shards", shard_size=5, workers=2))
+    local = _fetch(tmp_path / "local", urls, FetchParams(layout="shards", shard_size=5, workers=2))
     dask = _fetch(
         tmp_path / "dask",
         urls,
-        Sharding(layout="shards", shard_size=5, engine="dask", scheduler=cluster.scheduler_address),
+        FetchParams(layout="shards", shard_size=5, engine="dask", scheduler=cluster.scheduler_address),
     )
     assert local.counts == dask.counts
     strip = lambda root: read_manifest(root).drop(columns="elapsed_ms")
     pd.testing.assert_frame_equal(strip(tmp_path / "local"), strip(tmp_path / "dask"))
-    prepare(tmp_path / "local", tmp_path / "local-prepared", PrepareConfig(size=(12, 12)))
+    prepare(tmp_path / "local", tmp_path / "local-prepared", PrepareParams(size=(12, 12)))
     prepare(
         tmp_path / "dask",
         tmp_path / "dask-prepared",
-        PrepareConfig(size=(12, 12), engine="dask", scheduler=cluster.scheduler_address),
+        PrepareParams(size=(12, 12), engine="dask", scheduler=cluster.scheduler_address),
     )
     files = sorted(
         p.relative_to(tmp_path / "local-prepared") for p in (tmp_path / "local-prepared").rglob("*") if p.is_file()

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.core.config import TrainSettings, load_params
+from pipeline.params import load_params
 from pipeline.train.models.common import Augment, Head, Preprocess
 from pipeline.train.resume import POINTER
+from pipeline.train.settings import TrainSettings
 from tests.conftest import ROOT, run_cli
 from tests.test_models import write_prepared
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.core.config import PrepareConfig, load_params
 from pipeline.core.prepared import load_split, read_meta
+from pipeline.params import load_params
+from pipeline.prepare.params import PrepareParams
 from pipeline.prepare.prepare import prepare
 from pipeline.train.models.common import Head
 from tests.shards import tiny_samples, write_shard_dataset
@@ -23,8 +24,8 @@ def prepared(tmp_path_factory) -> dict[str, Path]:
     """120 tiny images in 4 shards, prepared on both engines; and the same rows as the arrays layout."""
     root = tmp_path_factory.mktemp("train-shards")
     write_shard_dataset(root / "raw", tiny_samples(120), 32)
-    prepare(root / "raw", root / "local", PrepareConfig(size=(8, 8)))
-    prepare(root / "raw", root / "dask", PrepareConfig(size=(8, 8), engine="dask"))
+    prepare(root / "raw", root / "local", PrepareParams(size=(8, 8)))
+    prepare(root / "raw", root / "dask", PrepareParams(size=(8, 8), engine="dask"))
     arrays = root / "arrays"  # the same rows, concatenated, as the arrays layout
     arrays.mkdir()
     for split in ("train", "val"):

@@ -14,16 +14,38 @@ fetch or prepare, in error messages).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, Literal
 
+from pipeline.core.config import between
 from pipeline.core.errors import ConfigError
 
 ENGINES = ("local", "dask")
+# The engine params of a stage that maps tasks (`fetch.engine`, `prepare.engine`, with `scheduler`
+# and `workers`): local = a process pool on this machine; dask = dask.distributed, at `scheduler`
+# (tcp://HOST:8786) or, when it is "", a local cluster on 127.0.0.1.
+EngineName = Literal["local", "dask"]
+Workers = between(0, 1024, low_inclusive=True)  # local processes (and local Dask workers); 0 = one per core
+
+
+def check_engine(section: str, engine: str, scheduler: str) -> None:
+    """A scheduler must be a Dask address and goes with the dask engine only."""
+    if scheduler and not scheduler.startswith(("tcp://", "tls://")):
+        raise ConfigError(
+            f"{section}.scheduler: {scheduler!r} is not a Dask scheduler address; expected tcp://HOST:PORT (or tls://)"
+        )
+    if scheduler and engine != "dask":
+        raise ConfigError(
+            f"{section}.scheduler: {scheduler!r} is for {section}.engine dask (got {engine!r}); "
+            f"set {section}.engine: dask or leave the scheduler empty"
+        )
+
+
 CONNECT_TIMEOUT = 10  # seconds to reach a Dask scheduler
 
 
@@ -97,7 +119,18 @@ class Engine:
         return self._pool
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
-        """`fn(task)` for every task, results as they finish (see `map_shards`)."""
+        """`fn(task)` for every task, results as they finish (see `map_shards`). On the local engine
+        a map of one task runs it in this process: other processes would add their start-up (about
+        a second) and nothing else."""
+        tasks = iter(tasks)
+        if self.engine == "local":
+            first, second = next(tasks, _END), next(tasks, _END)
+            if first is _END:
+                return
+            if second is _END:
+                yield fn(first)
+                return
+            tasks = itertools.chain([first, second], tasks)
         pool = self._start(fn)
         if self.engine == "local":
             limit = 2 * default_workers(self.workers)

@@ -1,37 +1,46 @@
-"""Download images from URL lists into a class-folder dataset: every URL accounted for.
+"""Fetch a URL list: plan -> waves of shard tasks -> settle. The one path of every source that
+downloads URL lists, whatever the layout; the layout is only the writer (pipeline.fetch.writers).
 
-Used by the URL-list sources (imagenet). Per URL: fetch (pipeline.fetch.download), reject placeholders,
-validate (pipeline.core.images), store under `<out>/<class>/<sha256>.<ext>` atomically. Each finished URL
-is appended to a journal at once, so a run killed at any point (even `kill -9`) resumes where it
-stopped without downloading finished URLs again; failed URLs are retried on the next run.
+1. Plan (pipeline.fetch.plan): every distinct candidate, in candidate order, on disk.
+2. Waves. Each wave tries, per class, as many untried candidates as images are still missing, so
+   which URLs are tried is the same whatever order downloads finish in. A wave's candidates, in
+   candidate order, are cut into shards of `fetch.shard_size` URLs; each shard is one task
+   (pipeline.fetch.shards) on the engine (pipeline.core.engine: a local process pool, or Dask; a
+   wave of one shard runs in this process). Between waves only a few numbers per fetched image are
+   kept (class, shard, row, content hash), so memory grows with neither the list nor the images.
+3. Settle. Duplicates (the same content from two URLs: the first in class order, then candidate
+   order, keeps it) and the train/val split are decided from those numbers, then the manifest is
+   written from the shards' rows, shard by shard: `manifest.csv` (folder layout) or
+   `manifest/<NNNNN>.parquet` (shard layout); then `summary.json` and `dataset.json`.
 
-Quotas are met in waves: each wave tries, per class, as many untried candidates as images are still
-missing, so which URLs are tried, and every row of the manifest, is the same whatever order
-downloads finish in. Duplicates (same content from two URLs) and the train/val split are settled
-by candidate order at the end.
+Resume: a rerun skips every finished shard (pipeline.fetch.shards.finished); nothing else is
+remembered. Formats on disk: pipeline.core.dataset.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.console import progress
-from pipeline.core.dataset import read_manifest
-from pipeline.core.errors import ImageError
-from pipeline.core.images import ImageInfo, probe, sniff, validate
-from pipeline.fetch.download import DownloadSettings, Fetched, fetch_bytes, make_session
-from pipeline.fetch.manifest import FetchResult, write_image, write_manifest
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-JOURNAL = ".journal.jsonl"
-# Flickr answers deleted photos with a valid 2,051-byte PNG, often after a redirect to this name.
-FLICKR_PLACEHOLDER_MD5 = "880a7a58e05d3e83797f27573bb6d35c"
-PLACEHOLDER_URL_MARK = "photo_unavailable"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from pipeline.core.checkpoint import checkpoint
+from pipeline.core.console import bar
+from pipeline.core.dataset import COLUMNS, DATASET, MANIFEST, MANIFEST_DIR, SUMMARY, read_parquet_frame, shard_name
+from pipeline.core.engine import Engine
+from pipeline.core.files import walk, write_json
+from pipeline.fetch.manifest import FetchResult, reason_kind, write_manifest, write_parquet
+from pipeline.fetch.params import FetchParams
+from pipeline.fetch.plan import PLAN_DIR, Plan, make_plan
+from pipeline.fetch.shards import ShardTask, fetch_shard, finished, records, rows_path
+
+TASK_MODULES = ("pipeline.fetch.shards",)  # what a worker imports once, before it takes tasks
 
 
 @dataclass(frozen=True)
@@ -44,184 +53,219 @@ class Quota:
         return self.train + self.val
 
 
-def _row(url: str, cls: str, status: str, reason: str = "", **fields) -> dict:
-    return {"url": url, "class": cls, "status": status, "reason": reason, **fields}
+@dataclass
+class Found:
+    """What the waves found: per ok row (before dedupe) its class index, place and content hash."""
 
+    ci: np.ndarray  # int32
+    shard: np.ndarray  # int32
+    idx: np.ndarray  # int32: row in its shard
+    digest: np.ndarray  # (n, 2) uint64: the first 128 bits of the SHA-256
 
-def judge(got: Fetched, cls: str, settings: DownloadSettings) -> tuple[dict, bytes | None, ImageInfo | None]:
-    """The verdict on one fetched URL, shared by both layouts: its manifest row (status before
-    dedupe, no `path` yet) and, for a usable image, its bytes and header facts.
+    @classmethod
+    def empty(cls) -> Found:
+        return cls(*(np.zeros(0, np.int32) for _ in range(3)), np.zeros((0, 2), np.uint64))
 
-    The MD5 for Flickr's placeholder is computed for PNGs only (the placeholder is one): MD5 costs
-    as much CPU as the whole HTTP exchange for a JPEG.
-    """
-    url = got.url
-    timing = {"http_status": got.http_status or "", "elapsed_ms": got.elapsed_ms}
-    if got.error:
-        status = "skipped" if got.error.startswith(("unsupported URL", "malformed URL")) else "failed"
-        return _row(url, cls, status, got.error, **timing), None, None
-    data = got.data
-    fields = {**timing, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    if PLACEHOLDER_URL_MARK in got.final_url:
-        return _row(url, cls, "skipped", "placeholder: redirected to photo_unavailable", **fields), None, None
-    if (data[:8] == PNG_MAGIC and hashlib.md5(data).hexdigest() == FLICKR_PLACEHOLDER_MD5) or fields[
-        "sha256"
-    ] in settings.placeholder_sha256:
-        return _row(url, cls, "skipped", "placeholder image", **fields), None, None
-    try:
-        info = (
-            validate(data, settings.max_pixels, settings.min_side)
-            if settings.verify in ("decode", "auto")
-            else check_header(data, settings.max_pixels, settings.min_side)
+    def add(self, out: Path, layout: str, shard: int, index: dict[str, int]) -> None:
+        """The ok rows of one finished shard."""
+        table = pq.read_table(rows_path(out, layout, shard), columns=["class", "status", "sha256"])
+        keep = pc.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False)
+        idx = np.flatnonzero(keep).astype(np.int32)
+        classes = table.column("class").to_pylist()
+        digests = [bytes.fromhex(sha[:32]) for sha, ok in zip(table.column("sha256").to_pylist(), keep) if ok]
+        self.ci = np.concatenate([self.ci, np.array([index[classes[i]] for i in idx], np.int32)])
+        self.shard = np.concatenate([self.shard, np.full(len(idx), shard, np.int32)])
+        self.idx = np.concatenate([self.idx, idx])
+        self.digest = np.concatenate(
+            [self.digest, np.frombuffer(b"".join(digests), ">u8").reshape(-1, 2).astype(np.uint64)]
         )
-    except ImageError as exc:
-        return _row(url, cls, "skipped", str(exc), **fields), None, None
-    return _row(url, cls, "ok", **fields, width=info.width, height=info.height, format=info.format), data, info
 
 
-def check_header(data: bytes, max_pixels: int, min_side: int) -> ImageInfo:
-    """`validate` without the pixel decode (`fetch.download.verify: header`): the same magic-byte,
-    pixel-count and size checks, and truncation found from the end-of-image structure (a JPEG's
-    EOI marker after its last scan, PNG's IEND, GIF's trailer, the RIFF/BMP size). Corrupt data
-    inside a complete file is left for `prepare`, which decodes every image anyway."""
-    fmt = sniff(data)
-    if fmt is None or not data:
-        validate(data, max_pixels, min_side)  # raises the same reason as the decode check
-    cut = _cut_short(data, fmt)
-    if cut:
-        raise ImageError(f"truncated: {cut}")
-    try:
-        height, width = probe(data)
-    except ImageError:
-        raise ImageError("corrupt: unreadable header") from None
-    if height * width > max_pixels:
-        raise ImageError(f"too many pixels: {width}x{height} > {max_pixels}")
-    if min(height, width) < min_side:
-        raise ImageError(f"too small: {width}x{height}, minimum side {min_side}")
-    return ImageInfo(fmt, height, width)
+@dataclass(frozen=True)
+class Settled:
+    """The decisions, per ok row of `Found` sorted by (shard, idx): `split` (train, val, extra;
+    "" for a duplicate) and, for a duplicate, the place (shard, idx) of the row that owns its content."""
+
+    shard: np.ndarray
+    idx: np.ndarray
+    split: np.ndarray  # str
+    owner_shard: np.ndarray  # -1 for an owner
+    owner_idx: np.ndarray
+    have: np.ndarray  # distinct images per class
 
 
-def _cut_short(data: bytes, fmt: str) -> str:
-    """Why `data` is not a whole file of format `fmt`, or "" (cheap structural checks only)."""
-    if fmt == "JPEG":
-        # Entropy-coded data never holds FF D9 (FF is stuffed as FF 00), so a whole file has its
-        # EOI after the start of its last scan; trailing bytes after the EOI are tolerated.
-        return (
-            ""
-            if data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") >= 0
-            else "no end-of-image marker after the last scan"
-        )
-    if fmt == "PNG":
-        return "" if b"IEND\xaeB`\x82" in data[-4096:] else "no IEND chunk"
-    if fmt == "GIF":
-        return "" if data.rstrip(b"\x00").endswith(b";") else "no GIF trailer"
-    if fmt == "WEBP":
-        return "" if len(data) >= 8 + int.from_bytes(data[4:8], "little") else "shorter than its RIFF size"
-    if fmt == "BMP":
-        return "" if len(data) >= int.from_bytes(data[2:6], "little") else "shorter than its BMP size"
-    return ""
+def settle(found: Found, totals: np.ndarray, trains: np.ndarray) -> Settled:
+    """Sorted by (class index, candidate order), the first row of each content owns it; the owners
+    of each class are train up to its train quota, then val, then extra."""
+    order = np.lexsort((found.idx, found.shard, found.ci))
+    ci, shard, idx = found.ci[order], found.shard[order], found.idx[order]
+    digests = pd.DataFrame(found.digest[order], columns=["a", "b"])
+    dup = digests.duplicated(keep="first").to_numpy()
+    first = digests.groupby(["a", "b"], sort=False).ngroup().to_numpy()  # the content's number
+    owner_at = np.full(first.max() + 1 if len(first) else 0, -1, np.int64)
+    owner_at[first[~dup]] = np.flatnonzero(~dup)
+    owner = owner_at[first]
+    n = pd.Series(ci[~dup]).groupby(ci[~dup]).cumcount().to_numpy()
+    split = np.full(len(ci), "", dtype=object)
+    owners_ci = ci[~dup]
+    split[~dup] = np.where(n < trains[owners_ci], "train", np.where(n < totals[owners_ci], "val", "extra"))
+    owner_shard = np.where(dup, shard[owner], -1)
+    owner_idx = np.where(dup, idx[owner], -1)
+    back = np.lexsort((idx, shard))
+    have = np.bincount(owners_ci, minlength=len(totals))
+    return Settled(shard[back], idx[back], split[back], owner_shard[back], owner_idx[back], have)
 
 
-def process(session, url: str, cls: str, out: Path, settings: DownloadSettings) -> dict:
-    """Fetch, check and store one URL; the manifest row says what happened (status before dedupe)."""
-    row, data, info = judge(fetch_bytes(session, url, settings), cls, settings)
-    if data is not None:
-        row["path"] = write_image(out, cls, data, row["sha256"], info)
-    return row
-
-
-def _load_done(out: Path) -> dict[str, dict]:
-    """Rows of URLs finished by earlier runs (manifest, then journal), keyed by (class, url)."""
-    done: dict = {}
-    manifest = read_manifest(out)
-    if manifest is not None:
-        for row in manifest.to_dict("records"):
-            done[(row["class"], row["url"])] = row
-    journal = out / JOURNAL
-    if journal.exists():
-        for line in journal.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # the last line of a killed run may be cut short
-                continue
-            done[(row["class"], row["url"])] = row
-    # A failed URL gets another chance; a duplicate is re-settled from its underlying ok row.
-    return {
-        key: {**row, "status": "ok"} if row["status"] == "duplicate" else row
-        for key, row in done.items()
-        if row["status"] != "failed"
-    }
-
-
-def _settle(
-    rows: list[dict], order: dict[tuple[str, str], int], classes: list[str], quotas: dict[str, Quota]
-) -> list[dict]:
-    """Mark duplicates and assign splits by candidate order; returns the final rows."""
-    rows = sorted(rows, key=lambda r: (classes.index(r["class"]), order.get((r["class"], r["url"]), 1 << 60), r["url"]))
-    first: dict[str, dict] = {}
-    taken = {cls: 0 for cls in classes}
-    settled = []
-    for row in rows:
-        row = {**row, "split": ""}
-        if row["status"] == "ok":
-            owner = first.setdefault(row["sha256"], row)
-            if owner is not row:
-                row.update(status="duplicate", reason=f"duplicate of {owner['url']}", path=owner["path"])
-            else:
-                quota, n = quotas[row["class"]], taken[row["class"]]
-                row["split"] = "train" if n < quota.train else "val" if n < quota.total else "extra"
-                taken[row["class"]] += 1
-        settled.append(row)
-    return settled
-
-
-def collect(
-    candidates: dict[str, list[str]], quotas: dict[str, Quota], out: Path, settings: DownloadSettings, source: str
+def fetch_urls(
+    rows: Iterable[tuple[str, str]], quotas: dict[str, Quota], out: Path, cfg: FetchParams, source: str
 ) -> FetchResult:
-    """Download until each class has its quota of distinct valid images or runs out of candidates."""
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.rglob(".*.tmp*"):  # temporary files of a run killed mid-write
-        stale.unlink()
-    classes = list(candidates)
-    for cls in classes:
-        (out / cls).mkdir(exist_ok=True)
-    order = {(cls, url): i for cls, urls in candidates.items() for i, url in enumerate(dict.fromkeys(urls))}
-    done = _load_done(out)
-    lock = threading.Lock()
-    session = make_session(settings)
-    with open(out / JOURNAL, "a") as journal, ThreadPoolExecutor(max_workers=settings.concurrency) as pool:
+    """Fetch the (class, url) `rows` (a stream: never held whole) of the classes of `quotas`, in
+    that class order, into the dataset folder `out`: plan, waves, settle (the module docstring)."""
+    plan_dir = out / PLAN_DIR
+    shutil.rmtree(plan_dir, ignore_errors=True)
+    try:
+        return collect(make_plan(rows, list(quotas), plan_dir), quotas, out, cfg, source)
+    finally:
+        shutil.rmtree(plan_dir, ignore_errors=True)
 
-        def work(job: tuple[str, str]) -> dict:
-            cls, url = job
-            row = process(session, url, cls, out, settings)
-            with lock:
-                journal.write(json.dumps(row) + "\n")
-                journal.flush()
-            return row
 
-        tried = {cls: [url for url in dict.fromkeys(urls) if (cls, url) in done] for cls, urls in candidates.items()}
-        untried = {
-            cls: [url for url in dict.fromkeys(urls) if (cls, url) not in done] for cls, urls in candidates.items()
-        }
-        while True:
-            settled = _settle(list(done.values()), order, classes, quotas)
-            have = {cls: sum(1 for r in settled if r["class"] == cls and r["status"] == "ok") for cls in classes}
-            wave = []
-            for cls in classes:
-                need = quotas[cls].total - have[cls]
-                wave += [(cls, url) for url in untried[cls][: max(need, 0)]]
-                untried[cls] = untried[cls][max(need, 0) :]
-            if not wave:
-                break
-            for row in progress(pool.map(work, wave), f"Downloading {len(wave)} URLs", total=len(wave)):
-                done[(row["class"], row["url"])] = row
-                tried[row["class"]].append(row["url"])
-    session.close()
+def collect(plan: Plan, quotas: dict[str, Quota], out: Path, cfg: FetchParams, source: str) -> FetchResult:
+    """Fetch in waves of shards until each class has its quota or runs out of candidates; write the
+    settled manifest, dataset.json and summary.json in the layout `fetch.layout` picks."""
+    layout = "shards" if cfg.use_shards(len(plan)) else "folder"
+    settings = cfg.download
+    if settings.verify == "auto":  # shards: prepare decodes every image anyway; folders: decode now
+        settings = settings.model_copy(update={"verify": "header" if layout == "shards" else "decode"})
+    classes = plan.classes
+    totals = np.array([quotas[cls].total for cls in classes], np.int64)
+    trains = np.array([quotas[cls].train for cls in classes], np.int64)
+    records(out, layout).mkdir(parents=True, exist_ok=True)
+    with Engine(cfg.engine, cfg.scheduler, cfg.workers, TASK_MODULES) as engine:
+        shards, consumed, settled = _waves(plan, out, layout, settings, cfg.shard_size, engine, totals, trains)
+    _remove_stale(out, layout, shards)
     warnings = [
-        f"class {cls}: {have[cls]} of {quotas[cls].total} images after trying all {len(tried[cls])} URLs of its list"
-        for cls in classes
-        if have[cls] < quotas[cls].total
+        f"class {cls}: {int(settled.have[i])} of {int(totals[i])} images after trying all {int(consumed[i])} URLs of its list"
+        for i, cls in enumerate(classes)
+        if settled.have[i] < totals[i]
     ]
-    result = write_manifest(out, settled, classes, source, warnings)
-    (out / JOURNAL).unlink()  # everything it held is in manifest.csv now
-    return result
+    frames = _settled_frames(out, layout, shards, settled)
+    if layout == "folder":
+        rows = pd.concat([pd.DataFrame(columns=COLUMNS), *frames], ignore_index=True)
+        result = write_manifest(out, rows, classes, source, warnings)
+        _remove_unlisted(out, classes)
+        return result
+    counts: Counter = Counter()
+    reasons: Counter = Counter()
+    (out / MANIFEST_DIR).mkdir(exist_ok=True)
+    for shard, frame in enumerate(frames):
+        counts.update(frame["status"].value_counts().to_dict())
+        reasons.update(frame.loc[frame["status"] != "ok", "reason"].map(reason_kind).value_counts().to_dict())
+        write_parquet(out / MANIFEST_DIR / f"{shard_name(shard)}.parquet", frame)
+    counts_out = {k: int(v) for k, v in sorted(counts.items())}
+    reasons_out = {k: int(v) for k, v in sorted(reasons.items())}
+    write_json(out / DATASET, {"source": source, "classes": classes, "layout": "shards", "shards": shards})
+    write_json(out / SUMMARY, {"counts": counts_out, "reasons": reasons_out, "warnings": warnings})
+    return FetchResult(out, classes, counts_out, reasons_out, warnings)
+
+
+def _waves(
+    plan: Plan, out: Path, layout: str, settings, size: int, engine: Engine, totals: np.ndarray, trains: np.ndarray
+):
+    """Run waves of shards until no class needs more and can get more: each wave takes, per class,
+    the next `missing images` untried candidates (vectorised over the plan: O(candidates) per wave).
+    Returns the number of shards, the candidates tried per class and the settled decisions."""
+    classes = plan.classes
+    index = {cls: i for i, cls in enumerate(classes)}
+    consumed = np.zeros(len(classes), np.int64)
+    found = Found.empty()
+    settled = settle(found, totals, trains)
+    next_shard = 0
+    while True:
+        upper = np.minimum(consumed + np.maximum(totals - settled.have, 0), plan.counts)
+        wave = np.flatnonzero((plan.rank >= consumed[plan.cls]) & (plan.rank < upper[plan.cls]))
+        consumed = upper
+        if not len(wave):
+            break
+        first, count = next_shard, -(-len(wave) // size)
+        next_shard += count
+        with bar(f"Fetching {len(wave):,} URLs in {count:,} shard{'s' * (count > 1)}", len(wave)) as step:
+            for done in engine.map(fetch_shard, _tasks(plan, out, layout, settings, wave, first, count, size)):
+                if not done.counted:
+                    step(done.rows)
+                checkpoint("fetch.shard")
+        for shard in range(first, next_shard):
+            found.add(out, layout, shard, index)
+        settled = settle(found, totals, trains)
+    return next_shard, consumed, settled
+
+
+def _tasks(
+    plan: Plan, out: Path, layout: str, settings, wave: np.ndarray, first: int, count: int, size: int
+) -> Iterator[ShardTask]:
+    """The wave's shard tasks, made as the engine asks for them; a finished shard is not fetched again."""
+    for k in range(count):
+        chosen = wave[k * size : (k + 1) * size]
+        rows = list(zip([plan.classes[i] for i in plan.cls[chosen].tolist()], plan.urls(chosen)))
+        if finished(out, layout, first + k, rows) is None:
+            yield ShardTask(str(out), layout, first + k, rows, settings)
+
+
+def _settled_frames(out: Path, layout: str, shards: int, settled: Settled) -> Iterator[pd.DataFrame]:
+    """Each shard's rows with the decisions applied: the split of ok rows; duplicates marked, with
+    the owner's path and a reason naming the owner's URL."""
+    starts = np.searchsorted(settled.shard, np.arange(shards + 1))
+    owners = _owners(out, layout, settled)
+    for shard in range(shards):
+        frame = read_parquet_frame(rows_path(out, layout, shard))
+        lo, hi = starts[shard], starts[shard + 1]
+        idx = settled.idx[lo:hi].astype(np.int64)
+        frame.loc[idx, "split"] = settled.split[lo:hi]
+        dup = settled.owner_shard[lo:hi] >= 0
+        if dup.any():
+            rows = idx[dup]
+            urls, paths = zip(
+                *(
+                    owners[place]
+                    for place in zip(settled.owner_shard[lo:hi][dup].tolist(), settled.owner_idx[lo:hi][dup].tolist())
+                )
+            )
+            frame.loc[rows, "status"] = "duplicate"
+            frame.loc[rows, "reason"] = ["duplicate of " + url for url in urls]
+            frame.loc[rows, "path"] = list(paths)
+        yield frame
+
+
+def _owners(out: Path, layout: str, settled: Settled) -> dict[tuple[int, int], tuple[str, str]]:
+    """(url, path) of every row that owns a duplicate's content, read from its shard's rows."""
+    places = sorted(set(zip(settled.owner_shard.tolist(), settled.owner_idx.tolist())) - {(-1, -1)})
+    owners = {}
+    for shard in sorted({shard for shard, _ in places}):
+        table = pq.read_table(rows_path(out, layout, shard), columns=["url", "path"])
+        rows = [idx for s, idx in places if s == shard]
+        for idx, url, path in zip(
+            rows, table.column("url").take(rows).to_pylist(), table.column("path").take(rows).to_pylist()
+        ):
+            owners[shard, idx] = (url, path)
+    return owners
+
+
+def _remove_stale(out: Path, layout: str, shards: int) -> None:
+    """Shard files of an earlier, larger run (numbered from `shards` up) go."""
+    for folder in (records(out, layout), out / MANIFEST_DIR):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            number = path.name.split(".", 1)[0]
+            if number.isdigit() and int(number) >= shards:
+                path.unlink()
+
+
+def _remove_unlisted(out: Path, classes: list[str]) -> None:
+    """Image files in the class folders that the manifest does not list (a killed run's, or an
+    earlier run's with other quotas) go: the folder holds exactly the dataset."""
+    listed = set(pd.read_csv(out / MANIFEST, usecols=["path"], dtype=str, keep_default_na=False)["path"])
+    for cls in classes:
+        if (out / cls).is_dir():
+            for path in walk(out / cls)[0]:
+                if path.relative_to(out).as_posix() not in listed:
+                    path.unlink()

@@ -1,7 +1,7 @@
 """Survey image shapes from file headers (no pixel decoding), as seed 000 did to choose its input size.
 
-Either layout of a fetched dataset (pipeline.core.dataset): every file of a folder, or the `ok`
-items of a shard dataset's final manifest, read from their tars one shard at a time.
+Any layout of a fetched dataset, through pipeline.prepare.items: every file of a folder, or the
+`ok` items of a shard dataset's final manifest, read from their tars one shard at a time.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.config import MAX_FILE_BYTES
-from pipeline.core.console import progress
-from pipeline.core.dataset import SIDECARS, check_complete, iter_shard_images, layout, stored_items
-from pipeline.core.errors import DataError, ImageError, InputError
-from pipeline.core.files import walk, write_json, write_records, write_text
-from pipeline.core.images import probe
+from pipeline.core.console import bar
+from pipeline.core.errors import DataError
+from pipeline.core.files import write_json, write_records, write_text
+from pipeline.prepare.items import list_items
 
 
 @dataclass(frozen=True)
@@ -44,31 +43,10 @@ def gc_paused():
             gc.enable()
 
 
-@gc_paused()
 def list_files(root: Path) -> list[Path]:
-    """Every regular file under `root` except hidden files and the dataset's own sidecars, sorted
-    (symbolic links, FIFOs and devices are left out: see `pipeline.core.files.walk`)."""
-    if not root.is_dir():
-        raise InputError(f"input folder not found: {root}")
-    check_complete(root)
-    return [path for path in walk(root)[0] if path.name not in SIDECARS]
-
-
-def _probe_or_none(source: Path | bytes) -> tuple[int, int] | None:
-    try:
-        return probe(source)
-    except ImageError:
-        return None
-
-
-@gc_paused()
-def probe_all(paths: list[Path], description: str = "Reading headers") -> list[tuple[int, int] | None]:
-    """Header sizes of many files; None for unreadable files.
-
-    Serial on purpose: a header read costs ~10-20 us, less than handing the item to a thread or a
-    process (benchmarks/survey.py).
-    """
-    return [_probe_or_none(path) for path in progress(paths, description, total=len(paths))]
+    """Every file a survey of the folder `root` reads: its regular files except hidden ones and the
+    dataset's own sidecars, sorted (symbolic links, FIFOs and devices are left out)."""
+    return [root / path for path in list_items(root, every_file=True).frame["path"]]
 
 
 def summarise(sizes: list[tuple[int, int] | None]) -> Survey:
@@ -88,41 +66,30 @@ def _sampled(n: int, sample: int, seed: int) -> list[int]:
 
 
 @gc_paused()
-def probe_shards(root: Path, items, max_bytes: int = MAX_FILE_BYTES) -> list[tuple[int, int] | None]:
-    """Header sizes of shard items (`stored_items` rows), in their order: each shard's tar streamed
-    once, only the wanted members read (a header of a tar member costs reading the member: they are
-    small, and contiguous in the tar)."""
-    where = {(shard, member): i for i, (shard, member) in enumerate(zip(items["shard"], items["member"]))}
-    sizes: list[tuple[int, int] | None] = [None] * len(where)
-    by_shard: dict[str, set[str]] = {}
-    for shard, member in where:
-        by_shard.setdefault(shard, set()).add(member)
-    for shard in progress(sorted(by_shard), "Reading headers", total=len(by_shard)):
-        for member, data in iter_shard_images(root, shard, max_bytes, by_shard[shard]):
-            if isinstance(data, bytes):
-                sizes[where[shard, member]] = _probe_or_none(data)
-    return sizes
-
-
 def survey_shapes(root: Path, sample: int = 0, seed: int = 0) -> Survey:
-    """Read the header of every image under `root`, or of a seeded random `sample` of them."""
-    if root.is_dir():
-        check_complete(root)
-    if root.is_dir() and layout(root) == "shards":
-        items = stored_items(root)[0]
-        items = items.iloc[_sampled(len(items), sample, seed)]
-        survey = summarise(probe_shards(root, items))
-        if not survey.images:
-            raise DataError(
-                f"no readable image in the shards of {root} ({len(items)} items, none an image): nothing to survey"
-            )
-        return survey
-    files = list_files(root)
-    files = [files[i] for i in _sampled(len(files), sample, seed)]
-    survey = summarise(probe_all(files))
+    """Read the header of every image of the dataset at `root`, or of a seeded random `sample` of them.
+
+    Serial on purpose: a header read costs ~10-20 us, less than handing the item to a thread or a
+    process (benchmarks/survey.py)."""
+    items = list_items(root, every_file=True)
+    frame = items.frame.iloc[_sampled(len(items.frame), sample, seed)]
+    sizes: list[tuple[int, int] | None] = []
+    with bar("Reading headers", len(frame)) as step:
+        for group, rows in items.groups(frame):
+            sizes += [
+                shape
+                for _, shape in sorted(items.reader.shapes(group, rows["member"].tolist(), MAX_FILE_BYTES), key=_first)
+            ]
+            step(len(rows))
+    survey = summarise(sizes)
     if not survey.images:
-        raise DataError(f"no readable image under {root} ({len(files)} files, none an image): nothing to survey")
+        what, kind = ("in the shards of", "items") if items.sharded else ("under", "files")
+        raise DataError(f"no readable image {what} {root} ({len(frame)} {kind}, none an image): nothing to survey")
     return survey
+
+
+def _first(pair: tuple) -> int:
+    return pair[0]
 
 
 TOP_SHAPES = 15  # bars of the shape histogram plot; the rest are summed into one "other" bar

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.core.config import ArchParams, TrainSettings
 from pipeline.core.console import console
 from pipeline.core.errors import ConfigError, DataError, InputError
 from pipeline.core.files import exclusive, write_json, write_text
@@ -50,6 +49,7 @@ from pipeline.train.runtime import (
     targets,
     tensorflow,
 )
+from pipeline.train.settings import ArchParams, TrainSettings
 
 BACKUP_DIR = ".backup"  # beside the model folder, not in it: DVC deletes a stage's outputs before rerunning it
 

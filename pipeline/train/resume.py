@@ -26,6 +26,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from pipeline.core.checkpoint import checkpoint
 from pipeline.core.files import write_atomic
 
 POINTER = "epoch.json"  # {"epoch": n}: the last finished epoch with a complete backup
@@ -96,6 +97,7 @@ class Resume(keras.callbacks.Callback):
         )  # the backup of epoch + 1 is complete
         for path in _files(self.dir, epoch):
             path.unlink(missing_ok=True)
+        checkpoint("train.epoch")
 
 
 def _plain(value):

@@ -1,29 +1,25 @@
 """The registry of data sources: each source's typed params (`fetch.<source>`) and the module that
 fetches it.
 
-A source module's `fetch(out, params, download_settings)` writes `<out>/<class>/<file>` plus
-`manifest.csv`, `summary.json` and `dataset.json` (see pipeline.fetch.manifest) and returns a
-FetchResult. The params live here, not in the source modules: the config loader validates them
-without importing what fetching needs (HTTP clients, OpenCV, pandas). A new source is a module in
-this folder, its params class and one registry line below.
+A source module's `fetch(out, params, cfg)` (its own params, and the whole `fetch` section for the
+download settings, layout and engine) writes a fetched dataset in `out` (the format of
+pipeline.core.dataset: `<class>/<file>` and `manifest.csv`, or shards; `summary.json`,
+`dataset.json`) and returns a FetchResult; pipeline.fetch.stage runs it safely. The params live
+here, not in the source modules: the config loader validates them without importing what fetching
+needs (HTTP clients, OpenCV, pandas). A new source is a module in this folder, its params class and
+one registry line below.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Annotated
 
 from pydantic import BaseModel, Field, field_validator
 
-from pipeline.core.config import MAX_FILE_BYTES, Bytes, Count, DownloadSettings, Section, Sha256
-from pipeline.core.errors import DataError
-
-if TYPE_CHECKING:
-    from pipeline.fetch.manifest import FetchResult
-    from pipeline.fetch.shards import Sharding
+from pipeline.core.config import MAX_FILE_BYTES, Bytes, Count, Section, Sha256
 
 
 class SyntheticParams(Section):
@@ -104,79 +100,16 @@ class FolderParams(Section):
 
 @dataclass(frozen=True)
 class Source:
-    module: str  # pipeline.fetch.sources.<module> has fetch(out, params, download_settings)
+    module: str  # pipeline.fetch.sources.<module> has fetch(out, params, cfg) and may have check(out, params)
     params: type[BaseModel]
     summary: str
 
     def parse(self, raw: dict) -> BaseModel:
         return self.params.model_validate(raw)
 
-    def fetch(
-        self, out: Path, params: BaseModel, download: DownloadSettings, sharding: Sharding | None = None
-    ) -> FetchResult:
-        """The fetch stage for this source, made safe around the source's own `fetch`:
-
-        - one writer per output folder (`exclusive`); temporary files a killed run left are deleted;
-        - `<out>/.incomplete` marks the folder until its manifest is written, so survey and prepare
-          refuse a fetch that was killed or failed instead of reading part of a dataset;
-        - no usable image at all is an error; mostly skipped items are a warning naming the reasons
-          and the params that decide them.
-
-        The module is imported only now (it needs what fetching needs); a module may define
-        `check(out, params)`, run before anything is written. Sources that can write the shard
-        layout (imagenet) take `sharding` (`fetch.layout`, `fetch.engine`, ...); the others are
-        folder-only and never see it.
-        """
-        from pipeline.core.dataset import INCOMPLETE
-        from pipeline.core.files import exclusive, write_text
-
-        module = importlib.import_module(f"{__name__}.{self.module}")
-        if hasattr(module, "check"):
-            module.check(out, params)
-        with exclusive(out, "fetch"):
-            out.mkdir(parents=True, exist_ok=True)
-            for leftover in out.rglob(".*.tmp"):
-                leftover.unlink(missing_ok=True)
-            write_text(out / INCOMPLETE, "a fetch is writing this folder, or was stopped before it finished\n")
-            takes_sharding = "sharding" in inspect.signature(module.fetch).parameters
-            result = (
-                module.fetch(out, params, download, sharding=sharding)
-                if takes_sharding
-                else module.fetch(out, params, download)
-            )
-            (out / INCOMPLETE).unlink()
-        return _judged(result)
-
-
-# What decides each reason a fetched item is skipped for: named in the warning when most are.
-REASON_PARAMS = {
-    "too small": "fetch.download.min_side",
-    "too many pixels": "fetch.download.max_pixels",
-    "too large": "fetch.download.max_bytes (fetch.folder.max_file_bytes, fetch.<archive source>.max_member_bytes)",
-}
-
-
-def _judged(result: FetchResult) -> FetchResult:
-    """Zero usable images is an error; more items skipped or failed than kept, a warning."""
-    ok = result.counts.get("ok", 0)
-    bad = sum(n for status, n in result.counts.items() if status not in ("ok", "duplicate"))
-    if ok and bad <= ok:
-        return result
-    top = sorted(result.reasons.items(), key=lambda item: -item[1])[:3]
-    reasons = ", ".join(
-        f"{n} {kind}" + (f" (set by {REASON_PARAMS[kind]})" if kind in REASON_PARAMS else "") for kind, n in top
-    )
-    manifest = result.out / (
-        "manifest"
-        if (result.out / "manifest").is_dir() and not (result.out / "manifest.csv").exists()
-        else "manifest.csv"
-    )
-    summary = f"{bad} of {ok + bad} items were not usable: {reasons}; every item and its reason: {manifest}"
-    if not ok:
-        raise DataError(
-            f"no usable image fetched: {summary if bad else '; '.join(result.warnings) or 'the source listed no item'}"
-        )
-    return replace(result, warnings=[*result.warnings, f"most items were not usable, {summary}"])
+    def load(self) -> ModuleType:
+        """The source's module, imported only now: it needs what fetching needs."""
+        return importlib.import_module(f"{__name__}.{self.module}")
 
 
 SOURCES: dict[str, Source] = {

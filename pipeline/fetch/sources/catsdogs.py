@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pipeline.core.config import DownloadSettings
 from pipeline.core.errors import InputError
 from pipeline.fetch.archives import iter_zip
-from pipeline.fetch.download import DownloadError, download_file, make_session, sha256_file
+from pipeline.fetch.http import Client, DownloadError, sha256_file
 from pipeline.fetch.manifest import FetchResult, write_manifest
+from pipeline.fetch.params import DownloadSettings, FetchParams
 from pipeline.fetch.sources import CatsDogsParams
 from pipeline.fetch.sources.common import Candidate, download_cache, store_images, system_file
 
@@ -43,8 +43,8 @@ def obtain(url: str, archive: str | None, sha256: str | None, cache: Path, downl
     name = Path(urlsplit(url).path).name
     if name in ("", ".", ".."):
         raise DownloadError(f"{url}: the URL names no file (expected .../<name>.zip)")
-    with make_session(download) as session:
-        return download_file(session, url, cache / name, download, sha256=sha256 or None)
+    with Client(download, threads=1) as client:
+        return client.download(url, cache / name, sha256=sha256 or None)
 
 
 def class_of(name: str) -> str:
@@ -68,9 +68,9 @@ def candidates(path: Path, params: CatsDogsParams) -> Iterator[Candidate]:
             yield Candidate(entry.name, cls, entry.data)
 
 
-def fetch(out: Path, params: CatsDogsParams, download: DownloadSettings) -> FetchResult:
+def fetch(out: Path, params: CatsDogsParams, cfg: FetchParams) -> FetchResult:
     """Download (or open) the zip and store every decodable image under `<out>/cat` and `<out>/dog`."""
-    path = obtain(params.url, params.archive, params.sha256, download_cache(out, params.download_dir), download)
+    path = obtain(params.url, params.archive, params.sha256, download_cache(out, params.download_dir), cfg.download)
     out.mkdir(parents=True, exist_ok=True)
-    rows = store_images(out, candidates(path, params), CLASSES, download, f"Reading {path.name}")
+    rows = store_images(out, candidates(path, params), CLASSES, cfg.download, f"Reading {path.name}")
     return write_manifest(out, rows, CLASSES, "cats-dogs")

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.config import DownloadSettings
 from pipeline.core.errors import InputError
 from pipeline.fetch.archives import iter_tar
-from pipeline.fetch.download import download_file, make_session
+from pipeline.fetch.http import Client
 from pipeline.fetch.manifest import FetchResult, write_manifest
+from pipeline.fetch.params import FetchParams
 from pipeline.fetch.sources import Cifar10Params
 from pipeline.fetch.sources.common import download_cache, write_split
 
@@ -93,13 +93,11 @@ def check_meta(name: str, data: bytes) -> None:
         raise InputError(f"{name}: class names {names} are not CIFAR-10's {CLASSES}")
 
 
-def fetch(out: Path, params: Cifar10Params, download: DownloadSettings) -> FetchResult:
+def fetch(out: Path, params: Cifar10Params, cfg: FetchParams) -> FetchResult:
     """Download the tarball (cached, checksummed) and write `<out>/<class>/*.png` plus the manifest."""
     url = params.url + ARCHIVE if params.url.endswith("/") else params.url
-    with make_session(download) as session:
-        path = download_file(
-            session, url, download_cache(out, params.download_dir) / ARCHIVE, download, sha256=params.sha256 or None
-        )
+    with Client(cfg.download, threads=1) as client:
+        path = client.download(url, download_cache(out, params.download_dir) / ARCHIVE, sha256=params.sha256 or None)
     for cls in CLASSES:
         (out / cls).mkdir(parents=True, exist_ok=True)
     rows, seen = [], set()

@@ -29,11 +29,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.core.config import DownloadSettings
+from pipeline.core.checkpoint import checkpoint
 from pipeline.core.console import progress
 from pipeline.core.errors import ImageError
 from pipeline.core.files import write_atomic
 from pipeline.fetch.manifest import store_image
+from pipeline.fetch.params import DownloadSettings
 
 # Names that operating systems scatter into image folders (the PetImages zip has a Thumbs.db per class).
 SYSTEM_FILES = {"thumbs.db", "desktop.ini", ".ds_store"}
@@ -105,6 +106,7 @@ def store_images(
     in_flight: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for cand in progress(candidates, description, total=total):
+            checkpoint("fetch.item")
             if cand.data is None:
                 slots.append(_row(cand.origin, cand.cls, cand.status, cand.reason))
                 continue
@@ -171,4 +173,8 @@ def write_split(
         )
 
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        return list(progress(pool.map(work, range(len(images))), f"Writing {stem} images", total=len(images)))
+        rows = []
+        for row in progress(pool.map(work, range(len(images))), f"Writing {stem} images", total=len(images)):
+            rows.append(row)
+            checkpoint("fetch.item")
+        return rows

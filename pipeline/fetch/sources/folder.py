@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.core.config import DownloadSettings
 from pipeline.core.errors import ConfigError, ImageError, InputError
 from pipeline.core.files import read_capped, walk
 from pipeline.fetch.manifest import FetchResult, write_manifest
+from pipeline.fetch.params import FetchParams
 from pipeline.fetch.sources import FolderParams
 from pipeline.fetch.sources.common import Candidate, store_images, system_file
 
@@ -59,7 +59,7 @@ def check(out: Path, params: FolderParams) -> None:
         raise ConfigError(f"--out {out} and --path {root} overlap: the copy would read its own output")
 
 
-def fetch(out: Path, params: FolderParams, download: DownloadSettings) -> FetchResult:
+def fetch(out: Path, params: FolderParams, cfg: FetchParams) -> FetchResult:
     """Copy every valid image under `params.path`'s class subfolders into `<out>/<class>/`."""
     check(out, params)
     root = Path(params.path)
@@ -67,5 +67,5 @@ def fetch(out: Path, params: FolderParams, download: DownloadSettings) -> FetchR
     if not classes:
         raise InputError(f"no class subfolders in {root}: expected {root}/<class>/<image files>")
     out.mkdir(parents=True, exist_ok=True)
-    rows = store_images(out, candidates(root, classes, params.max_file_bytes), classes, download, f"Reading {root}")
+    rows = store_images(out, candidates(root, classes, params.max_file_bytes), classes, cfg.download, f"Reading {root}")
     return write_manifest(out, rows, classes, "folder")

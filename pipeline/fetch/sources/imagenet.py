@@ -9,19 +9,16 @@ the same lists live on in mirrors, hence the configurable base URL. Classes are 
 from __future__ import annotations
 
 import gzip
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import requests
 from bs4 import BeautifulSoup
 
-from pipeline.core.config import DownloadSettings
 from pipeline.core.errors import ConfigError, InputError, PipelineError
-from pipeline.fetch.collect import Quota, collect
-from pipeline.fetch.download import check_url, make_session
+from pipeline.fetch.collect import Quota, fetch_urls
+from pipeline.fetch.http import Client, check_url
 from pipeline.fetch.manifest import FetchResult
-from pipeline.fetch.shards import PLAN_DIR, Sharding, collect_shards, make_plan
+from pipeline.fetch.params import DownloadSettings, FetchParams
 from pipeline.fetch.sources import ImagenetParams
 
 
@@ -40,30 +37,16 @@ def iter_api(api_url: str, wnids: list[str], settings: DownloadSettings) -> Iter
     reason = check_url(api_url)
     if reason:
         raise ConfigError(f"fetch.imagenet.api_url {api_url!r}: {reason}")
-    session = make_session(settings)
-    with session:
+    hint = "point --api-url at a mirror or use --url-list FILE"
+    with Client(settings, threads=1) as client:
         for wnid in wnids:
-            try:
-                resp = session.get(
-                    api_url, params={"wnid": wnid}, timeout=(settings.connect_timeout, settings.read_timeout)
-                )
-            except requests.RequestException as exc:
-                raise SourceUnavailable(
-                    f"URL-list API unreachable: {api_url} ({type(exc).__name__}); point --api-url at a mirror or use --url-list FILE"
-                ) from None
-            if resp.status_code != 200:
-                raise SourceUnavailable(
-                    f"URL-list API {resp.url} answered HTTP {resp.status_code}; point --api-url at a mirror or use --url-list FILE"
-                )
-            for url in parse_url_lines(resp.text):
+            got = client.get(api_url, {"wnid": wnid})
+            if got.http_status and got.error.startswith("HTTP"):
+                raise SourceUnavailable(f"URL-list API {got.url} answered HTTP {got.http_status}; {hint}")
+            if got.error:
+                raise SourceUnavailable(f"URL-list API unreachable: {api_url} ({got.error}); {hint}")
+            for url in parse_url_lines(got.data.decode("utf-8", errors="replace")):
                 yield wnid, url
-
-
-def urls_from_api(api_url: str, wnids: list[str], settings: DownloadSettings) -> dict[str, list[str]]:
-    lists: dict[str, list[str]] = {wnid: [] for wnid in wnids}
-    for wnid, url in iter_api(api_url, wnids, settings):
-        lists[wnid].append(url)
-    return lists
 
 
 def iter_url_file(path: Path, wnids: list[str]) -> Iterator[tuple[str, str]]:
@@ -81,14 +64,6 @@ def iter_url_file(path: Path, wnids: list[str]) -> Iterator[tuple[str, str]]:
             wnid = key.split("_", 1)[0]
             if sep and wnid in wanted:
                 yield wnid, url.strip()
-
-
-def urls_from_file(path: Path, wnids: list[str]) -> dict[str, list[str]]:
-    """Each wanted wnid's URLs from a fall11_urls.txt-style file (small lists: see iter_url_file)."""
-    lists: dict[str, list[str]] = {wnid: [] for wnid in wnids}
-    for wnid, url in iter_url_file(path, wnids):
-        lists[wnid].append(url)
-    return lists
 
 
 def read_wnids_file(path: Path) -> list[str]:
@@ -125,22 +100,14 @@ def check(out: Path, params: ImagenetParams) -> None:
         raise InputError(f"URL list not found: {params.url_list}")
 
 
-def fetch(
-    out: Path, params: ImagenetParams, download: DownloadSettings, sharding: Sharding | None = None
-) -> FetchResult:
-    """Plan the candidates on disk, then fetch them in the layout `fetch.layout` picks."""
-    sharding = sharding or Sharding()
+def fetch(out: Path, params: ImagenetParams, cfg: FetchParams) -> FetchResult:
+    """The wnids' URL lists (API or file, streamed), fetched in waves of shards (pipeline.fetch.collect)."""
     wnids = wanted_wnids(params)
-    rows = iter_url_file(Path(params.url_list), wnids) if params.url_list else iter_api(params.api_url, wnids, download)
-    quotas = {wnid: Quota(params.per_class, params.val_per_class) for wnid in wnids}
-    plan_dir = out / PLAN_DIR
-    shutil.rmtree(plan_dir, ignore_errors=True)
-    try:
-        plan = make_plan(rows, wnids, plan_dir)
-        if sharding.use_shards(len(plan)):
-            return collect_shards(plan, quotas, out, download, "imagenet", sharding)
-        lists = plan.lists()
-        del plan
-        return collect(lists, quotas, out, download, "imagenet")
-    finally:
-        shutil.rmtree(plan_dir, ignore_errors=True)
+    rows = (
+        iter_url_file(Path(params.url_list), wnids)
+        if params.url_list
+        else iter_api(params.api_url, wnids, cfg.download)
+    )
+    return fetch_urls(
+        rows, {wnid: Quota(params.per_class, params.val_per_class) for wnid in wnids}, out, cfg, "imagenet"
+    )

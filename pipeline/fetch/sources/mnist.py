@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.config import DownloadSettings
 from pipeline.core.errors import InputError
-from pipeline.fetch.download import download_file, make_session
+from pipeline.fetch.http import Client
 from pipeline.fetch.manifest import FetchResult, write_manifest
+from pipeline.fetch.params import FetchParams
 from pipeline.fetch.sources import MnistParams
 from pipeline.fetch.sources.common import download_cache, write_split
 
@@ -60,13 +60,13 @@ def check_labels(path: Path, labels: np.ndarray, n_classes: int, n_images: int) 
         raise InputError(f"{path}: label {int(labels.max())} is not one of 0..{n_classes - 1}")
 
 
-def fetch(out: Path, params: MnistParams, download: DownloadSettings) -> FetchResult:
+def fetch(out: Path, params: MnistParams, cfg: FetchParams) -> FetchResult:
     """Download the four files (cached, checksummed) and write `<out>/<digit>/*.png` plus the manifest."""
     cache = download_cache(out, params.download_dir)
     base = params.url if params.url.endswith("/") else params.url + "/"
-    with make_session(download) as session:
+    with Client(cfg.download, threads=1) as client:
         paths = {
-            name: download_file(session, base + name, cache / name, download, sha256=params.sha256.get(name) or None)
+            name: client.download(base + name, cache / name, sha256=params.sha256.get(name) or None)
             for _, *names in FILES
             for name in names
         }

@@ -21,11 +21,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.core.config import DownloadSettings
+from pipeline.core.checkpoint import checkpoint
 from pipeline.core.console import progress
 from pipeline.core.files import write_atomic
 from pipeline.core.images import probe
 from pipeline.fetch.manifest import FetchResult, write_manifest
+from pipeline.fetch.params import FetchParams
 from pipeline.fetch.sources import SyntheticParams
 
 CLASSES = ["vertical", "horizontal"]
@@ -72,10 +73,10 @@ def make_image(label: int, index: int, seed: int = 0) -> bytes:
     return buf.tobytes()
 
 
-def fetch(out: Path, params: SyntheticParams, download: DownloadSettings | None = None) -> FetchResult:
+def fetch(out: Path, params: SyntheticParams, cfg: FetchParams | None = None) -> FetchResult:
     """Generate `per_class` images per class into `<out>/<class>/NNNNN.jpg` with a manifest.
 
-    `download` is unused: nothing comes from the network.
+    `cfg` is unused: nothing comes from the network.
     """
     for name in CLASSES:
         (out / name).mkdir(parents=True, exist_ok=True)
@@ -104,5 +105,8 @@ def fetch(out: Path, params: SyntheticParams, download: DownloadSettings | None 
         }
 
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        rows = list(progress(pool.map(generate, jobs), "Generating images", total=len(jobs)))
+        rows = []
+        for row in progress(pool.map(generate, jobs), "Generating images", total=len(jobs)):
+            rows.append(row)
+            checkpoint("fetch.item")
     return write_manifest(out, rows, CLASSES, "synthetic")

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.core.config import ArchParams, TrainConfig
 from pipeline.train.models import alexnet, cnn, convnet, lenet5, mlp, preact
 from pipeline.train.models.common import Head, Preprocess
+from pipeline.train.settings import ArchParams, TrainSettings
 
 
 @dataclass(frozen=True)
@@ -134,14 +134,15 @@ def build_model(
 
 
 def describe_models(
-    train: TrainConfig,
+    for_arch: Callable[[str], tuple[TrainSettings, ArchParams]],
     input_shape: tuple[int, int, int] | None = None,
     classes: int | None = None,
     archs: list[str] | None = None,
 ) -> list[dict]:
     """Each architecture and preset (or those in `archs`) with its parameter count, built (not
     trained) at `input_shape` and `classes`, or at its seed's own input and classes. The head and
-    the hyperparameters are the params' (`train.<arch>`); `params` is None where the input is too small."""
+    the hyperparameters are `for_arch(name)`'s (`TrainParams.for_arch`: the params' `train.<arch>`);
+    `params` is None where the input is too small."""
     from pipeline.train.runtime import head_for, keras_seeded
 
     keras = keras_seeded(0)
@@ -150,7 +151,7 @@ def describe_models(
         if archs and name not in archs:
             continue
         shape, n_classes = tuple(input_shape or arch.input_shape), classes or arch.classes
-        settings, params = train.for_arch(name)
+        settings, params = for_arch(name)
         head = head_for(n_classes, settings.head)
         try:
             count, note = build_model(name, shape, head, params).count_params(), ""

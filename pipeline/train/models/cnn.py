@@ -20,8 +20,8 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
-from pipeline.core.config import ArchParams
 from pipeline.train.models.common import Head, output_head
+from pipeline.train.settings import ArchParams
 
 
 class CnnParams(ArchParams):

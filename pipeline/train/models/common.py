@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from pipeline.core.config import Augment, HeadKind
+from pipeline.train.settings import Augment, HeadKind
 
 
 @dataclass(frozen=True)

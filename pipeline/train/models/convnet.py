@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pipeline.core.config import ArchParams, HeadKind
 from pipeline.train.models.common import Head, output_head
+from pipeline.train.settings import ArchParams, HeadKind
 
 
 class ConvnetParams(ArchParams):

@@ -6,8 +6,8 @@ dense 120 -> dense 84 -> softmax. The seed feeds 28x28 digits straight in (the p
 
 from __future__ import annotations
 
-from pipeline.core.config import ArchParams, HeadKind
 from pipeline.train.models.common import Head, output_head
+from pipeline.train.settings import ArchParams, HeadKind
 
 
 class Lenet5Params(ArchParams):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pydantic import PositiveInt
 
-from pipeline.core.config import ArchParams
 from pipeline.train.models.common import Head, output_head
+from pipeline.train.settings import ArchParams
 
 
 class MlpParams(ArchParams):

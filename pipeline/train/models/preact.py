@@ -11,8 +11,8 @@ from typing import Annotated
 
 from pydantic import Field, PositiveInt
 
-from pipeline.core.config import ArchParams, HeadKind
 from pipeline.train.models.common import Head, output_head
+from pipeline.train.settings import ArchParams, HeadKind
 
 
 class PreactParams(ArchParams):

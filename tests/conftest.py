@@ -111,6 +111,17 @@ def run_cli(
 
 
 @pytest.fixture
+def server():
+    """A scripted HTTP server on 127.0.0.1 (tests.scripted.Server), shut down after the test."""
+    from tests.scripted import Server
+
+    srv = Server()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+
+
+@pytest.fixture
 def tiny_project(tmp_path: Path) -> Path:
     """A scratch folder with tiny params.yaml, ready for the CLI."""
     (tmp_path / "params.yaml").write_text(TINY_PARAMS)

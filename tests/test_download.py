@@ -1,26 +1,18 @@
-"""The image downloader and the imagenet source against a scripted server on 127.0.0.1."""
+"""URL-list fetching (pipeline.fetch.collect in the folder layout, the checks, the imagenet source)
+against a scripted server on 127.0.0.1."""
 
 import gzip
 import hashlib
-import io
 import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import pandas as pd
-import pytest
-from PIL import Image
 
 from pipeline.fetch.checks import FLICKR_PLACEHOLDER_MD5
 from pipeline.fetch.collect import Quota, fetch_urls
-from pipeline.fetch.http import Client
 from pipeline.fetch.params import DownloadSettings, FetchParams
 from pipeline.fetch.sources.imagenet import iter_url_file, parse_url_lines
 from tests.conftest import kill_at, run_cli
-
-FAST = DownloadSettings(concurrency=8, connect_timeout=2, read_timeout=1, total_timeout=5, retries=2, backoff=0.01)
+from tests.scripted import FAST, big_header_png, jpeg, placeholder_png
 
 
 def collect(candidates: dict[str, list[str]], quotas: dict[str, Quota], out, settings: DownloadSettings, source: str):
@@ -28,188 +20,6 @@ def collect(candidates: dict[str, list[str]], quotas: dict[str, Quota], out, set
     rows = [(cls, url) for cls, urls in candidates.items() for url in urls]
     return fetch_urls(rows, quotas, out, FetchParams(layout="folder", download=settings), source)
 
-
-def jpeg(seed: int, size=(40, 60)) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-class Server:
-    """Routes path -> handler(request) on a threading server; counts hits per path."""
-
-    def __init__(self):
-        self.routes = {}
-        self.hits: dict[str, int] = {}
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                path = self.path.split("?")[0]
-                server.hits[self.path] = server.hits.get(self.path, 0) + 1
-                route = server.routes.get(path) or server.routes.get(self.path)
-                if route is None:
-                    return self.reply(404, b"not found", "text/plain")
-                route(self)
-
-            def reply(self, status, body=b"", ctype="application/octet-stream", headers=()):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                for key, value in headers:
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def file(self, path, body, ctype="image/jpeg"):
-        self.routes[path] = lambda h: h.reply(200, body, ctype)
-        return self.url + path
-
-
-@pytest.fixture
-def server():
-    srv = Server()
-    yield srv
-    srv.httpd.shutdown()
-
-
-def test_ok_and_http_errors(server):
-    client = Client(FAST)
-    ok = client.get(server.file("/a.jpg", jpeg(1)))
-    assert ok.error == "" and ok.data == jpeg(1) and ok.http_status == 200
-    missing = client.get(server.url + "/missing.jpg")
-    assert missing.error == "HTTP 404" and server.hits["/missing.jpg"] == 1  # 404 is never retried
-
-
-@pytest.mark.parametrize(
-    "url", ["file:///etc/passwd", "ftp://example.com/a.jpg", "not a url", "http://", "javascript:alert(1)"]
-)
-def test_only_http_urls(url):
-    got = Client(FAST).get(url)
-    assert got.data is None and ("scheme" in got.error or "malformed" in got.error)
-
-
-def test_retry_5xx_then_success(server):
-    state = {"n": 0}
-
-    def flaky(h):
-        state["n"] += 1
-        h.reply(503, b"busy") if state["n"] <= 2 else h.reply(200, jpeg(2), "image/jpeg")
-
-    server.routes["/flaky.jpg"] = flaky
-    got = Client(FAST).get(server.url + "/flaky.jpg")
-    assert got.error == "" and got.data == jpeg(2) and state["n"] == 3
-
-
-def test_429_honours_retry_after(server):
-    state = {"n": 0}
-
-    def limited(h):
-        state["n"] += 1
-        h.reply(429, b"slow down", headers=[("Retry-After", "1")]) if state["n"] == 1 else h.reply(200, jpeg(3))
-
-    server.routes["/limited.jpg"] = limited
-    start = time.monotonic()
-    got = Client(FAST).get(server.url + "/limited.jpg")
-    assert got.error == "" and state["n"] == 2
-    assert time.monotonic() - start >= 0.9  # waited as told, although the backoff is 0.01 s
-
-
-def test_gives_up_after_bounded_retries(server):
-    server.routes["/down.jpg"] = lambda h: h.reply(500, b"error")
-    got = Client(FAST).get(server.url + "/down.jpg")
-    assert got.data is None and server.hits["/down.jpg"] == FAST.retries + 1
-
-
-def test_slow_server_times_out_within_bounds(server):
-    def stalls(h):
-        h.send_response(200)
-        h.send_header("Content-Length", "1000")
-        h.end_headers()
-        h.wfile.write(b"\xff\xd8\xff")
-        h.wfile.flush()
-        time.sleep(5)
-
-    server.routes["/slow.jpg"] = stalls
-    start = time.monotonic()
-    got = Client(FAST).get(server.url + "/slow.jpg")
-    elapsed = time.monotonic() - start
-    assert got.data is None and ("timeout" in got.error or "connection" in got.error)
-    assert elapsed < FAST.total_timeout + 2 * FAST.read_timeout
-
-
-def test_trickling_body_stops_at_total_timeout(server):
-    def trickle(h):
-        h.send_response(200)
-        h.send_header("Content-Length", "100000")
-        h.end_headers()
-        for _ in range(200):
-            h.wfile.write(b"x" * 10)
-            h.wfile.flush()
-            time.sleep(0.05)
-
-    server.routes["/trickle.jpg"] = trickle
-    settings = FAST.model_copy(update={"total_timeout": 1.0})
-    start = time.monotonic()
-    got = Client(settings).get(server.url + "/trickle.jpg")
-    assert got.error.startswith("timeout") and time.monotonic() - start < 3
-
-
-def test_dropped_connection_mid_body_is_retried(server):
-    body, state = jpeg(4), {"n": 0}
-
-    def drops_once(h):
-        state["n"] += 1
-        if state["n"] == 1:
-            h.send_response(200)
-            h.send_header("Content-Length", str(len(body)))
-            h.end_headers()
-            h.wfile.write(body[:100])
-            h.wfile.flush()
-            h.connection.shutdown(2)
-            return
-        h.reply(200, body)
-
-    server.routes["/drop.jpg"] = drops_once
-    got = Client(FAST).get(server.url + "/drop.jpg")
-    assert got.error == "" and got.data == body and state["n"] == 2
-
-
-def test_byte_cap_aborts_without_buffering(server):
-    server.file("/huge.jpg", b"\xff\xd8\xff" + b"0" * 300_000)
-    settings = FAST.model_copy(update={"max_bytes": 100_000})
-    got = Client(settings).get(server.url + "/huge.jpg")
-    assert got.data is None and got.error.startswith("too large")
-
-    def no_length(h):  # chunked, no Content-Length: the stream itself is cut at the cap
-        h.send_response(200)
-        h.end_headers()
-        h.wfile.write(b"0" * 300_000)
-
-    server.routes["/stream.jpg"] = no_length
-    got = Client(settings).get(server.url + "/stream.jpg")
-    assert got.data is None and got.error.startswith("too large")
-
-
-def test_redirect_limit(server):
-    server.routes["/loop"] = lambda h: h.reply(302, headers=[("Location", "/loop")])
-    got = Client(FAST).get(server.url + "/loop")
-    assert got.data is None and "redirect" in got.error
-
-
-def placeholder_png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (500, 374), (240, 240, 240)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def test_collect_records_every_url_with_a_reason(server, tmp_path):
@@ -261,21 +71,6 @@ def test_collect_records_every_url_with_a_reason(server, tmp_path):
     files = sorted(p.name for p in (tmp_path / "n00000001").iterdir())
     assert files == sorted(f"{hashlib.sha256(jpeg(i)).hexdigest()}.jpg" for i in range(3))
     assert json.loads((tmp_path / "summary.json").read_text())["counts"]["ok"] == 3
-
-
-def big_header_png() -> bytes:
-    """A valid-looking PNG header claiming 100,000 x 100,000 pixels, with no pixel data."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_flickr_placeholder_md5_is_built_in(server, tmp_path, monkeypatch):

@@ -11,7 +11,8 @@ from sklearn.metrics import accuracy_score, mean_squared_error
 
 from pipeline.core.files import write_json
 from pipeline.report.compare import flatten
-from pipeline.report.evaluate import binary_metrics, compute_metrics, multiclass_metrics, pearson, thresholds
+from pipeline.report.evaluate import binary_metrics, compute_metrics, multiclass_metrics, pearson
+from pipeline.report.evaluation import thresholds
 
 BINARY_KEYS = {
     "mse",

@@ -88,3 +88,32 @@ def test_a_metric_named_without_its_file_is_given_it_back():
     names = {"metrics/convnet.json": ["accuracy", "mse"], "dvclive/convnet/metrics.json": ["accuracy", "loss"]}
     table = leaderboard(full_metric_names(rows, names), "accuracy", ["accuracy", "mse"])
     assert table.to_dict("records") == [{"experiment": "seed002", "arch": "convnet", "accuracy": 0.9, "mse": 0.01}]
+
+
+def test_each_metrics_files_names_are_read_from_the_experiment_records():
+    """`dvc exp show --json` records: a baseline with its experiments under `experiments`; nested
+    metrics are named with dots as in the flat table; a file that failed to load adds no name."""
+    from pipeline.report.leaderboard import metric_names
+
+    def record(metrics, experiments=None):
+        return {"rev": "abc", "data": {"metrics": metrics, "params": {}}, "experiments": experiments}
+
+    records = [
+        {"rev": "workspace", "data": None, "experiments": None},
+        record(
+            {"metrics/cnn.json": {"data": {"mse": 0.1, "per_class_accuracy": {"cat": 1.0}, "none": {}}}},
+            [
+                {
+                    "revs": [
+                        record(
+                            {
+                                "metrics/cnn.json": {"data": {"mse": 0.2, "accuracy": 0.9}},
+                                "metrics/mlp.json": {"error": {"msg": "missing", "type": "FileNotFoundError"}},
+                            }
+                        )
+                    ]
+                }
+            ],
+        ),
+    ]
+    assert metric_names(records) == {"metrics/cnn.json": ["mse", "per_class_accuracy.cat", "accuracy"]}

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import mannwhitneyu
 
 from pipeline.prepare.survey import shape_records
-from pipeline.report.evaluate import Evaluation
+from pipeline.report.evaluation import Evaluation
 from pipeline.report.plots import (
     confusion_records,
     predictions_figure,

@@ -23,20 +23,12 @@ from pipeline.fetch.plan import make_plan
 from pipeline.fetch.sources import ImagenetParams
 from pipeline.fetch.sources.imagenet import fetch, iter_url_file, read_wnids_file
 from tests.conftest import ROOT, run_cli
-from tests.test_download import FAST, Server, big_header_png, jpeg, placeholder_png
+from tests.scripted import FAST, big_header_png, jpeg, placeholder_png
 
 A, B = "n00000001", "n00000002"
 SETTINGS = FAST.model_copy(
     update={"concurrency": 4, "placeholder_sha256": [hashlib.sha256(placeholder_png()).hexdigest()]}
 )
-
-
-@pytest.fixture
-def server():
-    srv = Server()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
 
 
 def mixed_list(server, tmp_path: Path) -> Path:

@@ -1,31 +1,35 @@
 """The fetched-dataset format: what `fetch` writes and `survey-shapes` and `prepare` read.
 
-Two layouts; `layout(root)` tells which (dataset.json's "layout", "folder" when absent).
+Two layouts; `layout(root)` tells which (dataset.json's "layout", "folder" when absent). A URL-list
+fetch writes either one through the same shard tasks (pipeline.fetch.collect): only the writer of
+the images differs, and each shard's record is the same.
 
 **folder** (small data, every source): `<out>/<class>/<file>` with `manifest.csv`, one row per
 candidate item whatever happened to it: `status` is `ok`, `duplicate`, `skipped` or `failed`, and
 `reason` says why for anything but `ok`; `dataset.json` (the source and its class order: label i =
-classes[i]); `summary.json` (counts by status and reason). Any other folder of class subfolders is
-read as a dataset without a manifest.
+classes[i]); `summary.json` (counts by status and reason). A URL-list fetch names each image
+`<class>/<sha256>.<ext>` and keeps its shards' records in `.shards/` (below). Any other folder of
+class subfolders is read as a dataset without a manifest.
 
 **shards** (URL lists of millions: imagenet with `fetch.layout: shards`, or `auto` above 50,000
-candidate URLs; written by pipeline.fetch.shards):
+candidate URLs):
 
 - `shards/<NNNNN>.tar`: a webdataset tar, one sample per fetched image that passed the checks
   (status ok before duplicates are settled), in candidate order. Key `<NNNNN><IIIII>` (shard
   number, then the URL's 5-digit place in the shard); members `<key>.<ext>`, the original bytes
   (ext from the detected format: jpg, png, gif, bmp, tif, webp) and `<key>.json`, {"url", "class",
   "sha256", "width", "height", "format"}. Members are written with mtime 0: same input, same bytes.
-- `shards/<NNNNN>.parquet`: the shard task's manifest rows for every URL of the shard, failures
-  too, in candidate order; columns COLUMNS; `path` = `shards/<NNNNN>.tar#<key>.<ext>` for stored
-  items, "" otherwise; `split` is "" (not yet decided).
-- `shards/<NNNNN>.stats.json`: {"shard", "rows", "fingerprint", "counts", "reasons", "bytes",
-  "seconds", "cpu_seconds"}, written last: the shard's done marker.
-- `manifest/<NNNNN>.parquet`: the final manifest, one file per shard, the same rows in the same
-  order with duplicates and the split settled (`status` duplicate with `path` = the owner's
-  member, `split` train / val / extra for ok rows). Readers (`stored_items`,
-  `iter_shard_images`) use its `ok` rows only: duplicates stay in the tars, unused.
+- `manifest/<NNNNN>.parquet`: the final manifest, one file per shard, the shard's rows in candidate
+  order with duplicates and the split settled (`status` duplicate with `path` = the owner's member,
+  `split` train / val / extra for ok rows). Readers (`stored_items`, `iter_shard_images`) use its
+  `ok` rows only: duplicates stay in the tars, unused.
 - `dataset.json` (source, classes, "layout": "shards", "shards": count), `summary.json` as above.
+
+**A shard's record** (both layouts of a URL-list fetch; in `shards/`, or `.shards/` for folders):
+`<NNNNN>.parquet`, the shard task's manifest rows for every URL of the shard, failures too, in
+candidate order (COLUMNS; `path` the stored file or `shards/<NNNNN>.tar#<key>.<ext>`, "" for no
+image; `split` ""), and `<NNNNN>.stats.json`, {"shard", "rows", "fingerprint", "counts", "reasons",
+"bytes", "seconds", "cpu_seconds"}, written last: the shard's done marker.
 
 In both layouts `.incomplete` is present while a fetch writes the folder; readers refuse it.
 """
@@ -46,7 +50,7 @@ MANIFEST = "manifest.csv"
 DATASET = "dataset.json"
 SUMMARY = "summary.json"
 INCOMPLETE = ".incomplete"  # present while a fetch is writing the folder; removed after the manifest
-SHARDS = "shards"  # shard layout: tars, per-shard parquet rows and stats
+SHARDS = "shards"  # shard layout: tars and the shards' records (parquet rows and stats)
 MANIFEST_DIR = "manifest"  # shard layout: the settled manifest, one parquet file per shard
 SIDECARS = {MANIFEST, DATASET, SUMMARY}  # the dataset's own files, not items
 COLUMNS = [

@@ -19,6 +19,9 @@ Beside `metrics/<arch>.json` (numbers only, for DVC) goes `metrics/<arch>.datase
 identity of the data it was measured on (`pipeline.core.prepared.identity`), which `compare` and
 `predict` read.
 
+The record `evaluate` returns (`Evaluation`) and the threshold sweep live in
+`pipeline.report.evaluation`, which `plots` shares: this module imports `plots`, never the reverse.
+
 Every value is a finite number (DVC drops strings; JSON has no NaN). Where a metric is undefined
 it takes a documented value instead:
   pearson     0.0 when predictions or labels are constant (no linear relation to measure)
@@ -33,7 +36,6 @@ it takes a documented value instead:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,34 +46,11 @@ from pipeline.core.errors import InputError
 from pipeline.core.files import write_json
 from pipeline.core.paths import dataset_file
 from pipeline.core.prepared import identity, load_split, read_meta
+from pipeline.report.evaluation import DIGITS, Evaluation, positive_prob, threshold_sweep
+from pipeline.report.plots import write_plots
 
-DIGITS = 6
 TOP_K = 5
 TOP_K_MIN_CLASSES = 10  # top-5 accuracy says little with fewer classes
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """A model's metrics plus what the plots need: the labels and the model's probabilities."""
-
-    metrics: dict
-    classes: list[str]
-    labels: np.ndarray  # (N,) int
-    probs: np.ndarray  # (N, classes): probability of each class (a sigmoid unit expanded to 2 columns)
-    n_thresholds: int
-    history: tuple[dict, ...] = ()  # the training history's rows (epoch, loss, accuracy, val_loss, ...), if found
-
-
-def thresholds(n: int) -> np.ndarray:
-    """The centres of n equal bins of [0, 1]: 0.05, 0.15, ..., 0.95 for n = 10."""
-    return (np.arange(n) + 0.5) / n
-
-
-def threshold_sweep(labels: np.ndarray, prob: np.ndarray, n_thresholds: int) -> tuple[np.ndarray, np.ndarray]:
-    """(thresholds, accuracy of `prob > t` at each): seed 000's sweep, also drawn as a plot."""
-    cuts = thresholds(n_thresholds)
-    truth = labels == 1
-    return cuts, np.array([((prob > t) == truth).mean() for t in cuts])
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -132,11 +111,6 @@ def multiclass_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]
     return metrics
 
 
-def positive_prob(probs: np.ndarray) -> np.ndarray:
-    """The probability of class 1 of a two-class model (last column)."""
-    return probs[:, -1]
-
-
 def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str], n_thresholds: int) -> dict:
     """Binary metrics for two classes, multi-class ones otherwise; rounded so files are stable."""
     if probs.shape[1] == 2:
@@ -154,11 +128,7 @@ def _round(value):
 
 def evaluate(model_path: Path, data: Path, n_thresholds: int) -> Evaluation:
     """Metrics of the model at `model_path` on `data`'s validation split."""
-    from pipeline.train.runtime import (
-        HISTORY_FILE,
-        load_model,
-        predict_probs,
-    )  # (the metrics alone, used by plots and report, need no Keras)
+    from pipeline.train.runtime import HISTORY_FILE, load_model, predict_probs  # (the metrics alone need no Keras)
 
     model = load_model(model_path)
     meta = read_meta(data)
@@ -182,8 +152,6 @@ def evaluate(model_path: Path, data: Path, n_thresholds: int) -> Evaluation:
 def run(model_path: Path, data: Path, n_thresholds: int, metrics_out: Path, plots_dir: Path) -> Evaluation:
     """The evaluate stage: the metrics to `metrics_out`, the data's identity beside them
     (`<name>.dataset.json`) and every plot of the model to `plots_dir`."""
-    from pipeline.report.plots import write_plots  # (plots builds on this module)
-
     evaluation = evaluate(model_path, data, n_thresholds)
     write_json(metrics_out, evaluation.metrics)
     write_json(dataset_file(metrics_out), identity(data))

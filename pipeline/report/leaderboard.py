@@ -4,7 +4,9 @@ DVC gathers the data (`dvc.api.exp_show`: the workspace, the baseline commit and
 each with its params and the metrics files dvc.yaml declares); this module makes one row per
 experiment and architecture from `metrics/<arch>.json`, keeps the params that differ between
 experiments (the ones that explain the ranking), and sorts. `pipeline metrics diff A B` then
-compares any two experiments of it.
+compares any two experiments of it. DVC's public interfaces only: a metric that exp_show's flat
+table names without its file gets it back from the experiments' records (`Repo.experiments.show`,
+as `dvc exp show --json` prints them).
 """
 
 from __future__ import annotations
@@ -40,12 +42,41 @@ def experiment_rows() -> list[dict]:
 
 
 def _metric_names() -> dict[str, list[str]]:
-    """Each metrics file's metric names, as `dvc exp show` collects them (DVC's own collector)."""
+    """Each metrics file's metric names over the experiments `dvc exp show` lists, read from their
+    records (`Repo.experiments.show`, each as `dvc exp show --json` prints it)."""
     from dvc.repo import Repo
-    from dvc.repo.experiments.show import _collect_names  # (no public API gives the files' names)
 
     with Repo.open(None) as repo:  # (the project the working directory is in, as dvc.api does)
-        return {path: list(names) for path, names in _collect_names(repo.experiments.show()).metrics.items()}
+        return metric_names([state.dumpd() for state in repo.experiments.show()])
+
+
+def metric_names(records: list[dict]) -> dict[str, list[str]]:
+    """{metrics file: its metric names} in `dvc exp show --json` records (a baseline and, under
+    `experiments`, its experiments), nested keys joined with dots as DVC's table names them."""
+    names: dict[str, dict[str, None]] = {}
+
+    def collect(record: dict) -> None:
+        for path, result in ((record.get("data") or {}).get("metrics") or {}).items():
+            values = result.get("data")
+            if isinstance(values, dict):
+                names.setdefault(path, {}).update(dict.fromkeys(_dotted(values)))
+        for experiment in record.get("experiments") or []:
+            for revision in experiment.get("revs") or []:
+                collect(revision)
+
+    for record in records:
+        collect(record)
+    return {path: list(found) for path, found in names.items()}
+
+
+def _dotted(values: dict, prefix: str | None = None) -> list:
+    """The leaves of nested `values`, named `a.b.c` as DVC's table names them (flatten_dict's dot
+    reducer); an empty mapping has none."""
+    names = []
+    for key, value in values.items():
+        name = key if prefix is None else f"{prefix}.{key}"
+        names.extend(_dotted(value, name) if isinstance(value, dict) else [name])
+    return names
 
 
 def full_metric_names(rows: list[dict], metrics: dict[str, list[str]]) -> list[dict]:

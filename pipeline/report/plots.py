@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from pipeline.core.files import write_atomic, write_records
-from pipeline.report.evaluate import DIGITS, Evaluation, positive_prob, threshold_sweep
+from pipeline.report.evaluation import DIGITS, Evaluation, positive_prob, threshold_sweep
 
 THRESHOLDS = "thresholds.json"
 ROC = "roc.json"

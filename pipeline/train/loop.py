@@ -67,6 +67,28 @@ class Trained:
     mixed_precision: bool = False
 
 
+@dataclass(frozen=True)
+class Run:
+    """One training run as `train` settles it, for `_fit`: what to train on what, on which devices, and
+    where the outputs go (on the other workers of a multi-worker run: throwaway folders)."""
+
+    arch: str
+    data: Path  # the prepared data
+    meta: dict  # its meta.json
+    settings: TrainSettings
+    params: ArchParams
+    head: Head
+    strategy: object  # the tf.distribute strategy (`distribution`)
+    chief: bool  # only the chief writes outputs
+    mixed: bool  # mixed precision
+    out: Path  # the model folder
+    backup: Path  # the per-epoch backup an interrupted run resumes from
+    scratch: Path | None  # a non-chief worker's throwaway folder, deleted at the end
+    live_dir: Path | None
+    tensorboard_dir: Path | None
+    run_file: Path | None
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS. On Linux from VmHWM: ru_maxrss survives fork and exec there, so a
     process started by a bigger one (DVC, a benchmark) would report its parent's peak."""
@@ -300,7 +322,8 @@ def train(
     """
     meta = read_meta(data)
     strategy = distribution(settings.strategy)  # first: a multi-worker strategy must precede other TF ops
-    keras = keras_seeded(settings.seed, deterministic=not settings.jit_compile)
+    # seeded and configured once per run, before anything else uses Keras (`_fit` imports it again)
+    keras_seeded(settings.seed, deterministic=not settings.jit_compile)
     tf = tensorflow()
     head = head_for(len(meta["classes"]), settings.head)
     if settings.loss == "categorical_crossentropy" and head.units == 1:
@@ -323,59 +346,49 @@ def train(
             None,
             None,
         )
+    run = Run(
+        arch=arch,
+        data=data,
+        meta=meta,
+        settings=settings,
+        params=params,
+        head=head,
+        strategy=strategy,
+        chief=chief,
+        mixed=mixed,
+        out=out,
+        backup=backup,
+        scratch=scratch,
+        live_dir=live_dir,
+        tensorboard_dir=tensorboard_dir,
+        run_file=run_file,
+    )
     with exclusive(out, "train"):  # one writer per model folder (and its backup)
-        return _fit(
-            arch,
-            data,
-            out,
-            settings,
-            params,
-            live_dir,
-            tensorboard_dir,
-            backup,
-            scratch,
-            run_file,
-            meta,
-            strategy,
-            keras,
-            head,
-            mixed,
-            chief,
-        )
+        return _fit(run)
 
 
-def _fit(
-    arch,
-    data,
-    out,
-    settings,
-    params,
-    live_dir,
-    tensorboard_dir,
-    backup,
-    scratch,
-    run_file,
-    meta,
-    strategy,
-    keras,
-    head,
-    mixed,
-    chief,
-) -> Trained:
+def _fit(run: Run) -> Trained:
     """`train` once the model folder is this run's alone."""
+    import keras  # (`train` seeded and configured it)
+
     tf = tensorflow()
-    x_train, y_train = load_split(data, "train")
-    x_val, y_val = load_split(data, "val")
-    _claim_backup(backup, _fingerprint(arch, settings, params, data, meta, strategy.num_replicas_in_sync))
+    settings, strategy, head, out, backup = run.settings, run.strategy, run.head, run.out, run.backup
+    x_train, y_train = load_split(run.data, "train")
+    x_val, y_val = load_split(run.data, "val")
+    _claim_backup(
+        backup, _fingerprint(run.arch, settings, run.params, run.data, run.meta, strategy.num_replicas_in_sync)
+    )
     callbacks, resume = _callbacks(
-        keras, settings, backup, out, live_dir, tensorboard_dir, "val_loss" if len(x_val) else "loss"
+        keras, settings, backup, out, run.live_dir, run.tensorboard_dir, "val_loss" if len(x_val) else "loss"
     )
 
-    keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
+    keras.config.set_dtype_policy("mixed_float16" if run.mixed else "float32")
     try:
         with strategy.scope():
             stats = channel_stats(x_train) if settings.normalize == "standardize" else (None, None)
-            model = build_model(arch, meta["input_shape"], head, params, Preprocess(settings.augment, *stats))
+            model = build_model(
+                run.arch, run.meta["input_shape"], head, run.params, Preprocess(settings.augment, *stats)
+            )
             if settings.jit_compile:
                 _check_xla(model)
             accuracy = (
@@ -406,7 +419,7 @@ def _fit(
             steps_per_epoch=math.ceil(len(x_train) / settings.batch_size),
             callbacks=callbacks,
             shuffle=False,  # the dataset orders each epoch itself
-            verbose=1 if console.is_terminal and chief else 0,
+            verbose=1 if console.is_terminal and run.chief else 0,
         )
         seconds = time.perf_counter() - start
         save_model(model, out / MODEL_FILE)
@@ -414,7 +427,7 @@ def _fit(
         keras.config.set_dtype_policy("float32")
 
     _check_finite(resume.history, backup, settings)
-    history = _finish(out, backup, scratch, resume.history)
+    history = _finish(out, backup, run.scratch, resume.history)
     trained = Trained(
         out / MODEL_FILE,
         model.count_params(),
@@ -422,12 +435,12 @@ def _fit(
         seconds,
         peak_rss_mb(),
         resume.start_epoch,
-        chief,
+        run.chief,
         strategy.num_replicas_in_sync,
-        mixed,
+        run.mixed,
     )
-    if chief and run_file is not None:
-        write_run_file(run_file, trained)
+    if run.chief and run.run_file is not None:
+        write_run_file(run.run_file, trained)
     return trained
 
 

@@ -23,8 +23,9 @@ def _environment() -> str:
     import PIL
 
     return (
-        f"{datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
-        f"Python {platform.python_version()}, numpy {numpy.__version__}, OpenCV {cv2.__version__}, Pillow {PIL.__version__}"
+        f"{datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
+        f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}, numpy {numpy.__version__}, "
+        f"OpenCV {cv2.__version__}, Pillow {PIL.__version__}"
     )
 
 
@@ -39,7 +40,8 @@ def to_markdown(rows: list[dict], quick: bool) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['case']} | {r['measure']} | {r['rate']:.1f} {r['unit']} | {r['ratio']:.2f} | {r['target']} | {met(r)} | {_rss(r)} |"
+        f"| {r['case']} | {r['measure']} | {r['rate']:.1f} {r['unit']} | {r['ratio']:.2f} | {r['target']} "
+        f"| {met(r)} | {_rss(r)} |"
         for r in rows
     ]
     targets = [r for r in rows if met(r)]

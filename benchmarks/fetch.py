@@ -40,7 +40,10 @@ def _serve(root: str, port_queue: Queue) -> None:
                 path = request.split(b" ", 2)[1].decode()
                 await asyncio.sleep(LATENCY)
                 body = files.get(path)
-                head = f"HTTP/1.1 {200 if body else 404} X\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body or b'')}\r\n\r\n"
+                head = (
+                    f"HTTP/1.1 {200 if body else 404} X\r\nContent-Type: image/jpeg\r\n"
+                    f"Content-Length: {len(body or b'')}\r\n\r\n"
+                )
                 writer.write(head.encode() + (body or b""))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -265,8 +265,10 @@ class Pipeline:
         wnids_path = url_list.with_suffix(".wnids")
         wnids_path.write_text("\n".join(wnids) + "\n")
         return [
-            sys.executable, "-m", "pipeline", *self.sets(layout, shard_rows), "fetch", "--source", "imagenet", "--out", str(out), "--url-list", str(url_list),
-            "--wnids-file", str(wnids_path), "--per-class", str(per_class_total - val), "--val-per-class", str(val), "--concurrency", str(self.concurrency(layout)),
+            sys.executable, "-m", "pipeline", *self.sets(layout, shard_rows), "fetch", "--source", "imagenet",
+            "--out", str(out), "--url-list", str(url_list), "--wnids-file", str(wnids_path),
+            "--per-class", str(per_class_total - val), "--val-per-class", str(val),
+            "--concurrency", str(self.concurrency(layout)),
         ]  # fmt: skip
 
     def describe(self) -> str:
@@ -329,9 +331,10 @@ def img2dataset_exe(notes: list[str]) -> Path | None:
 
 def img2dataset_cmd(exe: Path, url_list: Path, out: Path, shard_rows: int) -> list[str]:
     return [
-        str(exe), "--url_list", str(url_list), "--input_format", "txt", "--output_folder", str(out), "--output_format", "webdataset",
-        "--processes_count", str(I2D_PROCESSES), "--thread_count", str(I2D_THREADS), "--number_sample_per_shard", str(shard_rows),
-        "--resize_mode", "no", "--skip_reencode", "True", "--extract_exif", "False", "--disallowed_header_directives", "[]",
+        str(exe), "--url_list", str(url_list), "--input_format", "txt", "--output_folder", str(out),
+        "--output_format", "webdataset", "--processes_count", str(I2D_PROCESSES), "--thread_count", str(I2D_THREADS),
+        "--number_sample_per_shard", str(shard_rows), "--resize_mode", "no", "--skip_reencode", "True",
+        "--extract_exif", "False", "--disallowed_header_directives", "[]",
         "--timeout", "10", "--retries", "0",
     ]  # fmt: skip
 
@@ -382,7 +385,8 @@ def server_rows(server: ImageServer, quick: bool) -> list[dict]:
         how = "keep-alive" if keepalive else "a connection per request"
         rows.append(
             _row(
-                f"server ceiling: trivial asyncio client, {conc} connections, {how} (server CPU {per_req:.3f} ms/request)",
+                f"server ceiling: trivial asyncio client, {conc} connections, {how} "
+                f"(server CPU {per_req:.3f} ms/request)",
                 rate,
                 "req/s",
                 rate / 3000,
@@ -479,7 +483,8 @@ def speed_rows(
         i_cpu, i_cpu_all = cpu_ms("img2dataset")
         rows += [
             _row(
-                f"img2dataset 1.47, {I2D_PROCESSES} processes x {I2D_THREADS} threads, webdataset, no re-encode ({n_urls} URLs), first request to last response",
+                f"img2dataset 1.47, {I2D_PROCESSES} processes x {I2D_THREADS} threads, webdataset, no re-encode "
+                f"({n_urls} URLs), first request to last response",
                 theirs.rate,
                 "images/s",
                 1.0,
@@ -616,7 +621,8 @@ def plan_rows(server: ImageServer, pipe: Pipeline, work: Path, n: int, notes: li
     )
     if ran.killed:
         notes.append(
-            f"planning the {lines}-line list was killed at {ran.peak_rss_mb:.0f} MB ({ran.killed}) after {ran.seconds:.0f} s"
+            f"planning the {lines}-line list was killed at {ran.peak_rss_mb:.0f} MB ({ran.killed}) "
+            f"after {ran.seconds:.0f} s"
         )
     what = f"killed past {PLAN_RSS_CAP_MB} MB" if ran.killed == "rss cap" else f"{ok} fetched, {ran.seconds:.0f} s"
     return [

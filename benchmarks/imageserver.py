@@ -249,6 +249,7 @@ if __name__ == "__main__":  # python -m benchmarks.imageserver: the server's cei
         for keep, conc, n_clients in ((True, 64, 1), (True, 256, 1), (True, 256, 2), (False, 64, 1), (False, 256, 2)):
             rate = ceiling(srv, conc, 3.0, keep, n_clients)
             print(
-                f"concurrency {conc}, {'keep-alive' if keep else 'a connection per request'}, {n_clients} client process(es): {rate:.0f} req/s (bound {conc / LATENCY:.0f})"
+                f"concurrency {conc}, {'keep-alive' if keep else 'a connection per request'}, "
+                f"{n_clients} client process(es): {rate:.0f} req/s (bound {conc / LATENCY:.0f})"
             )
         print(f"{srv.total()} requests served; os.cpu_count() = {os.cpu_count()}")

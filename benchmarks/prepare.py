@@ -63,18 +63,24 @@ def run(work: Path, n: int, rounds: int) -> list[dict]:
     best = best_of(rounds, contenders)
     baseline, keras, single, mine = best["seed"], best["keras"], best["one_core"], best["ours"]
     assert mine["result"] == n and keras["result"] == n and single["result"] == n
-    rate = lambda m: n / m["seconds"]
+
+    def rate(m):
+        return n / m["seconds"]
+
     cores = os.cpu_count()
     bound = rate(single) * cores
-    row = lambda measure_, m, ratio, target: {
-        "case": "prepare",
-        "measure": measure_,
-        "rate": rate(m),
-        "unit": "images/s",
-        "ratio": ratio,
-        "target": target,
-        "peak_rss_mb": m["peak_rss_mb"],
-    }
+
+    def row(measure_, m, ratio, target):
+        return {
+            "case": "prepare",
+            "measure": measure_,
+            "rate": rate(m),
+            "unit": "images/s",
+            "ratio": ratio,
+            "target": target,
+            "peak_rss_mb": m["peak_rss_mb"],
+        }
+
     return [
         row(f"seed: cv2.imread + cv2.resize loop ({n})", baseline, 1.0, ""),
         row(f"keras image_dataset_from_directory, iterated once ({n})", keras, 1.0, ""),

@@ -36,14 +36,17 @@ def run(work: Path, n: int, rounds: int) -> list[dict]:
         for name, args in contenders.items():
             best[name] = min(best[name], seconds(args, work))
     dvc = best["dvc --help"]
-    row = lambda measure, s, ratio, target: {
-        "case": "startup",
-        "measure": measure,
-        "rate": 1 / s,
-        "unit": "starts/s",
-        "ratio": ratio,
-        "target": target,
-    }
+
+    def row(measure, s, ratio, target):
+        return {
+            "case": "startup",
+            "measure": measure,
+            "rate": 1 / s,
+            "unit": "starts/s",
+            "ratio": ratio,
+            "target": target,
+        }
+
     return [
         row(f"dvc --help ({1000 * dvc:.0f} ms)", dvc, 1.0, ""),
         row(

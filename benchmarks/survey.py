@@ -30,7 +30,10 @@ def run(work: Path, n: int, rounds: int) -> list[dict]:
     best = best_of(rounds, {"seed": (seed_survey, root), "floor": (read_bytes, root), "ours": (ours, root)})
     baseline, floor, mine = best["seed"], best["floor"], best["ours"]
     assert mine["result"] == n
-    rate = lambda m: n / m["seconds"]
+
+    def rate(m):
+        return n / m["seconds"]
+
     return [
         {
             "case": "survey",

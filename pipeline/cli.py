@@ -39,7 +39,11 @@ app = typer.Typer(
 )
 # Results go to stdout (wide when piped, so tables stay readable in logs, unless COLUMNS says
 # otherwise); progress and errors to stderr.
-out = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=200)
+def _results_console() -> Console:
+    return Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=200)
+
+
+out = _results_console()
 ARCH_CHOICES = ", ".join(names.ARCHITECTURES)
 
 
@@ -73,6 +77,9 @@ def main_options(
 ) -> None:
     State.params_file, State.explicit = params or paths.PARAMS_FILE, params is not None
     State.sets = dict(_parse_set(item) for item in sets or [])
+    State.warned = False
+    global out
+    out = _results_console()  # (this invocation's stdout and COLUMNS)
 
 
 def _params_file() -> Path:
@@ -188,7 +195,8 @@ def check_params(
         return
     overrides = f" with {len(State.sets)} override(s)" if State.sets else ""
     out.print(
-        f"{State.params_file}{overrides}: valid (archs: {', '.join(params.train.archs)}; source: {params.fetch.source})",
+        f"{State.params_file}{overrides}: valid "
+        f"(archs: {', '.join(params.train.archs)}; source: {params.fetch.source})",
         highlight=False,
     )
 
@@ -411,7 +419,8 @@ def train(
         resumed = f" (resumed after epoch {result.resumed_from})" if result.resumed_from else ""
         epochs_run = len(next(iter(result.history.values()), []))
         out.print(
-            f"{name}: {result.params:,} parameters, {epochs_run} epochs{resumed} in {result.train_seconds:.1f} s on {result.replicas} replica(s) -> {result.model_path}; last epoch: {last}"
+            f"{name}: {result.params:,} parameters, {epochs_run} epochs{resumed} in {result.train_seconds:.1f} s "
+            f"on {result.replicas} replica(s) -> {result.model_path}; last epoch: {last}"
         )
 
 
@@ -606,7 +615,8 @@ def report(
 
     result = write_report(metrics_dir, survey, plots_dir, md_out, _section("compare").sort, compare_md, html_out)
     out.print(
-        f"{result.summary}, {result.html}: {len(result.archs)} architectures ({', '.join(result.archs)}), {len(result.plots)} plots drawn",
+        f"{result.summary}, {result.html}: {len(result.archs)} architectures ({', '.join(result.archs)}), "
+        f"{len(result.plots)} plots drawn",
         highlight=False,
     )
     if result.missing:

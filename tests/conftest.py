@@ -1,10 +1,12 @@
 import contextlib
+import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -53,13 +55,12 @@ def fetch_source(out: Path, params, download=None, **fields):
     return fetch(cfg, out)
 
 
-def kill_at(
-    args: list[str], cwd: Path, point: str, n: int, env: dict[str, str] | None = None, timeout: float = 120
-) -> bool:
-    """Run `python -m pipeline ARGS` in `cwd` until it reaches the `n`-th `point` of progress
-    (pipeline.core.checkpoint), where it holds still; then kill -9 it and every process it started
-    (its process group), and wait until they are all gone. False when it finished before reaching
-    that point (a kill test that then tested nothing must say so)."""
+def pause_at(
+    args: list[str], cwd: Path, point: str, n: int, env: dict[str, str] | None = None, timeout: float = 120, **popen
+) -> subprocess.Popen:
+    """Start `python -m pipeline ARGS` in `cwd` (in a process group of its own) and return once it
+    holds still at the `n`-th `point` of progress (pipeline.core.checkpoint), or has ended before
+    reaching it (then its returncode is set: a kill test must say it tested nothing)."""
     pause = cwd / f".pause-{point}-{n}"
     pause.unlink(missing_ok=True)
     env = {
@@ -69,13 +70,9 @@ def kill_at(
         "PIPELINE_PAUSE_AT": f"{point}:{n}",
         "PIPELINE_PAUSE_FILE": str(pause),
     }
+    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, start_new_session=True, **popen
     )
     deadline = time.monotonic() + timeout
     while not pause.exists() and proc.poll() is None:
@@ -83,26 +80,77 @@ def kill_at(
             f"pipeline {' '.join(args)} reached neither {point} {n} nor its end in {timeout} s"
         )
         time.sleep(0.02)
-    paused = pause.exists()
+    if proc.returncode is not None:
+        proc.communicate()  # (reaps it and closes its pipes)
+    pause.unlink(missing_ok=True)
+    return proc
+
+
+def kill_group(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """kill -9 `proc` and every process it started (its process group); return once all are gone."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    while True:  # the group's other processes (pool workers) are gone too
+    proc.communicate()
+    deadline = time.monotonic() + timeout
+    while True:  # the group's other processes (pool workers, a fork server) are gone too
         try:
             os.killpg(proc.pid, 0)
         except ProcessLookupError:
-            break
-        assert time.monotonic() < deadline, f"processes of pipeline {' '.join(args)} outlived kill -9"
+            return
+        assert time.monotonic() < deadline, f"processes of {proc.args} outlived kill -9"
         time.sleep(0.02)
-    pause.unlink(missing_ok=True)
-    return paused
+
+
+def kill_at(args: list[str], cwd: Path, point: str, n: int, env: dict[str, str] | None = None) -> bool:
+    """kill -9 `python -m pipeline ARGS` (and its workers) at the `n`-th `point` of progress; False
+    when it finished before reaching that point."""
+    proc = pause_at(args, cwd, point, n, env)
+    if proc.returncode is not None:
+        return False
+    kill_group(proc)
+    return True
 
 
 def run_cli(
     *args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """Run `python -m pipeline ARGS` in `cwd` as a user would (with `env` added to the environment),
-    capturing its output."""
+    """`pipeline ARGS` in `cwd`, in this process: the command line's own entry point (cli.main, what
+    `python -m pipeline` runs) with stdout and stderr captured, `env` added to the environment and
+    the exit code a process would have (an exception that escapes is a traceback on stderr and exit
+    code 1, as in a process). What only a real process shows (TensorFlow's C++ log lines on file
+    descriptor 2, signals, a kill) needs `run_process`."""
+    from pipeline import cli
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handler, here, environ = signal.getsignal(signal.SIGINT), os.getcwd(), dict(os.environ)
+    os.chdir(cwd)
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                cli.main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except Exception:  # what a process would print before dying of it
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environ)
+        signal.signal(signal.SIGINT, handler)
+    proc = subprocess.CompletedProcess(["pipeline", *args], code, stdout.getvalue(), stderr.getvalue())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pipeline {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def run_process(
+    *args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline ARGS` in `cwd` as a user would, in a process of its own (with `env`
+    added to the environment), capturing its output."""
     env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:

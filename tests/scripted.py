@@ -55,7 +55,7 @@ class Server:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def file(self, path, body, ctype="image/jpeg"):
         self.routes[path] = lambda h: h.reply(200, body, ctype)
@@ -70,6 +70,7 @@ def placeholder_png() -> bytes:
 
 def big_header_png() -> bytes:
     """A valid-looking PNG header claiming 100,000 x 100,000 pixels, with no pixel data."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

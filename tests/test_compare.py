@@ -23,8 +23,21 @@ def mixed(tmp_path):
     """An old synthetic run's cnn beside two MNIST models: 26 metric columns in all."""
     metrics = tmp_path / "metrics"
     metrics.mkdir()
-    runs = {"cnn": ({"mse": 0.07, "accuracy": 0.9125, "best_threshold_accuracy": 0.9175, "roc_auc": 0.97, "params": 10890113, "epochs": 8}, SYNTHETIC),
-            "lenet5": (ten_classes(0.981), MNIST), "convnet": (ten_classes(0.975), MNIST)}  # fmt: skip
+    runs = {
+        "cnn": (
+            {
+                "mse": 0.07,
+                "accuracy": 0.9125,
+                "best_threshold_accuracy": 0.9175,
+                "roc_auc": 0.97,
+                "params": 10890113,
+                "epochs": 8,
+            },
+            SYNTHETIC,
+        ),
+        "lenet5": (ten_classes(0.981), MNIST),
+        "convnet": (ten_classes(0.975), MNIST),
+    }
     for arch, (values, identity) in runs.items():
         (metrics / f"{arch}.json").write_text(json.dumps(values))
         (metrics / f"{arch}.dataset.json").write_text(json.dumps(identity))

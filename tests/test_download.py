@@ -21,7 +21,6 @@ def collect(candidates: dict[str, list[str]], quotas: dict[str, Quota], out, set
     return fetch_urls(rows, quotas, out, FetchParams(layout="folder", download=settings), source)
 
 
-
 def test_collect_records_every_url_with_a_reason(server, tmp_path):
     good = [server.file(f"/g{i}.jpg", jpeg(i)) for i in range(4)]
     dup = server.file("/dup.jpg", jpeg(0))  # same bytes as g0
@@ -97,7 +96,10 @@ def test_shortfall_is_a_warning_and_order_independent(server, tmp_path):
     assert (tmp_path / "a/manifest.csv").read_text().replace("/a/", "/").count("\n") == (
         tmp_path / "b/manifest.csv"
     ).read_text().count("\n")
-    strip = lambda p: pd.read_csv(p, keep_default_na=False).drop(columns=["elapsed_ms"])
+
+    def strip(p):
+        return pd.read_csv(p, keep_default_na=False).drop(columns=["elapsed_ms"])
+
     pd.testing.assert_frame_equal(strip(tmp_path / "a/manifest.csv"), strip(tmp_path / "b/manifest.csv"))
     assert b.counts == a.counts
 

@@ -42,7 +42,10 @@ def auc_by_ranks(labels, prob):
     return mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg))
 
 
-def log_loss_by_formula(labels, prob, eps=np.finfo(np.float64).eps):
+EPS = np.finfo(np.float64).eps
+
+
+def log_loss_by_formula(labels, prob, eps=EPS):
     p = np.clip(prob, eps, 1 - eps)
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 

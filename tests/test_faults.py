@@ -10,12 +10,10 @@ import io
 import json
 import os
 import pickle
-import random
 import shutil
 import signal
 import struct
 import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -39,7 +37,7 @@ from pipeline.fetch.sources.cifar10 import load_batch
 from pipeline.prepare.params import PrepareParams
 from pipeline.prepare.prepare import prepare
 from pipeline.prepare.survey import survey_shapes
-from tests.conftest import ROOT, TINY_PARAMS, fetch_source, run_cli
+from tests.conftest import ROOT, TINY_PARAMS, fetch_source, kill_at, pause_at, run_cli
 
 SMALL = (12, 16)
 
@@ -85,30 +83,22 @@ def plain(tmp_path) -> Path:
 # --- severe ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_case_01_killed_prepare_never_leaves_arrays_train_would_trust(plain, tmp_path):
-    """Kill -9 a second prepare (another size) at random points over a finished one: the folder is
-    always one complete run's, old or new; a damaged folder is refused by every reader."""
+    """Kill -9 a second prepare (another size) over a finished one after each of its three groups
+    of images: the folder is always one complete run's, old or new; a damaged folder is refused by
+    every reader."""
     out = tmp_path / "out"
     run_cli("prepare", "--in", str(plain), "--out", str(out), "--size", "12x16", cwd=tmp_path)
-    big = make_folder(tmp_path / "big", {"a": 300, "b": 300}, shape=(240, 320))
-    rng = random.Random(0)
-    killed = []
-    for _ in range(3):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "prepare", "--in", str(big), "--out", str(out), "--size", "60x80"],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(0.7, 1.5))
-        proc.kill()
-        killed.append(proc.wait() == -signal.SIGKILL)
+    big = make_folder(tmp_path / "big", {"a": 300, "b": 300}, shape=(48, 64))  # three groups of 256
+    for group in (1, 2, 3):
+        args = ["prepare", "--in", str(big), "--out", str(out), "--size", "24x32"]
+        assert kill_at(args, tmp_path, "prepare.group", group), "prepare finished before its kill: nothing tested"
         meta = json.loads((out / "meta.json").read_text())
+        assert meta["input_shape"] == [12, 16, 3]  # still the finished run's
         for split in ("train", "val"):
             x, y = load_split(out, split)  # consistent, whichever run it is
             assert x.shape == (meta["splits"][split], *meta["input_shape"])
-    assert any(killed), "every run finished before its kill: the test tested nothing"
     # a damaged folder: arrays that do not match their meta.json
     np.save(out / "train_x.npy", np.zeros((3, 5, 5, 3), np.uint8))
     with pytest.raises(InputError, match="do not match meta.json"):
@@ -397,17 +387,12 @@ def test_case_20_all_items_skipped_is_an_error_naming_the_param(tmp_path):
     assert result.counts == {"ok": 6}
 
 
+@pytest.mark.slow
 def test_case_21_ctrl_c_is_one_line_and_quick(tmp_path):
     (tmp_path / "params.yaml").write_text(TINY_PARAMS)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "fetch", "--per-class", "100000", "--out", "big"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(3)
+    args = ["fetch", "--per-class", "100000", "--out", "big"]
+    proc = pause_at(args, tmp_path, "fetch.item", 50, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode is None, "the fetch ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     start = time.perf_counter()
     _, stderr = proc.communicate(timeout=30)
@@ -423,8 +408,13 @@ def files_of(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("stage, window", [("fetch", (0.5, 3.5)), ("prepare", (0.6, 1.6))])
-def test_kill_at_random_points_then_rerun_gives_the_uninterrupted_result(tmp_path, stage, window):
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "stage, point, counts", [("fetch", "fetch.item", (1, 300, 600)), ("prepare", "prepare.group", (1, 2, 3))]
+)
+def test_kill_at_points_of_progress_then_rerun_gives_the_uninterrupted_result(tmp_path, stage, point, counts):
+    """kill -9 after the first item (or group of items), half way and after the last one (before
+    the outputs are committed): a rerun gives the uninterrupted run's files, nothing left behind."""
     (tmp_path / "params.yaml").write_text(TINY_PARAMS)
     run_cli("fetch", "--per-class", "300", cwd=tmp_path)
     args = {
@@ -433,42 +423,27 @@ def test_kill_at_random_points_then_rerun_gives_the_uninterrupted_result(tmp_pat
     }[stage]
     run_cli(*args[:-1], "reference", cwd=tmp_path)
     reference = files_of(tmp_path / "reference")
-    rng, killed = random.Random(stage), []
-    for _ in range(3):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", *args],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(*window))
-        proc.kill()
-        killed.append(proc.wait() == -signal.SIGKILL)
-    assert any(killed), "every run finished before its kill: the test tested nothing"
+    for n in counts:
+        assert kill_at(args, tmp_path, point, n), f"{stage} finished before {point} {n}: the test tested nothing"
     run_cli(*args, cwd=tmp_path)
     assert files_of(tmp_path / "x") == reference
     assert not [p for p in tmp_path.glob(".*") if p.name != ".x.lock" and not p.name.startswith(".reference")]
 
 
+@pytest.mark.slow
 def test_kill_evaluate_then_rerun(tmp_path, evaluated_project):
+    """kill -9 once the model's predictions are made (nothing written yet) and once the metrics are
+    written (the plots not yet): the metrics are whole or absent, and a rerun gives the same bytes."""
     root = tmp_path / "p"
     shutil.copytree(evaluated_project, root)
     reference = (root / "metrics/cnn.json").read_bytes()
     (root / "metrics/cnn.json").unlink()
-    for delay in (1.0, 3.0):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "evaluate", "--arch", "cnn"],
-            cwd=root,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(delay)
-        proc.kill()
-        proc.wait()
+    for point in ("evaluate.predicted", "evaluate.metrics"):
+        assert kill_at(["evaluate", "--arch", "cnn"], root, point, 1), f"evaluate finished before {point}"
         if (root / "metrics/cnn.json").exists():  # written whole or not at all
             assert (root / "metrics/cnn.json").read_bytes() == reference
+        else:
+            assert point == "evaluate.predicted"
     run_cli("evaluate", "--arch", "cnn", cwd=root)
     assert (root / "metrics/cnn.json").read_bytes() == reference
 
@@ -538,23 +513,14 @@ def test_fuzz_params_files(tmp_path, text):
         assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_case_21_ctrl_c_stops_training_at_once(tmp_path, evaluated_project):
     """The slow case: TensorFlow's threads took 10.9 s to wind down after a KeyboardInterrupt."""
     root = tmp_path / "p"
     shutil.copytree(evaluated_project, root)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "train", "--arch", "cnn", "--epochs", "500", "--out", "models/long"],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    pointer = root / "models/.backup/long/epochs/epoch.json"
-    deadline = time.monotonic() + 120
-    while not pointer.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    assert pointer.exists(), "training never finished an epoch"
+    args = ["train", "--arch", "cnn", "--epochs", "500", "--out", "models/long"]
+    proc = pause_at(args, root, "train.epoch", 1, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode is None, "training ended before its first epoch was backed up"
     proc.send_signal(signal.SIGINT)
     start = time.perf_counter()
     _, stderr = proc.communicate(timeout=60)
@@ -571,7 +537,8 @@ def test_nan_loss_is_an_error_and_nothing_is_kept(tmp_path):
     _check_finite([{"epoch": 1, "loss": 0.5, "val_loss": 0.4}], backup, TrainSettings())  # finite: fine
     with pytest.raises(
         DataError,
-        match=r"training diverged: the loss became nan in epoch 2; lower the learning rate \(train.learning_rate is 0.0003\)",
+        match=r"training diverged: the loss became nan in epoch 2; "
+        r"lower the learning rate \(train.learning_rate is 0.0003\)",
     ):
         _check_finite([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": float("nan")}], backup, TrainSettings())
     assert not backup.exists()  # a diverged run is not resumed

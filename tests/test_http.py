@@ -153,8 +153,11 @@ def test_a_drip_feeding_server_is_cut_at_total_timeout(server, phase):
     """One byte every 0.2 s never trips the 1 s read timeout; the total deadline still holds,
     whether the bytes are the status line and headers or the body."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n"
-    server.routes["/drip.jpg"] = lambda h: _drip(h, head, b"\xff" * 100_000) if phase == "headers" else (
-        h.wfile.write(head), h.wfile.flush(), _drip(h, b"", b"\xff" * 100_000))
+    server.routes["/drip.jpg"] = lambda h: (
+        _drip(h, head, b"\xff" * 100_000)
+        if phase == "headers"
+        else (h.wfile.write(head), h.wfile.flush(), _drip(h, b"", b"\xff" * 100_000))
+    )
     settings = FAST.model_copy(update={"total_timeout": 1.5, "read_timeout": 1.0, "retries": 2})
     start = time.monotonic()
     got = Client(settings).get(server.url + "/drip.jpg")

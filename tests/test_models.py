@@ -222,7 +222,9 @@ def datasets(tmp_path_factory):
     }
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize(
+    "arch", [pytest.param(a, marks=pytest.mark.slow) if a == "alexnet" else a for a in ARCHITECTURES]
+)  # (alexnet's 62M weights: the slow tier)
 def test_each_architecture_trains_one_epoch(arch, datasets, tmp_path):
     from pipeline.train.loop import train
     from pipeline.train.runtime import BEST_FILE, HISTORY_FILE, load_model

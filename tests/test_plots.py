@@ -251,7 +251,11 @@ def test_confusion_chart_counts_every_cell_and_writes_the_counts():
 
     records = [{"actual": "a", "predicted": "a"}] * 3 + [{"actual": "a", "predicted": "b"}]
     cells = confusion_counts(records, ["a", "b"])
-    assert cells == [{"actual": "a", "predicted": "a", "count": 3}, {"actual": "a", "predicted": "b", "count": 1},
-                     {"actual": "b", "predicted": "a", "count": 0}, {"actual": "b", "predicted": "b", "count": 0}]  # fmt: skip
+    assert cells == [
+        {"actual": "a", "predicted": "a", "count": 3},
+        {"actual": "a", "predicted": "b", "count": 1},
+        {"actual": "b", "predicted": "a", "count": 0},
+        {"actual": "b", "predicted": "b", "count": 0},
+    ]
     text_layer = confusion(cells, ["a", "b"])["layer"][1]
     assert text_layer["mark"]["type"] == "text" and text_layer["encoding"]["text"]["field"] == "count"

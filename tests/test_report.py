@@ -21,7 +21,10 @@ window.addEventListener("load", () => {
   for (const figure of document.querySelectorAll("figure.plot")) {
     const svg = figure.querySelector("svg"), img = figure.querySelector("img");
     let ok = false;
-    if (svg) { const box = svg.getBBox(); ok = box.width > 0 && box.height > 0 && svg.querySelectorAll("path, rect, line").length > 3; }
+    if (svg) {
+      const box = svg.getBBox();
+      ok = box.width > 0 && box.height > 0 && svg.querySelectorAll("path, rect, line").length > 3;
+    }
     if (img) ok = img.complete && img.naturalWidth > 0 && img.naturalHeight > 0;
     if (ok) drawn.push(figure.dataset.plot);
   }
@@ -95,9 +98,18 @@ def test_every_declared_plot_draws_in_a_browser_offline(report, tmp_path):
     page = tmp_path / "page.html"
     page.write_text((project / "reports/summary.html").read_text().replace("</body>", MEASURE + "</body>"))
     args = [
-        browser, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-        "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=10000", "--dump-dom", page.as_uri(),
-    ]  # fmt: skip
+        browser,
+        "--headless",
+        "--disable-gpu",
+        "--no-sandbox",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--proxy-server=127.0.0.1:9",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
     found = re.search(r'data-drawn="([^"]*)"', proc.stdout)
     assert found, f"the browser returned no page:\n{proc.stderr[-2000:]}"

@@ -4,12 +4,7 @@ accounted for, the folder layout's decisions, resume after kill -9, the Dask eng
 import hashlib
 import inspect
 import json
-import os
-import signal
-import subprocess
-import sys
 import tarfile
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -22,7 +17,7 @@ from pipeline.fetch.params import FetchParams
 from pipeline.fetch.plan import make_plan
 from pipeline.fetch.sources import ImagenetParams
 from pipeline.fetch.sources.imagenet import fetch, iter_url_file, read_wnids_file
-from tests.conftest import ROOT, run_cli
+from tests.conftest import kill_at, run_cli
 from tests.scripted import FAST, big_header_png, jpeg, placeholder_png
 
 A, B = "n00000001", "n00000002"
@@ -157,53 +152,17 @@ def test_plan_streams_rows_to_disk(tmp_path):
     assert len(plan) == expected
 
 
+@pytest.mark.slow
 def test_kill_then_rerun_skips_finished_shards_and_equals_uninterrupted(server, tmp_path):
     n = 24
-    bodies = {f"/k{i}.jpg": jpeg(300 + i) for i in range(n)}
-
-    def slow(h):
-        time.sleep(0.12)
-        h.reply(200, bodies[h.path])
-
-    for path in bodies:
-        server.routes[path] = slow
+    for i in range(n):
+        server.file(f"/k{i}.jpg", jpeg(300 + i))
     (tmp_path / "urls.txt").write_text("".join(f"{A}_{i}\t{server.url}/k{i}.jpg\n" for i in range(n)))
     (tmp_path / "wnids.txt").write_text(f"# one class\n{A}\n")
-    args = [
-        "-S",
-        "fetch.download.concurrency=2",
-        "-S",
-        "fetch.workers=1",
-        "fetch",
-        "--source",
-        "imagenet",
-        "--url-list",
-        "urls.txt",
-        "--wnids-file",
-        "wnids.txt",
-        "--per-class",
-        str(n),
-        "--val-per-class",
-        "0",
-        "--layout",
-        "shards",
-        "--shard-size",
-        "4",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *args, "--out", "ds"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while len(list((tmp_path / "ds/shards").glob("*.stats.json"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    time.sleep(0.5)  # the pool's processes notice their owner is gone and stop
+    args = ["-S", "fetch.download.concurrency=2", "-S", "fetch.workers=1", "fetch", "--source", "imagenet",
+            "--url-list", "urls.txt", "--wnids-file", "wnids.txt", "--per-class", str(n), "--val-per-class", "0",
+            "--layout", "shards", "--shard-size", "4"]  # fmt: skip
+    assert kill_at([*args, "--out", "ds"], tmp_path, "fetch.shard", 2), "the fetch finished before its kill"
     done = sorted(p.name for p in (tmp_path / "ds/shards").glob("*.stats.json"))
     assert 2 <= len(done) < n // 4 and (tmp_path / "ds/.incomplete").exists()
     before = dict(server.hits)
@@ -237,6 +196,7 @@ def cluster():
         yield local
 
 
+@pytest.mark.slow
 def test_fetch_prepare_train_on_a_dask_cluster_equal_the_local_pool(server, tmp_path, cluster):
     """fetch -> prepare -> train -> evaluate on the shard layout, once with every shard task on the
     Dask cluster (127.0.0.1) and once on the local process pool: the same manifest, the same
@@ -253,7 +213,10 @@ def test_fetch_prepare_train_on_a_dask_cluster_equal_the_local_pool(server, tmp_
         FetchParams(layout="shards", shard_size=5, engine="dask", scheduler=cluster.scheduler_address),
     )
     assert local.counts == dask.counts
-    strip = lambda root: read_manifest(root).drop(columns="elapsed_ms")
+
+    def strip(root):
+        return read_manifest(root).drop(columns="elapsed_ms")
+
     pd.testing.assert_frame_equal(strip(tmp_path / "local"), strip(tmp_path / "dask"))
     prepare(tmp_path / "local", tmp_path / "local-prepared", PrepareParams(size=(12, 12)))
     prepare(
@@ -265,7 +228,10 @@ def test_fetch_prepare_train_on_a_dask_cluster_equal_the_local_pool(server, tmp_
         p.relative_to(tmp_path / "local-prepared") for p in (tmp_path / "local-prepared").rglob("*") if p.is_file()
     )
     assert any(str(f).startswith("shards/") for f in files)
-    same = lambda f: (tmp_path / "local-prepared" / f).read_bytes() == (tmp_path / "dask-prepared" / f).read_bytes()
+
+    def same(f):
+        return (tmp_path / "local-prepared" / f).read_bytes() == (tmp_path / "dask-prepared" / f).read_bytes()
+
     assert all(same(f) for f in files if f.name != "meta.json")  # arrays, index, skipped
     meta = [json.loads((tmp_path / f"{name}-prepared/meta.json").read_text()) for name in ("local", "dask")]
     assert [{k: v for k, v in m.items() if k != "manifest_sha256"} for m in meta][0] == {

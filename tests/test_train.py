@@ -20,7 +20,7 @@ from pipeline.params import load_params
 from pipeline.train.models.common import Augment, Head, Preprocess
 from pipeline.train.resume import POINTER
 from pipeline.train.settings import TrainSettings
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, kill_group, pause_at, run_cli
 from tests.test_models import write_prepared
 
 # --- input pipeline ------------------------------------------------------------------------------
@@ -134,8 +134,9 @@ def test_standardize_uses_the_training_split_statistics():
 # A small pre-activation net with augmentation, dropout and batch norm: every source of randomness
 # and state the engine has to reproduce. About a second per epoch on two cores.
 ENGINE_ARGS = (
-    "-S", "train.epochs=4", "-S", "train.batch_size=16", "-S", "train.augment=seed003", "-S", "train.normalize=standardize",
-    "-S", "train.early_stopping=3", "-S", "train.preact.filters=[8,16]", "-S", "train.preact.units=2",
+    "-S", "train.epochs=4", "-S", "train.batch_size=16", "-S", "train.augment=seed003",
+    "-S", "train.normalize=standardize", "-S", "train.early_stopping=3", "-S", "train.preact.filters=[8,16]",
+    "-S", "train.preact.units=2",
 )  # fmt: skip
 
 
@@ -186,20 +187,14 @@ def engine_runs(tmp_path_factory):
             text=True,
         )
 
-    a, c, d = start(*train_cmd("A")), start(*train_cmd("C", "-S", "train.seed=1")), start(*train_cmd("D"))
+    a, c = start(*train_cmd("A")), start(*train_cmd("C", "-S", "train.seed=1"))
     pointer = root / ".backup" / "D" / "epochs" / POINTER  # Resume's record of D's last backed-up epoch
-
-    def backed_up_epochs() -> int:
-        return json.loads(pointer.read_text())["epoch"] if pointer.exists() else 0  # (replaced atomically)
-
-    deadline = time.monotonic() + 120
-    while backed_up_epochs() < 2 and d.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)  # into the next epoch
-    d.send_signal(signal.SIGKILL)
-    d.communicate()  # (reaps it and closes its pipes)
+    d = pause_at(train_cmd("D"), root, "train.epoch", 2)  # its second epoch backed up, the third not begun
     killed = d.returncode
-    backed_up = backed_up_epochs()
+    if killed is None:
+        kill_group(d)
+        killed = d.returncode
+    backed_up = json.loads(pointer.read_text())["epoch"] if pointer.exists() else 0
     for proc in (a, c):
         _, err = proc.communicate()
         assert proc.returncode == 0, err
@@ -216,6 +211,7 @@ def engine_runs(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_same_params_in_two_processes_give_identical_bytes_and_weights(engine_runs):
     root = engine_runs["root"]
     for rel in ("history.csv", "model.keras", "best.keras"):  # the .keras files too: fixed zip times, no save date
@@ -232,12 +228,14 @@ def test_same_params_in_two_processes_give_identical_bytes_and_weights(engine_ru
     assert history[0] == "epoch,accuracy,loss,val_accuracy,val_loss" and len(history) == 5
 
 
+@pytest.mark.slow
 def test_another_seed_gives_other_results(engine_runs):
     root = engine_runs["root"]
     assert (root / "A/history.csv").read_bytes() != (root / "C/history.csv").read_bytes()
     assert not same_weights(root / "A/model.keras", root / "C/model.keras")
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(engine_runs):
     root = engine_runs["root"]
     assert engine_runs["killed_returncode"] == -signal.SIGKILL, "the run finished before it could be killed"
@@ -315,6 +313,7 @@ def test_a_kill_while_a_backup_is_written_leaves_the_previous_one_usable(tmp_pat
 # --- strategies ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     write_prepared(tmp_path / "data", 40, 8, (12, 12, 1), 2)
     script = (
@@ -362,6 +361,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_strategy_two_processes_on_localhost(tmp_path):
     write_prepared(tmp_path / "data", 40, 8, (12, 12, 1), 2)
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
@@ -420,16 +420,15 @@ def test_multi_worker_strategy_two_processes_on_localhost(tmp_path):
     assert not list((tmp_path / ".backup").iterdir())  # both backups deleted at the end
 
 
-def test_multi_worker_without_tf_config_is_a_clear_error(tmp_path):
+def test_multi_worker_without_tf_config_is_a_clear_error(tmp_path, monkeypatch):
     write_prepared(tmp_path / "data", 8, 4, (8, 8, 1), 2)
-    env_without = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "-S", "train.strategy=multi_worker", "train", "--arch", "convnet", "--data", "data"],
-        cwd=tmp_path, capture_output=True, text=True, env={**env_without, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    args = ["-S", "train.strategy=multi_worker", "train", "--arch", "convnet", "--data", "data"]
+    proc = run_cli(*args, cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "multi_worker needs TF_CONFIG" in proc.stderr
 
 
+@pytest.mark.slow
 def test_mixed_precision_and_xla_are_options(tmp_path):
     """XLA really compiles the steps (its dump holds the compiled modules) and Keras does not fall
     back to no XLA; mixed float16 with a float32 output layer."""
@@ -438,8 +437,23 @@ def test_mixed_precision_and_xla_are_options(tmp_path):
     from pipeline.train.runtime import load_model
 
     write_prepared(tmp_path / "data", 16, 8, (12, 12, 1), 10)
-    args = ["-S", "train.epochs=1", "-S", "train.batch_size=8", "-S", "train.mixed_precision=true", "-S", "train.jit_compile=true",
-            "train", "--arch", "convnet", "--data", "data", "--out", "m"]  # fmt: skip
+    args = [
+        "-S",
+        "train.epochs=1",
+        "-S",
+        "train.batch_size=8",
+        "-S",
+        "train.mixed_precision=true",
+        "-S",
+        "train.jit_compile=true",
+        "train",
+        "--arch",
+        "convnet",
+        "--data",
+        "data",
+        "--out",
+        "m",
+    ]
     proc = run_cli(*args, cwd=tmp_path, env={"XLA_FLAGS": f"--xla_dump_to={tmp_path / 'xla'}"})
     assert (
         "jit_compile" not in proc.stderr
@@ -474,8 +488,8 @@ def test_xla_with_augmentation_it_cannot_compile_is_refused(tmp_path):
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert (
-        "train.jit_compile: XLA cannot compile RandomRotation, RandomShear, RandomTranslation, RandomZoom (train.augment)"
-        in proc.stderr
+        "train.jit_compile: XLA cannot compile RandomRotation, RandomShear, RandomTranslation, RandomZoom "
+        "(train.augment)" in proc.stderr
     )
 
 
@@ -506,12 +520,18 @@ def test_saved_models_have_fixed_zip_times_and_no_save_date(tmp_path):
 # --- TensorFlow's start-up noise ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_training_prints_no_tensorflow_noise_on_a_cpu_machine(tmp_path):
     write_prepared(tmp_path / "data", 16, 8, (8, 8, 3), 2)
     (tmp_path / "params.yaml").write_text("train: {}\n")  # (no "using the default params" warning)
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "-S", "train.epochs=1", "train", "--arch", "cnn", "--data", "data"],
-                          cwd=tmp_path, capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "-S", "train.epochs=1", "train", "--arch", "cnn", "--data", "data"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr
     noise = [
         line
@@ -522,6 +542,7 @@ def test_training_prints_no_tensorflow_noise_on_a_cpu_machine(tmp_path):
     assert proc.stderr == "" and proc.stdout.startswith("cnn: ")
 
 
+@pytest.mark.slow
 def test_a_log_level_the_user_sets_is_respected(tmp_path):
     script = "from pipeline.train.runtime import tensorflow; tensorflow()"
     proc = subprocess.run(
@@ -541,7 +562,10 @@ def test_which_start_up_lines_are_noise():
 
     notice = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
     info = "I0000 00:00:1795867937.581063   26142 port.cc:153] oneDNN custom operations are on."
-    cuinit = "E0000 00:00:1795867941.482552   26142 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: UNKNOWN ERROR (303)"
+    cuinit = (
+        "E0000 00:00:1795867941.482552   26142 cuda_platform.cc:52] failed call to cuInit: "
+        "INTERNAL: CUDA error: UNKNOWN ERROR (303)"
+    )
     other_error = "E0000 00:00:1795867941.482552   26142 some.cc:1] something else failed"
     python = "/x/y.py:3: UserWarning: a Python warning"
     assert is_noise(notice, 2, True) and is_noise(info, 2, True) and is_noise(cuinit, 2, True)

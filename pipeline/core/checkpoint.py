@@ -2,9 +2,10 @@
 
 The stages call `checkpoint(point)` each time they complete a unit of work: `fetch.item` (an item
 stored by a source that is not a URL list), `fetch.shard` (a shard's record written), `prepare.group`
-(a group of images prepared), `train.epoch` (an epoch's backup written). Normally that is all it
-does. A kill -9 test sets `PIPELINE_PAUSE_AT=<point>:<n>` and `PIPELINE_PAUSE_FILE=<path>`: the
-n-th time this process reaches `point`, it writes the file and holds still (for up to
+(a group of images prepared), `train.epoch` (an epoch's backup written), `evaluate.predicted` (the
+model's predictions made, nothing written) and `evaluate.metrics` (the metrics written, not the
+plots). Normally that is all it does. A kill -9 test sets `PIPELINE_PAUSE_AT=<point>:<n>` and
+`PIPELINE_PAUSE_FILE=<path>`: the n-th time this process reaches `point`, it writes the file and holds still (for up to
 PAUSE_SECONDS, then goes on), so the test kills it at that state, the same on a fast machine and a
 slow one, instead of after a sleep that may come too early or too late.
 """

@@ -163,7 +163,8 @@ def read_final_manifest(root: Path) -> pd.DataFrame:
     files = manifest_files(root)
     if not files:
         raise InputError(
-            f"{root / MANIFEST_DIR} has no manifest: the shard dataset is unfinished or damaged; run `pipeline fetch` again"
+            f"{root / MANIFEST_DIR} has no manifest: the shard dataset is unfinished or damaged; "
+            "run `pipeline fetch` again"
         )
     try:
         frame = pd.concat([read_parquet_frame(path) for path in files], ignore_index=True)
@@ -247,6 +248,7 @@ def stored_items(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     missing = sorted(set(ok["shard"]) - set(shard_names(root)))
     if missing:
         raise InputError(
-            f"{root}: the manifest lists items in shards {', '.join(missing[:3])} but {SHARDS}/{missing[0]}{SHARD_SUFFIX} is missing; run `pipeline fetch` again"
+            f"{root}: the manifest lists items in shards {', '.join(missing[:3])} but "
+            f"{SHARDS}/{missing[0]}{SHARD_SUFFIX} is missing; run `pipeline fetch` again"
         )
     return ok, bad

@@ -218,7 +218,8 @@ def _probe(scheduler: str, section: str) -> None:
         socket.create_connection((parts.hostname, parts.port or 8786), timeout=CONNECT_TIMEOUT).close()
     except OSError as exc:
         raise ConfigError(
-            f"{section}.scheduler: cannot reach the Dask scheduler {scheduler!r} ({exc.strerror or type(exc).__name__}); start one with `dask scheduler` or use --engine local"
+            f"{section}.scheduler: cannot reach the Dask scheduler {scheduler!r} "
+            f"({exc.strerror or type(exc).__name__}); start one with `dask scheduler` or use --engine local"
         ) from None
 
 
@@ -236,7 +237,8 @@ def _client(scheduler: str, workers: int, section: str):
             client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ConfigError(
-                f"{section}.scheduler: cannot reach the Dask scheduler {scheduler!r} ({type(exc).__name__}); start one with `dask scheduler` or use --engine local"
+                f"{section}.scheduler: cannot reach the Dask scheduler {scheduler!r} ({type(exc).__name__}); "
+                "start one with `dask scheduler` or use --engine local"
             ) from None
         with client:
             yield client

@@ -148,7 +148,8 @@ def _check(data: Path, split: str, x: np.ndarray, y: np.ndarray, expected: tuple
         or (len(y) and not 0 <= y.min() <= y.max() < n_classes)
     ):
         raise InputError(
-            f"{data}: the {what} arrays {x.shape} do not match meta.json {expected}: the folder is damaged or mixed; run `pipeline prepare` again"
+            f"{data}: the {what} arrays {x.shape} do not match meta.json {expected}: "
+            "the folder is damaged or mixed; run `pipeline prepare` again"
         )
 
 
@@ -182,7 +183,8 @@ def load_split(data: Path, split: str) -> tuple[np.ndarray | ShardedRows, np.nda
     rows = ShardedRows(parts, shape)
     if len(rows) != meta["splits"].get(split, -1):
         raise InputError(
-            f"{data}: the {split} shards hold {len(rows)} rows but meta.json says {meta['splits'].get(split)}: run `pipeline prepare` again"
+            f"{data}: the {split} shards hold {len(rows)} rows but meta.json says {meta['splits'].get(split)}: "
+            "run `pipeline prepare` again"
         )
     return rows, np.concatenate(labels).astype(np.int32) if labels else np.zeros(0, np.int32)
 

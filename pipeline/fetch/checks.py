@@ -84,12 +84,12 @@ def _cut_short(data: bytes, fmt: str) -> str:
     """Why `data` is not a whole file of format `fmt`, or "" (cheap structural checks only)."""
     if fmt == "JPEG":
         # Entropy-coded data never holds FF D9 (FF is stuffed as FF 00), so a whole file has its
-        # EOI after the start of its last scan; trailing bytes after the EOI are tolerated.
-        return (
-            ""
-            if data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") >= 0
-            else "no end-of-image marker after the last scan"
-        )
+        # EOI after the start of its last scan; trailing bytes after the EOI are tolerated. (The
+        # first scan is found from the front and later ones after the EOI: two short searches,
+        # not one over the whole file.)
+        eoi = data.rfind(b"\xff\xd9")
+        whole = 0 <= data.find(b"\xff\xda") < eoi and data.find(b"\xff\xda", eoi) < 0
+        return "" if whole else "no end-of-image marker after the last scan"
     if fmt == "PNG":
         return "" if b"IEND\xaeB`\x82" in data[-4096:] else "no IEND chunk"
     if fmt == "GIF":

@@ -144,7 +144,8 @@ def collect(plan: Plan, quotas: dict[str, Quota], out: Path, cfg: FetchParams, s
         shards, consumed, settled = _waves(plan, out, layout, settings, cfg.shard_size, engine, totals, trains)
     _remove_stale(out, layout, shards)
     warnings = [
-        f"class {cls}: {int(settled.have[i])} of {int(totals[i])} images after trying all {int(consumed[i])} URLs of its list"
+        f"class {cls}: {int(settled.have[i])} of {int(totals[i])} images "
+        f"after trying all {int(consumed[i])} URLs of its list"
         for i, cls in enumerate(classes)
         if settled.have[i] < totals[i]
     ]

@@ -233,7 +233,8 @@ def prepare(root: Path, out: Path, cfg: PrepareParams, survey_json: Path | None 
     src, dst = root.resolve(), out.resolve()
     if dst == src or src in dst.parents:
         raise ConfigError(
-            f"--out {out} is inside --in {root}: the next run would read the output as a class; choose a folder outside it"
+            f"--out {out} is inside --in {root}: the next run would read the output as a class; "
+            "choose a folder outside it"
         )
     items = list_items(root)
     classes, skipped = items.classes, list(items.skipped)

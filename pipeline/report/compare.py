@@ -25,8 +25,8 @@ FALLBACK_SORT = "accuracy"  # every evaluation has it
 # Every metric `pipeline evaluate` can write (a test checks this against its output), so a sort
 # metric that none of the rows has is still told apart from a typo.
 KNOWN_METRICS = {
-    "mse", "pearson", "accuracy", "best_threshold", "best_threshold_accuracy", "roc_auc", "log_loss", "precision", "recall", "f1",
-    "macro_f1", "top5_accuracy", "per_class_accuracy", "params", "epochs",
+    "mse", "pearson", "accuracy", "best_threshold", "best_threshold_accuracy", "roc_auc", "log_loss",
+    "precision", "recall", "f1", "macro_f1", "top5_accuracy", "per_class_accuracy", "params", "epochs",
 }  # fmt: skip
 UNKNOWN_DATA = "unknown data"
 
@@ -51,7 +51,10 @@ class Comparison:
         for arch, label in self.datasets.items():
             groups.setdefault(label, []).append(arch)
         listing = "; ".join(f"{', '.join(archs)} on {label}" for label, archs in groups.items())
-        return f"Warning: these rows come from {len(groups)} different datasets ({listing}); compare only rows of the same data."
+        return (
+            f"Warning: these rows come from {len(groups)} different datasets ({listing}); "
+            "compare only rows of the same data."
+        )
 
 
 def flatten(metrics: dict, prefix: str = "") -> dict:

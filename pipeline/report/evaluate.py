@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from pipeline.core.checkpoint import checkpoint
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_json
 from pipeline.core.paths import dataset_file
@@ -138,7 +139,8 @@ def evaluate(model_path: Path, data: Path, n_thresholds: int) -> Evaluation:
     probs = predict_probs(model, x_val)
     if probs.shape[1] != len(meta["classes"]):
         raise InputError(
-            f"{model_path} predicts {probs.shape[1]} classes but {data} has {len(meta['classes'])}: retrain on this data"
+            f"{model_path} predicts {probs.shape[1]} classes but {data} has {len(meta['classes'])}: "
+            "retrain on this data"
         )
     metrics = compute_metrics(y_val, probs, meta["classes"], n_thresholds)
     metrics["params"] = int(model.count_params())
@@ -153,7 +155,9 @@ def run(model_path: Path, data: Path, n_thresholds: int, metrics_out: Path, plot
     """The evaluate stage: the metrics to `metrics_out`, the data's identity beside them
     (`<name>.dataset.json`) and every plot of the model to `plots_dir`."""
     evaluation = evaluate(model_path, data, n_thresholds)
+    checkpoint("evaluate.predicted")
     write_json(metrics_out, evaluation.metrics)
+    checkpoint("evaluate.metrics")
     write_json(dataset_file(metrics_out), identity(data))
     write_plots(evaluation, load_split(data, "val")[0], plots_dir)
     return evaluation

@@ -80,7 +80,8 @@ def predict(
     shape = list(meta["input_shape"])
     if list(model.input_shape[1:]) != shape:
         raise InputError(
-            f"{model_path} takes {model.input_shape[1:]} inputs but {data}/meta.json says {shape}: retrain, or pass the --data it was trained on"
+            f"{model_path} takes {model.input_shape[1:]} inputs but {data}/meta.json says {shape}: "
+            "retrain, or pass the --data it was trained on"
         )
     size = (shape[0], shape[1])
     images: dict[int, np.ndarray] = {}

@@ -82,7 +82,8 @@ def _plots_section(archs: list[str], plots_dir: Path, out_dir: Path, html_page: 
         "## Plots",
         "",
         f"Every plot below, drawn on one page that works offline: {_link(html_page, out_dir)}. "
-        "`dvc plots show` draws them into `dvc_plots/index.html` (`dvc plots diff` compares revisions; that page loads Vega from the internet).",
+        "`dvc plots show` draws them into `dvc_plots/index.html` (`dvc plots diff` compares revisions; "
+        "that page loads Vega from the internet).",
         "",
         "| arch | predictions | training curves | accuracy by threshold | ROC | confusion matrix |",
         "|:--|:--|:--|:--|:--|:--|",
@@ -143,7 +144,7 @@ th { background: #f7f7f7; text-align: left; } td.num { text-align: right; font-v
 figure { margin: 0; } figcaption { font-size: .9rem; color: #444; margin-bottom: .3rem; max-width: 640px; }
 figure svg, figure img { max-width: 100%; height: auto; display: block; }
 figure.missing p { color: #b00; }
-"""
+"""  # noqa: E501 (the page's bytes)
 
 
 def _table_html(comparison: Comparison) -> str:
@@ -176,9 +177,15 @@ class _Figures:
     def _figure(self, rel: str, caption: str, body: str | None) -> str:
         if body is None:
             self.missing.append(rel)
-            return f'<figure class="plot missing" data-plot="{html.escape(rel)}"><figcaption>{html.escape(caption)}</figcaption><p>not found: {html.escape(rel)}</p></figure>'
+            return (
+                f'<figure class="plot missing" data-plot="{html.escape(rel)}"><figcaption>{html.escape(caption)}'
+                f"</figcaption><p>not found: {html.escape(rel)}</p></figure>"
+            )
         self.drawn.append(rel)
-        return f'<figure class="plot" data-plot="{html.escape(rel)}"><figcaption>{html.escape(caption)}</figcaption>{body}</figure>'
+        return (
+            f'<figure class="plot" data-plot="{html.escape(rel)}"><figcaption>{html.escape(caption)}'
+            f"</figcaption>{body}</figure>"
+        )
 
     def chart(self, rel: str, caption: str, make_spec, records: list | None = None) -> str:
         """The plot file `rel` (or `records`, its data computed here) drawn by `make_spec`."""
@@ -190,7 +197,8 @@ class _Figures:
         path = self.plots_dir / rel
         body = None
         if path.exists():
-            body = f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+            encoded = base64.b64encode(path.read_bytes()).decode()
+            body = f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
         return self._figure(rel, caption, body)
 
 
@@ -254,7 +262,8 @@ def summary_html(comparison: Comparison, survey: dict, plots_dir: Path, metrics_
         identity = read_dataset(metrics_file)
         sections.append(_arch_section(figures, str(arch), metrics, identity.get("classes") if identity else None))
     fallback = (
-        f"<p>Without {html.escape(comparison.sort)} (ranked by accuracy): {html.escape(', '.join(comparison.fallback))}.</p>"
+        f"<p>Without {html.escape(comparison.sort)} (ranked by accuracy): "
+        f"{html.escape(', '.join(comparison.fallback))}.</p>"
         if comparison.fallback
         else ""
     )
@@ -271,7 +280,7 @@ def summary_html(comparison: Comparison, survey: dict, plots_dir: Path, metrics_
 {shape_figure}
 </div>
 {chr(10).join(sections)}
-"""
+"""  # noqa: E501 (the page's bytes)
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -301,7 +310,8 @@ def write_report(
     for path in (survey_json, compare_md):
         if path is not None and not path.exists():
             raise InputError(
-                f"file not found: {path} (run `dvc repro`, or `pipeline survey-shapes --out` / `pipeline compare --out` first)"
+                f"file not found: {path} (run `dvc repro`, "
+                "or `pipeline survey-shapes --out` / `pipeline compare --out` first)"
             )
     survey = json.loads(survey_json.read_text())
     comparison = compare(metrics_dir, sort)

@@ -328,7 +328,8 @@ def train(
     head = head_for(len(meta["classes"]), settings.head)
     if settings.loss == "categorical_crossentropy" and head.units == 1:
         raise ConfigError(
-            "train.loss: categorical_crossentropy needs a softmax output; set train.head: softmax (or use mse, binary_crossentropy)"
+            "train.loss: categorical_crossentropy needs a softmax output; "
+            "set train.head: softmax (or use mse, binary_crossentropy)"
         )
     if not meta["splits"].get("train"):
         raise InputError(f"{data}: the training split is empty; set prepare.train_size")
@@ -456,7 +457,8 @@ def _check_xla(model) -> None:
     unsupported = sorted({type(layer).__name__ for layer in walk(model) if not layer.supports_jit})
     if unsupported:
         raise ConfigError(
-            f"train.jit_compile: XLA cannot compile {', '.join(unsupported)} (train.augment); set train.augment: none or train.jit_compile: false"
+            f"train.jit_compile: XLA cannot compile {', '.join(unsupported)} (train.augment); "
+            "set train.augment: none or train.jit_compile: false"
         )
 
 

@@ -69,7 +69,8 @@ MNIST_SHA256 = {
 
 
 class MnistParams(Section):
-    url: str = "https://storage.googleapis.com/cvdf-datasets/mnist/"  # base URL of the four files (a trailing / is added if missing)
+    # base URL of the four files (a trailing / is added if missing)
+    url: str = "https://storage.googleapis.com/cvdf-datasets/mnist/"
     sha256: dict[str, Sha256] = MNIST_SHA256  # file -> pin; a file not listed is not checked
     download_dir: str | None = None  # download cache [default: <out>/../downloads]
 
@@ -86,7 +87,8 @@ CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001
 
 
 class Cifar10Params(Section):
-    url: str = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # or a base URL ending in / to which cifar-10-python.tar.gz is added
+    # the tarball, or a base URL ending in / to which cifar-10-python.tar.gz is added
+    url: str = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     sha256: Sha256 | None = CIFAR10_SHA256  # "" or null: no check
     download_dir: str | None = None  # download cache [default: <out>/../downloads]
     max_member_bytes: Bytes = 100_000_000  # each batch is 31 MB

@@ -329,7 +329,7 @@ def test_bad_engine_and_unreachable_scheduler_are_one_line(server, tmp_path):
 
 
 def test_engine_bounds_tasks_in_flight():
-    from pipeline.core.engine import map_shards
+    from pipeline.core.engine import Engine
 
     pulled = []
 
@@ -338,7 +338,8 @@ def test_engine_bounds_tasks_in_flight():
             pulled.append(i)
             yield i
 
-    results = map_shards(abs, tasks(), "local", workers=2)
-    first = next(results)
-    assert first in range(40) and len(pulled) <= 5  # 2 x workers in flight, plus the one refilled
-    assert sorted([first, *results]) == list(range(40))
+    with Engine("local", workers=2) as engine:
+        results = engine.map(abs, tasks())
+        first = next(results)
+        assert first in range(40) and len(pulled) <= 5  # 2 x workers in flight, plus the one refilled
+        assert sorted([first, *results]) == list(range(40))

@@ -54,20 +54,9 @@ SHARDS = "shards"  # shard layout: tars and the shards' records (parquet rows an
 MANIFEST_DIR = "manifest"  # shard layout: the settled manifest, one parquet file per shard
 SIDECARS = {MANIFEST, DATASET, SUMMARY}  # the dataset's own files, not items
 COLUMNS = [
-    "url",
-    "path",
-    "class",
-    "split",
-    "status",
-    "reason",
-    "http_status",
-    "bytes",
-    "sha256",
-    "width",
-    "height",
-    "format",
+    "url", "path", "class", "split", "status", "reason", "http_status", "bytes", "sha256", "width", "height", "format",
     "elapsed_ms",
-]
+]  # fmt: skip
 NUMERIC = ["http_status", "bytes", "width", "height", "elapsed_ms"]
 SHARD_SUFFIX = ".tar"
 MEMBER_SEP = "#"  # `shards/00000.tar#<member>`: a stored item's path in the shard layout

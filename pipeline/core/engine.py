@@ -1,15 +1,17 @@
-"""Where per-shard tasks run: a local process pool (default) or a Dask cluster, behind one call.
+"""Where tasks run: a local process pool (default) or a Dask cluster, behind one interface.
 
-    for result in map_shards(fn, tasks, engine="local"):            # every core of this machine
-    for result in map_shards(fn, tasks, engine="dask", scheduler="tcp://host:8786"):
+    with Engine("local") as engine:                                   # every core of this machine
+        for result in engine.map(fn, tasks): ...
+    with Engine("dask", scheduler="tcp://host:8786") as engine: ...   # a cluster
 
 `fn` is a module-level function (pickled by reference) taking one task and returning a small
 picklable result; results come back as tasks finish, in any order. `tasks` may be a lazy iterator:
 at most `2 x workers` tasks are in flight at once, so a plan of a million shards is never all
 submitted (nor held) at the same time. The same `fn` runs unchanged on both engines; with Dask,
 every worker must import this package and see the output folder at the same path (a shared file
-system). `fetch` runs its shards on it, `prepare` its per-shard work (`section` names the params,
-fetch or prepare, in error messages).
+system). On the local engine a map of one task runs it in the calling process (no start-up to pay
+for a small list). `fetch` runs its shards on it, `prepare` its groups of images (`section` names
+the params, fetch or prepare, in error messages).
 """
 
 from __future__ import annotations
@@ -53,28 +55,9 @@ def default_workers(workers: int = 0) -> int:
     return workers or os.cpu_count() or 1
 
 
-def map_shards(
-    fn: Callable[[Any], Any],
-    tasks: Iterable[Any],
-    engine: str = "local",
-    scheduler: str = "",
-    workers: int = 0,
-    preload: Iterable[str] = (),
-    section: str = "fetch",
-) -> Iterator[Any]:
-    """Run `fn(task)` for every task on `engine`; yield each result as soon as its task finishes.
-
-    An exception in a task is raised here (the remaining tasks are cancelled). `workers` is the
-    number of local processes (0 = one per core); with Dask and a `scheduler`, the cluster decides.
-    `preload`: modules the local processes import once, before they fork (what `fn` imports lazily).
-    """
-    with Engine(engine, scheduler, workers, preload, section) as pool:
-        yield from pool.map(fn, tasks)
-
-
 class Engine:
-    """The processes (or the cluster connection) of `map_shards`, kept open across several maps:
-    a fetch runs one map per wave and starts its workers once."""
+    """The processes (or the cluster connection) that run tasks, kept open across several maps: a
+    fetch runs one map per wave and starts its workers once."""
 
     def __init__(
         self,
@@ -119,9 +102,11 @@ class Engine:
         return self._pool
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
-        """`fn(task)` for every task, results as they finish (see `map_shards`). On the local engine
-        a map of one task runs it in this process: other processes would add their start-up (about
-        a second) and nothing else."""
+        """`fn(task)` for every task, results as they finish. An exception in a task is raised here
+        (the remaining tasks are cancelled). On the local engine a map of one task runs it in this
+        process: other processes would add their start-up (about a second) and nothing else.
+        `workers` is the number of local processes (0 = one per core); with Dask and a `scheduler`,
+        the cluster decides. `preload`: modules the local processes import once, before they fork."""
         tasks = iter(tasks)
         if self.engine == "local":
             first, second = next(tasks, _END), next(tasks, _END)

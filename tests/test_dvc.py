@@ -1,10 +1,11 @@
 """The DVC pipeline itself: dvc repro, nothing rerun the second time, honest dependencies, metrics,
-experiments."""
+experiments.
+
+Every test that runs DVC's pipeline is in the slow tier. The tiny project is reproduced once a
+session (tests/dvc_projects.py) and each test that changes it works on a copy."""
 
 import json
-import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -12,51 +13,27 @@ from ruamel.yaml import YAML
 
 from pipeline.report.compare import flatten
 from pipeline.train.settings import TrainSettings
-from tests.conftest import ROOT, make_dvc_project
-
-# Loaded by every Python process started with it on PYTHONPATH: a process that DVC runs for a stage
-# (DVC sets DVC_STAGE) records, at exit, every module of this project it imported.
-RECORD_IMPORTS = """
-import atexit, json, os, sys
-
-def _record():
-    stage = os.environ.get("DVC_STAGE")
-    if stage:
-        files = sorted({m.__file__ for name, m in list(sys.modules.items()) if name.split(".")[0] == "pipeline" and getattr(m, "__file__", None)})
-        with open(os.environ["PIPELINE_IMPORT_LOG"], "a") as log:
-            log.write(json.dumps({"stage": stage, "files": files}) + "\\n")
-
-atexit.register(_record)
-"""
+from tests import dvc_projects
+from tests.conftest import ROOT, run_cli
+from tests.dvc_projects import Reproduced, commit_all, copy_project, dvc, git
 
 
-def dvc(project, *args, check=True, env=None):
-    proc = subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+@pytest.fixture(scope="session")
+def reproduced(request, tmp_path_factory) -> Reproduced:
+    """The tiny project after one `dvc repro`, and for each stage the project files its command imported."""
+    return dvc_projects.reproduced(request.config, tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory):
-    """A tiny project after one `dvc repro`, and for each stage the project files its command imported."""
-    project = make_dvc_project(tmp_path_factory.mktemp("dvc"))
-    hook = tmp_path_factory.mktemp("hook")
-    (hook / "sitecustomize.py").write_text(RECORD_IMPORTS)
-    log = hook / "imports.jsonl"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
-        "PIPELINE_IMPORT_LOG": str(log),
-    }
-    dvc(project, "repro", env=env)
-    imports: dict[str, set[str]] = {}
-    for line in log.read_text().splitlines():
-        record = json.loads(line)
-        imports.setdefault(record["stage"], set()).update(
-            Path(f).resolve().relative_to(ROOT).as_posix() for f in record["files"]
-        )
-    return project, imports
+@pytest.fixture(scope="session")
+def two_epochs(request, tmp_path_factory) -> Path:
+    """A copy of it committed, then `dvc exp run -S train.epochs=2` committed on top (read only)."""
+    return dvc_projects.two_epochs(request.config, tmp_path_factory)
+
+
+@pytest.fixture
+def project(reproduced, tmp_path) -> Path:
+    """A copy of the reproduced project, this test's to change."""
+    return copy_project(reproduced.root, tmp_path / "project")
 
 
 def declared_deps() -> dict[str, list[str]]:
@@ -69,8 +46,9 @@ def covered(path: str, deps: list[str]) -> bool:
     return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
 
 
+@pytest.mark.slow
 def test_every_imported_module_is_a_declared_dependency(reproduced):
-    _, imports = reproduced
+    imports = reproduced.imports
     deps = declared_deps()
     assert {stage.split("@")[0] for stage in imports} == set(deps)  # every stage ran and was recorded
     missing = {
@@ -81,15 +59,15 @@ def test_every_imported_module_is_a_declared_dependency(reproduced):
     )
 
 
-def test_touching_an_imported_module_marks_its_stages_changed(reproduced, monkeypatch):
+@pytest.mark.slow
+def test_touching_an_imported_module_marks_its_stages_changed(reproduced, project, monkeypatch):
     """What DVC itself concludes: after appending a comment to any module a stage imports, `dvc
     status` names that stage; after restoring it, nothing."""
     from dvc.repo import Repo
 
-    project, imports = reproduced
     monkeypatch.chdir(project)  # DVC names stages relative to the working directory
     importers: dict[str, set[str]] = {}
-    for stage, files in imports.items():
+    for stage, files in reproduced.imports.items():
         for file in files:
             importers.setdefault(file, set()).add(stage)
     with Repo(str(project)) as repo:
@@ -111,9 +89,9 @@ def test_train_stage_params_are_the_training_settings():
     assert sorted(train) == sorted([f"train.{name}" for name in TrainSettings.model_fields] + ["train.${item}"])
 
 
-def test_repro_then_up_to_date_then_experiment(reproduced):
-    project, _ = reproduced
-    metrics = {arch: (project / f"metrics/{arch}.json").read_bytes() for arch in ("mlp", "cnn")}
+@pytest.mark.slow
+def test_repro_then_up_to_date_then_experiment(reproduced, project, two_epochs):
+    metrics = {arch: (reproduced.root / f"metrics/{arch}.json").read_bytes() for arch in ("mlp", "cnn")}
     assert (project / "reports/compare.md").read_text().count("|") > 10
 
     second = dvc(project, "repro")
@@ -129,58 +107,40 @@ def test_repro_then_up_to_date_then_experiment(reproduced):
         assert values and all(isinstance(v, (int, float)) for v in values), name
     assert json.loads((project / "metrics/cnn.dataset.json").read_text())["source"] == "synthetic"
 
-    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny run"], cwd=project, check=True
-    )
+    commit_all(project, "tiny run")
     # Every stage again: every output git keeps, and dvc.lock's hashes of what DVC keeps, are the same
     # bytes (no TensorBoard file names, zip times or run times among them), so git sees no change.
     forced = dvc(project, "repro", "--force")
     assert forced.stdout.count("Running stage") == 10
-    assert (
-        subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True).stdout
-        == ""
-    )
+    assert git(project, "status", "--porcelain").stdout == ""
     assert (project / "runs/cnn/run.json").exists() and list(
         (project / "runs/cnn/tensorboard").iterdir()
     )  # beside, ignored
-    dvc(project, "exp", "run", "-S", "train.epochs=2")
-    assert json.loads((project / "metrics/cnn.json").read_text())["epochs"] == 2
-    assert (project / "metrics/mlp.json").read_bytes() != metrics["mlp"]
+
+    # `dvc exp run -S train.epochs=2` on the committed tiny run (the shared `two_epochs` project ran it)
+    assert json.loads((two_epochs / "metrics/cnn.json").read_text())["epochs"] == 2
+    assert (two_epochs / "metrics/mlp.json").read_bytes() != metrics["mlp"]
 
     # DVC refuses a new key unless it is forced with `+`; the stage itself must then refuse it.
     typo = dvc(project, "exp", "run", "-S", "+train.epocs=2", check=False)
     assert typo.returncode != 0
     assert "train.epocs: unknown key" in typo.stdout + typo.stderr
-    git(
-        project, "checkout", "--", "params.yaml"
-    )  # the failed run leaves the typo in the workspace; the next tests share it
 
 
-def git(project, *args):
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=project,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-
-
-def test_share_through_a_remote_then_a_fresh_clone_reruns_nothing(reproduced, tmp_path):
+@pytest.mark.slow
+def test_share_through_a_remote_then_a_fresh_clone_reruns_nothing(project, tmp_path):
     """`dvc push` to a local-directory remote, a fresh clone, `dvc pull`: the pipeline is up to date
     there. Experiments travel through a git remote (a local bare repository) with `dvc exp push/pull`."""
-    project, _ = reproduced
-    dvc(project, "repro")  # the workspace as params.yaml says (earlier tests ran experiments in it)
+    assert "Data and pipelines are up to date" in dvc(project, "status").stdout  # the copy as reproduced
     origin = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", str(origin))
     dvc(project, "remote", "add", "-d", "store", str(tmp_path / "store"))
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "shared run", "--allow-empty")
+    commit_all(project, "shared run")
     git(project, "remote", "add", "origin", str(origin))
     git(project, "push", "-q", "origin", "HEAD:main")
     dvc(project, "push")
-    dvc(project, "exp", "run", "-n", "shared-exp", "-S", "evaluate.thresholds=20")
+    # A param only the last two stages read (compare, report): the experiment is a few seconds.
+    dvc(project, "exp", "run", "-n", "shared-exp", "-S", "compare.sort=mse")
     dvc(project, "exp", "push", "origin", "shared-exp")
 
     clone = tmp_path / "clone"
@@ -192,23 +152,18 @@ def test_share_through_a_remote_then_a_fresh_clone_reruns_nothing(reproduced, tm
     dvc(clone, "exp", "pull", "origin", "shared-exp")
     assert "shared-exp" in dvc(clone, "exp", "list", "--name-only").stdout
 
-    board = json.loads(
-        subprocess.run(
-            ["pipeline", "leaderboard", "--json"], cwd=project, capture_output=True, text=True, check=True
-        ).stdout
-    )
+    board = json.loads(run_cli("leaderboard", "--json", cwd=project).stdout)
     assert {(row["experiment"], row["arch"]) for row in board} >= {("shared-exp", "cnn"), ("shared-exp", "mlp")}
-    assert {row["evaluate.thresholds"] for row in board if row["experiment"] == "shared-exp"} == {
-        20
+    assert {row["compare.sort"] for row in board if row["experiment"] == "shared-exp"} == {
+        "mse"
     }  # the param that differs
 
 
-def test_a_queued_grid_runs_and_the_leaderboard_ranks_it(reproduced):
+@pytest.mark.slow
+def test_a_queued_grid_runs_and_the_leaderboard_ranks_it(project, tmp_path):
     """DVC's own sweep syntax queues one experiment per combination (a list-valued param sweeps as
     `[a,b],[c,d]`); `dvc queue start` runs them; the leaderboard lists each with its params."""
-    project, _ = reproduced
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "baseline for the grid", "--allow-empty")
+    commit_all(project, "baseline for the grid")
     queued = dvc(
         project, "exp", "run", "--queue", "-S", "evaluate.thresholds=10,30", "-S", "compare.sort=mse,accuracy"
     ).stdout
@@ -222,26 +177,18 @@ def test_a_queued_grid_runs_and_the_leaderboard_ranks_it(reproduced):
         "remove",
         *[line.split("'")[1] for line in sweep.splitlines() if line.startswith("Queued experiment")],
     )
-    dvc(project, "queue", "start", "-j", "1")
-    deadline = time.monotonic() + 600
-    while (
-        any(word in dvc(project, "queue", "status").stdout for word in ("Queued", "Running"))
-        and time.monotonic() < deadline
-    ):
-        time.sleep(3)
+    # Two workers, one a core. A worker stays up (holding any pipe it was given, so not a captured
+    # stdout) until the queue has been empty for a while: wait for the experiments, not for it.
+    with open(tmp_path / "queue-start.log", "w") as log:
+        started = subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=project, stdout=log, stderr=log)
+    assert started.returncode == 0, (tmp_path / "queue-start.log").read_text()
+    dvc_projects.wait_for_queue(project, names)
+    dvc(project, "queue", "stop")  # the idle workers go now rather than after their timeout
     status = dvc(project, "queue", "status").stdout
     assert all(f"{name}" in status for name in names) and "Failed" not in status, status
     assert f"Reproducing experiment '{names[0]}'" in dvc(project, "queue", "logs", names[0]).stdout
 
-    board = json.loads(
-        subprocess.run(
-            ["pipeline", "leaderboard", "--json", "--sort", "best_threshold_accuracy"],
-            cwd=project,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    board = json.loads(run_cli("leaderboard", "--json", "--sort", "best_threshold_accuracy", cwd=project).stdout)
     grid = [row for row in board if row["experiment"] in names]
     assert len(grid) == 8  # 4 experiments x 2 architectures
     assert {(row["evaluate.thresholds"], row["compare.sort"]) for row in grid} == {

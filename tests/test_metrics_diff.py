@@ -3,12 +3,14 @@ themselves and against `dvc metrics diff`; and the DVC pipeline's plots."""
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from pipeline.report.metrics_diff import Change
+from tests import dvc_projects
 from tests.conftest import run_cli
 
 
@@ -47,22 +49,21 @@ def test_change_delta_percentage_and_verdict():
     assert (missing.delta, missing.pct, missing.verdict) == (None, None, "")
 
 
-@pytest.fixture
-def metrics_repo(tmp_path):
+@pytest.fixture(scope="module")
+def metrics_repo_once(tmp_path_factory):
     """A git + DVC repo whose dvc.yaml declares metrics files, with two commits written by hand."""
+    root = tmp_path_factory.mktemp("metrics-repo")
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
-        subprocess.run(cmd, cwd=tmp_path, check=True)
-    (tmp_path / "dvc.yaml").write_text(
-        "metrics:\n  - metrics/mlp.json\n  - metrics/cnn.json\n  - metrics/lenet5.json\n"
-    )
-    (tmp_path / "metrics").mkdir()
+        subprocess.run(cmd, cwd=root, check=True)
+    (root / "dvc.yaml").write_text("metrics:\n  - metrics/mlp.json\n  - metrics/cnn.json\n  - metrics/lenet5.json\n")
+    (root / "metrics").mkdir()
 
     def commit(files, message):
         for name, data in files.items():
-            path = tmp_path / "metrics" / name
+            path = root / "metrics" / name
             path.unlink(missing_ok=True) if data is None else path.write_text(json.dumps(data))
-        git(tmp_path, "add", "-A")
-        git(tmp_path, "commit", "-qm", message)
+        git(root, "add", "-A")
+        git(root, "commit", "-qm", message)
 
     commit(
         {
@@ -85,7 +86,13 @@ def metrics_repo(tmp_path):
         },
         "two",
     )
-    return tmp_path
+    return root
+
+
+@pytest.fixture
+def metrics_repo(metrics_repo_once, tmp_path):
+    """This test's copy of it (`git init` and `dvc init` once a module, not once a test)."""
+    return shutil.copytree(metrics_repo_once, tmp_path / "repo", symlinks=True)
 
 
 def test_diff_between_commits_with_missing_archs_and_metrics(metrics_repo):
@@ -159,6 +166,7 @@ def test_diff_user_errors_are_one_line(metrics_repo, args, expected):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_diff_against_a_dvc_experiment(metrics_repo):
     """An experiment name from `dvc exp run -n` is a revision too (a one-line stage stands in for training)."""
     (metrics_repo / "params.yaml").write_text("scale: 1\n")
@@ -188,24 +196,30 @@ def test_diff_outside_a_dvc_project(tmp_path):
     assert proc.returncode == 2 and "not inside a DVC project" in proc.stderr
 
 
-def test_pipeline_plots_and_diff_between_two_commits(dvc_project):
+@pytest.fixture(scope="session")
+def two_epochs(request, tmp_path_factory):
+    """The tiny DVC project reproduced and committed, then `dvc exp run -S train.epochs=2` committed on
+    top (tests/dvc_projects.py: built once a session, shared with tests/test_dvc.py; read only)."""
+    return dvc_projects.two_epochs(request.config, tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_pipeline_plots_and_diff_between_two_commits(two_epochs, tmp_path):
     """The tiny pipeline twice with different params: every declared plot renders, and the diff of the
     two commits has the deltas of the files themselves, as `dvc metrics diff` does."""
-    git(dvc_project, "add", "-A")
-    git(dvc_project, "commit", "-qm", "code and params")
-    dvc(dvc_project, "repro")
-    assert (dvc_project / "reports/summary.md").read_text().startswith("# Summary")
+    project = two_epochs
+    assert (project / "reports/summary.md").read_text().startswith("# Summary")
 
-    dvc(dvc_project, "plots", "show", "-o", "html")
-    html = (dvc_project / "html/index.html").read_text()
-    declared = json.loads(dvc(dvc_project, "plots", "show", "--json"))["data"]
+    dvc(project, "plots", "show", "-o", str(tmp_path / "html"))
+    html = (tmp_path / "html/index.html").read_text()
+    declared = json.loads(dvc(project, "plots", "show", "--json"))["data"]
     assert len(declared) == 11  # per arch: curves, thresholds, ROC, confusion, predictions; and the shapes
     for plot_id in declared:
         assert re.sub(r"[^a-zA-Z0-9]", "_", plot_id) in html, plot_id
     for arch in ("mlp", "cnn"):
         for name in ("curves.json", "thresholds.json", "roc.json", "confusion.json", "predictions.png"):
             assert f"plots/{arch}/{name}" in declared
-        assert (dvc_project / f"html/static/workspace_plots_{arch}_predictions.png").stat().st_size > 10_000
+        assert (tmp_path / f"html/static/workspace_plots_{arch}_predictions.png").stat().st_size > 10_000
     assert "plots/shapes.json" in declared
     assert not any(plot_id.startswith("dvclive/") for plot_id in declared)  # the curves are drawn once, overlaid:
     curves = declared["plots/cnn/curves.json"][0]["content"]
@@ -216,19 +230,14 @@ def test_pipeline_plots_and_diff_between_two_commits(dvc_project):
     confusion = declared["plots/cnn/confusion.json"][0]["content"]
     assert {param["name"]: param.get("value") for param in confusion["params"]}["showValues"] is True  # counts shown
 
-    git(dvc_project, "add", "-A")
-    git(dvc_project, "commit", "-qm", "one epoch")
-    params = dvc_project / "params.yaml"
-    params.write_text(params.read_text().replace("epochs: 1", "epochs: 2"))
-    dvc(dvc_project, "repro")
-    git(dvc_project, "add", "-A")
-    git(dvc_project, "commit", "-qm", "two epochs")
-
-    result = by_key(diff_json(dvc_project, "HEAD~1", "HEAD"))
-    theirs = json.loads(dvc(dvc_project, "metrics", "diff", "HEAD~1", "HEAD", "--json"))
+    # HEAD~1 is the run with `epochs: 1`, HEAD the one with `epochs: 2` (and nothing else changed).
+    assert git(project, "log", "--format=%s").split("\n")[:2] == ["two epochs", "one epoch"]
+    assert git(project, "diff", "HEAD~1", "HEAD", "--", "params.yaml").count("epochs:") == 2
+    result = by_key(diff_json(project, "HEAD~1", "HEAD"))
+    theirs = json.loads(dvc(project, "metrics", "diff", "HEAD~1", "HEAD", "--json"))
     for arch in ("mlp", "cnn"):
-        old = json.loads(git(dvc_project, "show", f"HEAD~1:metrics/{arch}.json"))
-        new = json.loads((dvc_project / f"metrics/{arch}.json").read_text())
+        old = json.loads(git(project, "show", f"HEAD~1:metrics/{arch}.json"))
+        new = json.loads((project / f"metrics/{arch}.json").read_text())
         assert result[(arch, "epochs")]["delta"] == 1
         changed = {m for m in old if old[m] != new[m]}
         assert changed >= {"epochs", "mse"}

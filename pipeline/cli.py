@@ -37,6 +37,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
 # Results go to stdout (wide when piped, so tables stay readable in logs, unless COLUMNS says
 # otherwise); progress and errors to stderr.
 def _results_console() -> Console:

@@ -95,15 +95,19 @@ def tensorflow():
 
 
 def keras_seeded(seed: int, deterministic: bool = True):
-    """Import Keras with TensorFlow quiet, seeded and, unless `deterministic` is False, with
-    TensorFlow's op determinism (same params -> same bytes). Keras will not compile with XLA while
-    op determinism is on, so a run with `train.jit_compile` turns it off."""
+    """Import Keras with TensorFlow quiet, a fresh Keras session, seeded and, unless
+    `deterministic` is False, with TensorFlow's op determinism (same params -> same bytes). The
+    fresh session restarts Keras' layer-name counters: a model built after another in the same
+    process (`pipeline train` of several architectures, or a test) is named, and so saved, exactly
+    as in a process of its own. Keras will not compile with XLA while op determinism is on, so a
+    run with `train.jit_compile` turns it off."""
     tf = tensorflow()
     import keras
     from tensorflow.python.framework import config as tf_config  # (its public API can only turn determinism on)
 
     import pipeline.train.models.layers  # noqa: F401  (registers custom layers, so saved models load)
 
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()

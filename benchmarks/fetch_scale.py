@@ -244,6 +244,8 @@ class Pipeline:
             "fetch.engine=local",
             "--set",
             f"fetch.workers={I2D_PROCESSES}",
+            "--set",  # the benchmark's server: a URL list reaches public addresses only, unless let through
+            "fetch.download.allow_networks=[127.0.0.1/32]",
         ]
         return out + (["--set", f"fetch.shard_size={shard_rows}"] if shard_rows else [])
 

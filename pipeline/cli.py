@@ -118,6 +118,7 @@ OPTION_KEYS: dict[str, dict[str, str]] = {
         "shard_size": "fetch.shard_size",
         "engine": "fetch.engine",
         "scheduler": "fetch.scheduler",
+        "verify": "fetch.rehash",
         "per_class": "fetch.{source}.per_class",
         "val_per_class": "fetch.{source}.val_per_class",
         "wnids": "fetch.{source}.wnids",
@@ -238,6 +239,15 @@ def fetch(
     shard_size: Annotated[int | None, typer.Option(help="URLs per shard (fetch.shard_size).")] = None,
     engine: Annotated[str | None, typer.Option(help="Where shards run: local or dask (fetch.engine).")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler, tcp://HOST:8786 (fetch.scheduler).")] = None,
+    verify: Annotated[
+        bool | None,
+        typer.Option(
+            "--verify",
+            help="Re-hash every stored image of the finished shards against the manifest; fetch again those "
+            "that differ (fetch.rehash).",
+            show_default=False,
+        ),
+    ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail when a class gets fewer images than requested.")
     ] = False,

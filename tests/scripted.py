@@ -5,6 +5,7 @@ fast download settings the tests use."""
 import io
 import struct
 import threading
+import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,7 +14,12 @@ from PIL import Image
 
 from pipeline.fetch.params import DownloadSettings
 
-FAST = DownloadSettings(concurrency=8, connect_timeout=2, read_timeout=1, total_timeout=5, retries=2, backoff=0.01)
+# Fetches of URL lists reach public addresses only: the tests' servers on 127.0.0.1 are let through.
+LOOPBACK = ["127.0.0.1/32"]
+ALLOW_LOOPBACK = ["-S", "fetch.download.allow_networks=[127.0.0.1/32]"]  # the same, on the command line
+FAST = DownloadSettings(
+    concurrency=8, connect_timeout=2, read_timeout=1, total_timeout=5, retries=2, backoff=0.01, allow_networks=LOOPBACK
+)
 
 
 def jpeg(seed: int, size=(40, 60)) -> bytes:
@@ -79,3 +85,46 @@ def big_header_png() -> bytes:
         + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
         + chunk(b"IEND", b"")
     )
+
+
+def drip(h, head: bytes, body: bytes, every: float = 0.2, limit: float = 20.0):
+    """Send `head` byte by byte, then `body`, one byte every `every` seconds (a server that never
+    stalls long enough for a read timeout), until the client hangs up or `limit` passes."""
+    end = time.monotonic() + limit
+    try:
+        for byte in head + body:
+            h.wfile.write(bytes([byte]))
+            h.wfile.flush()
+            time.sleep(every)
+            if time.monotonic() > end:
+                return
+    except OSError:  # the client hung up: what the test wants
+        return
+
+
+class Listener:
+    """A TCP listener on `host` (a loopback address) that accepts and counts connections and never
+    answers: what a test points a refused destination, or a fake scheduler, at."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        import socket
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except OSError:  # closed
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()

@@ -12,7 +12,7 @@ from pipeline.fetch.collect import Quota, fetch_urls
 from pipeline.fetch.params import DownloadSettings, FetchParams
 from pipeline.fetch.sources.imagenet import iter_url_file, parse_url_lines
 from tests.conftest import kill_at, run_cli
-from tests.scripted import FAST, big_header_png, jpeg, placeholder_png
+from tests.scripted import ALLOW_LOOPBACK, FAST, big_header_png, jpeg, placeholder_png
 
 
 def collect(candidates: dict[str, list[str]], quotas: dict[str, Quota], out, settings: DownloadSettings, source: str):
@@ -133,6 +133,7 @@ def test_cli_imagenet_from_api(server, tmp_path):
 
     server.routes["/api"] = api
     run_cli(
+        *ALLOW_LOOPBACK,
         "fetch",
         "--source",
         "imagenet",
@@ -187,9 +188,9 @@ def test_resume_after_kill(server, tmp_path):
     for i in range(n):
         server.file(f"/k{i}.jpg", jpeg(200 + i))
     (tmp_path / "urls.txt").write_text("".join(f"n00000001_{i}\t{server.url}/k{i}.jpg\n" for i in range(n)))
-    args = ["-S", "fetch.download.concurrency=2", "fetch", "--source", "imagenet", "--url-list", "urls.txt",
-            "--wnids", "n00000001", "--per-class", str(n), "--val-per-class", "0", "--layout", "folder",
-            "--shard-size", "5", "--out", "ds"]  # fmt: skip
+    args = [*ALLOW_LOOPBACK, "-S", "fetch.download.concurrency=2", "fetch", "--source", "imagenet",
+            "--url-list", "urls.txt", "--wnids", "n00000001", "--per-class", str(n), "--val-per-class", "0",
+            "--layout", "folder", "--shard-size", "5", "--out", "ds"]  # fmt: skip
     assert kill_at(args, tmp_path, "fetch.shard", 2), "the fetch finished before its kill: the test tested nothing"
     assert not (tmp_path / "ds/manifest.csv").exists() and (tmp_path / "ds/.incomplete").exists()
     done = sorted((tmp_path / "ds/.shards").glob("*.stats.json"))

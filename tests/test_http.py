@@ -6,7 +6,7 @@ import time
 import pytest
 
 from pipeline.fetch.http import Client
-from tests.scripted import FAST, jpeg
+from tests.scripted import FAST, drip, jpeg
 
 
 def test_ok_and_http_errors(server):
@@ -133,30 +133,15 @@ def test_redirect_limit(server):
     assert got.data is None and "redirect" in got.error
 
 
-def _drip(h, head: bytes, body: bytes, every: float = 0.2, limit: float = 20.0):
-    """Send `head` byte by byte, then `body`, one byte every `every` seconds (a server that never
-    stalls long enough for a read timeout), until the client hangs up or `limit` passes."""
-    end = time.monotonic() + limit
-    try:
-        for byte in head + body:
-            h.wfile.write(bytes([byte]))
-            h.wfile.flush()
-            time.sleep(every)
-            if time.monotonic() > end:
-                return
-    except OSError:  # the client hung up: what the test wants
-        return
-
-
 @pytest.mark.parametrize("phase", ["headers", "body"])
 def test_a_drip_feeding_server_is_cut_at_total_timeout(server, phase):
     """One byte every 0.2 s never trips the 1 s read timeout; the total deadline still holds,
     whether the bytes are the status line and headers or the body."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n"
     server.routes["/drip.jpg"] = lambda h: (
-        _drip(h, head, b"\xff" * 100_000)
+        drip(h, head, b"\xff" * 100_000)
         if phase == "headers"
-        else (h.wfile.write(head), h.wfile.flush(), _drip(h, b"", b"\xff" * 100_000))
+        else (h.wfile.write(head), h.wfile.flush(), drip(h, b"", b"\xff" * 100_000))
     )
     settings = FAST.model_copy(update={"total_timeout": 1.5, "read_timeout": 1.0, "retries": 2})
     start = time.monotonic()

@@ -18,7 +18,7 @@ from pipeline.fetch.plan import make_plan
 from pipeline.fetch.sources import ImagenetParams
 from pipeline.fetch.sources.imagenet import fetch, iter_url_file, read_wnids_file
 from tests.conftest import kill_at, run_cli
-from tests.scripted import FAST, big_header_png, jpeg, placeholder_png
+from tests.scripted import ALLOW_LOOPBACK, FAST, big_header_png, jpeg, placeholder_png
 
 A, B = "n00000001", "n00000002"
 SETTINGS = FAST.model_copy(
@@ -159,9 +159,9 @@ def test_kill_then_rerun_skips_finished_shards_and_equals_uninterrupted(server, 
         server.file(f"/k{i}.jpg", jpeg(300 + i))
     (tmp_path / "urls.txt").write_text("".join(f"{A}_{i}\t{server.url}/k{i}.jpg\n" for i in range(n)))
     (tmp_path / "wnids.txt").write_text(f"# one class\n{A}\n")
-    args = ["-S", "fetch.download.concurrency=2", "-S", "fetch.workers=1", "fetch", "--source", "imagenet",
-            "--url-list", "urls.txt", "--wnids-file", "wnids.txt", "--per-class", str(n), "--val-per-class", "0",
-            "--layout", "shards", "--shard-size", "4"]  # fmt: skip
+    args = [*ALLOW_LOOPBACK, "-S", "fetch.download.concurrency=2", "-S", "fetch.workers=1", "fetch",
+            "--source", "imagenet", "--url-list", "urls.txt", "--wnids-file", "wnids.txt", "--per-class", str(n),
+            "--val-per-class", "0", "--layout", "shards", "--shard-size", "4"]  # fmt: skip
     assert kill_at([*args, "--out", "ds"], tmp_path, "fetch.shard", 2), "the fetch finished before its kill"
     done = sorted(p.name for p in (tmp_path / "ds/shards").glob("*.stats.json"))
     assert 2 <= len(done) < n // 4 and (tmp_path / "ds/.incomplete").exists()
@@ -329,7 +329,7 @@ def test_bad_engine_and_unreachable_scheduler_are_one_line(server, tmp_path):
 
 
 def test_engine_bounds_tasks_in_flight():
-    from pipeline.core.engine import Engine
+    from pipeline.core.engine import Engine, EngineParams
 
     pulled = []
 
@@ -338,7 +338,7 @@ def test_engine_bounds_tasks_in_flight():
             pulled.append(i)
             yield i
 
-    with Engine("local", workers=2) as engine:
+    with Engine(EngineParams(workers=2)) as engine:
         results = engine.map(abs, tasks())
         first = next(results)
         assert first in range(40) and len(pulled) <= 5  # 2 x workers in flight, plus the one refilled

@@ -54,6 +54,17 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
+def human_size(n: int) -> str:
+    """A size in bytes as people read it: 512 bytes, 12.3 KB, 4.5 MB, 1.2 GB (powers of 1000)."""
+    if n < 1000:
+        return f"{n} bytes"
+    for unit in ("KB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
 def printable(name: str) -> str:
     """A file name as text that any CSV or terminal takes: bytes that are not UTF-8 (kept by Python
     as surrogates) become backslash escapes, so `caf\\xe9.jpg` is recorded, not a crash."""

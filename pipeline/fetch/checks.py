@@ -37,7 +37,7 @@ def judge(got: Fetched, cls: str, settings: DownloadSettings) -> tuple[dict, byt
     url = got.url
     timing = {"http_status": got.http_status or "", "elapsed_ms": got.elapsed_ms}
     if got.error:
-        status = "skipped" if got.error.startswith(("unsupported URL", "malformed URL")) else "failed"
+        status = "skipped" if got.error.startswith(("unsupported URL", "malformed URL", "refused")) else "failed"
         return _row(url, cls, status, got.error, **timing), None, None
     data = got.data
     fields = {**timing, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,33 +117,42 @@ def settle(found: Found, totals: np.ndarray, trains: np.ndarray) -> Settled:
 
 
 def fetch_urls(
-    rows: Iterable[tuple[str, str]], quotas: dict[str, Quota], out: Path, cfg: FetchParams, source: str
+    rows: Iterable[tuple[str, str]],
+    quotas: dict[str, Quota],
+    out: Path,
+    cfg: FetchParams,
+    source: str,
+    notes: Callable[[], list[str]] = list,
 ) -> FetchResult:
     """Fetch the (class, url) `rows` (a stream: never held whole) of the classes of `quotas`, in
-    that class order, into the dataset folder `out`: plan, waves, settle (the module docstring)."""
+    that class order, into the dataset folder `out`: plan, waves, settle (the module docstring).
+    `notes()`, asked once the rows are read, gives warnings of the reading to record with the rest."""
     plan_dir = out / PLAN_DIR
     shutil.rmtree(plan_dir, ignore_errors=True)
     try:
-        return collect(make_plan(rows, list(quotas), plan_dir), quotas, out, cfg, source)
+        plan = make_plan(rows, list(quotas), plan_dir)
+        return collect(plan, quotas, out, cfg, source, notes())
     finally:
         shutil.rmtree(plan_dir, ignore_errors=True)
 
 
-def collect(plan: Plan, quotas: dict[str, Quota], out: Path, cfg: FetchParams, source: str) -> FetchResult:
+def collect(
+    plan: Plan, quotas: dict[str, Quota], out: Path, cfg: FetchParams, source: str, notes: list[str] = ()
+) -> FetchResult:
     """Fetch in waves of shards until each class has its quota or runs out of candidates; write the
     settled manifest, dataset.json and summary.json in the layout `fetch.layout` picks."""
     layout = "shards" if cfg.use_shards(len(plan)) else "folder"
-    settings = cfg.download
-    if settings.verify == "auto":  # shards: prepare decodes every image anyway; folders: decode now
-        settings = settings.model_copy(update={"verify": "header" if layout == "shards" else "decode"})
+    if cfg.download.verify == "auto":  # shards: prepare decodes every image anyway; folders: decode now
+        download = cfg.download.model_copy(update={"verify": "header" if layout == "shards" else "decode"})
+        cfg = cfg.model_copy(update={"download": download})
     classes = plan.classes
     totals = np.array([quotas[cls].total for cls in classes], np.int64)
     trains = np.array([quotas[cls].train for cls in classes], np.int64)
     records(out, layout).mkdir(parents=True, exist_ok=True)
-    with Engine(cfg.engine, cfg.scheduler, cfg.workers, TASK_MODULES) as engine:
-        shards, consumed, settled = _waves(plan, out, layout, settings, cfg.shard_size, engine, totals, trains)
+    with Engine(cfg, TASK_MODULES) as engine:
+        shards, consumed, settled = _waves(plan, out, layout, cfg, engine, totals, trains)
     _remove_stale(out, layout, shards)
-    warnings = [
+    warnings = [*notes] + [
         f"class {cls}: {int(settled.have[i])} of {int(totals[i])} images "
         f"after trying all {int(consumed[i])} URLs of its list"
         for i, cls in enumerate(classes)
@@ -170,7 +179,7 @@ def collect(plan: Plan, quotas: dict[str, Quota], out: Path, cfg: FetchParams, s
 
 
 def _waves(
-    plan: Plan, out: Path, layout: str, settings, size: int, engine: Engine, totals: np.ndarray, trains: np.ndarray
+    plan: Plan, out: Path, layout: str, cfg: FetchParams, engine: Engine, totals: np.ndarray, trains: np.ndarray
 ):
     """Run waves of shards until no class needs more and can get more: each wave takes, per class,
     the next `missing images` untried candidates (vectorised over the plan: O(candidates) per wave).
@@ -187,10 +196,10 @@ def _waves(
         consumed = upper
         if not len(wave):
             break
-        first, count = next_shard, -(-len(wave) // size)
+        first, count = next_shard, -(-len(wave) // cfg.shard_size)
         next_shard += count
         with bar(f"Fetching {len(wave):,} URLs in {count:,} shard{'s' * (count > 1)}", len(wave)) as step:
-            for done in engine.map(fetch_shard, _tasks(plan, out, layout, settings, wave, first, count, size)):
+            for done in engine.map(fetch_shard, _tasks(plan, out, layout, cfg, wave, first, count)):
                 if not done.counted:
                     step(done.rows)
                 checkpoint("fetch.shard")
@@ -201,14 +210,16 @@ def _waves(
 
 
 def _tasks(
-    plan: Plan, out: Path, layout: str, settings, wave: np.ndarray, first: int, count: int, size: int
+    plan: Plan, out: Path, layout: str, cfg: FetchParams, wave: np.ndarray, first: int, count: int
 ) -> Iterator[ShardTask]:
-    """The wave's shard tasks, made as the engine asks for them; a finished shard is not fetched again."""
+    """The wave's shard tasks, made as the engine asks for them; a finished shard (whole: see
+    `finished`; re-hashed with `fetch.rehash`) is not fetched again."""
+    size = cfg.shard_size
     for k in range(count):
         chosen = wave[k * size : (k + 1) * size]
         rows = list(zip([plan.classes[i] for i in plan.cls[chosen].tolist()], plan.urls(chosen)))
-        if finished(out, layout, first + k, rows) is None:
-            yield ShardTask(str(out), layout, first + k, rows, settings)
+        if finished(out, layout, first + k, rows, cfg.rehash) is None:
+            yield ShardTask(str(out.resolve()), layout, first + k, rows, cfg.download)  # (as every worker sees it)
 
 
 def _settled_frames(out: Path, layout: str, shards: int, settled: Settled) -> Iterator[pd.DataFrame]:

@@ -7,6 +7,14 @@ listing) goes through `Client`, and every limit lives here.
 - `Client.download(url, dest, sha256=...)` streams one large file (an archive) to disk, resuming a
   partial file with an HTTP Range request, and raises DownloadError.
 
+Destinations: a client for URLs that came from a list (a URL-list file, the ImageNet listing) is
+`guarded`: every connection, to the URL's host or to any redirect target, goes only to an address
+that `socket.getaddrinfo` gave and that is public (not loopback, private, link-local, multicast,
+reserved or unspecified), unless it lies in `fetch.download.allow_networks`; the address checked is
+the address connected to (resolved once: no DNS-rebinding gap). A refused URL is a value
+(`refused: ...`), never requested. Clients for URLs the user configured (an archive or mirror, the
+listing's own URL) are not guarded.
+
 Limits (`fetch.download`): connect and read timeouts (per connection attempt and per read);
 `total_timeout`, a hard deadline for one `get` that covers connecting, redirects, retries, their
 waits and every byte of headers and body, so a server that drip-feeds one byte at a time cannot
@@ -22,6 +30,7 @@ merging, hooks, cookies), more than the rest of a shard task's work per image.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import socket
 import threading
@@ -98,11 +107,62 @@ class _Deadline:
                 pass
 
 
-_current = threading.local()  # .deadline: the _Deadline of this thread's request, if any
+_current = threading.local()  # .deadline: the _Deadline of this thread's request, if any; .guard: its Guard
 
 
 def _deadline() -> _Deadline | None:
     return getattr(_current, "deadline", None)
+
+
+# --- Destinations -----------------------------------------------------------------------------
+
+
+class DestinationRefused(Exception):
+    """A connection this thread's request may not make (not an OSError: urllib3 must not retry it)."""
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """The addresses of `host`, in the order to try them (tests replace this to inject answers)."""
+    return list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+
+
+def address_kind(ip: str) -> str:
+    """What kind of address `ip` is when a fetch may not connect to it ("" for a public one)."""
+    address = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for kind in ("loopback", "link_local", "private", "multicast", "reserved", "unspecified"):
+        if getattr(address, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return "" if address.is_global else "non-global"
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Where a guarded request may connect: public addresses, and those in `allowed`."""
+
+    allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    def pick(self, host: str, port: int) -> str:
+        """The first address of `host` this request may connect to; DestinationRefused otherwise."""
+        try:
+            addresses = resolve(host, port)
+        except (OSError, UnicodeError):
+            return host  # (urllib3 then fails the lookup itself, with its own message)
+        refused = []
+        for ip in addresses:
+            kind = address_kind(ip)
+            if not kind or any(ipaddress.ip_address(ip.split("%", 1)[0]) in net for net in self.allowed):
+                return ip
+            refused.append(f"{ip} ({kind})")
+        raise DestinationRefused(
+            f"refused: {host} resolves to {', '.join(refused) or 'no address'}, not a public address "
+            "(fetch.download.allow_networks lets chosen networks through)"
+        )
+
+
+def _guard() -> Guard | None:
+    return getattr(_current, "guard", None)
 
 
 class _Watchdog:
@@ -145,8 +205,21 @@ os.register_at_fork(after_in_child=lambda: _WATCHDOG.__init__())
 
 
 class _Watched:
-    """A connection that tells this thread's deadline which socket it reads, and refuses to start
-    work once the deadline has passed (a connection attempt is cut to the time left)."""
+    """A connection that tells this thread's deadline which socket it reads, refuses to start work
+    once the deadline has passed (a connection attempt is cut to the time left), and connects only
+    where this thread's guard lets it."""
+
+    def _new_conn(self) -> socket.socket:
+        guard = _guard()
+        if guard is None:
+            return super()._new_conn()
+        # urllib3 (2.x) connects to `_dns_host`; pinning it to the address just checked means the
+        # socket goes exactly there, with no second lookup. TLS still checks the name in `host`.
+        named, self._dns_host = self._dns_host, guard.pick(self._dns_host, self.port)
+        try:
+            return super()._new_conn()
+        finally:
+            self._dns_host = named
 
     def connect(self) -> None:
         deadline = _deadline()
@@ -229,8 +302,12 @@ class Client:
     """Pooled connections (`threads` per host, default `fetch.download.concurrency`) with the limits
     of `settings`; safe to share between threads. Close it (or use `with`) when done."""
 
-    def __init__(self, settings: DownloadSettings, threads: int | None = None):
+    def __init__(self, settings: DownloadSettings, threads: int | None = None, guarded: bool = False):
+        """`guarded`: for URLs from a list (every connection checked: the module docstring); not for
+        the URLs the user configured."""
         self.settings = settings
+        allowed = tuple(ipaddress.ip_network(net, strict=False) for net in settings.allow_networks)
+        self.guard = Guard(allowed) if guarded else None
         self._pool = urllib3.PoolManager(
             num_pools=64,
             maxsize=max(1, threads or settings.concurrency),
@@ -259,13 +336,13 @@ class Client:
         if reason:
             return Fetched(url, None, reason, None, url, 0)
         deadline = _Deadline(start + self.settings.total_timeout)
-        _current.deadline = deadline
+        _current.deadline, _current.guard = deadline, self.guard
         _WATCHDOG.add(deadline)
         try:
             return self._get(url, start, deadline)
         finally:
             _WATCHDOG.remove(deadline)
-            _current.deadline = None
+            _current.deadline = _current.guard = None
 
     def _get(self, url: str, start: float, deadline: _Deadline) -> Fetched:
         settings = self.settings
@@ -300,6 +377,8 @@ class Client:
                     return done(bytes(body), "", 200, final)
                 finally:
                     _let_go(resp, deadline.expired)
+            except DestinationRefused as exc:
+                return done(None, str(exc))
             except urllib3.exceptions.MaxRetryError as exc:
                 cause = exc.reason
                 if isinstance(cause, urllib3.exceptions.ResponseError) and "redirect" in str(cause):
@@ -359,6 +438,7 @@ class Client:
         too_big = DownloadError(
             f"{url}: larger than fetch.download.max_archive_bytes ({cap:,} bytes); raise it if this is the right file"
         )
+        _current.deadline, _current.guard = None, self.guard
         for attempt in range(settings.retries + 1):
             have = part.stat().st_size if part.exists() else 0
             headers = {"Range": f"bytes={have}-"} if have else {}
@@ -384,6 +464,8 @@ class Client:
                 if total and part.stat().st_size < total:
                     raise urllib3.exceptions.ProtocolError(f"got {part.stat().st_size} of {total} bytes")
                 break
+            except DestinationRefused as exc:
+                raise DownloadError(f"{url}: {exc}") from None
             except urllib3.exceptions.MaxRetryError as exc:
                 raise DownloadError(f"{url}: {_short(exc.reason or exc)}") from None
             except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, OSError) as exc:

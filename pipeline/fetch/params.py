@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.core.config import (
     MAX_FILE_BYTES,
@@ -21,7 +22,7 @@ from pipeline.core.config import (
     between,
     check_choice,
 )
-from pipeline.core.engine import EngineName, Workers, check_engine
+from pipeline.core.engine import EngineParams
 from pipeline.fetch.sources import SOURCES
 
 AUTO_SHARDS = 50_000  # layout auto: shards above this many candidate URLs, class folders up to it
@@ -49,9 +50,22 @@ class DownloadSettings(Section):
     # end-of-image check for truncation, no pixel decode (prepare decodes later anyway, and records
     # what fails); auto = header in the shard layout (millions of URLs), decode in class folders.
     verify: Literal["auto", "decode", "header"] = "auto"
+    # URLs from a list (a URL-list file, the ImageNet listing) and their redirects reach public
+    # addresses only; these networks (CIDRs, e.g. [10.1.2.0/24] for a mirror on the LAN) too.
+    allow_networks: list[str] = []
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network; expected CIDRs like 10.1.2.0/24 or ::1/128") from None
+        return value
 
 
-class FetchParams(RegistrySection):
+class FetchParams(RegistrySection, EngineParams):
     NAME = "fetch"
     KIND = "source"
 
@@ -61,10 +75,11 @@ class FetchParams(RegistrySection):
     # folder = <class>/<sha256>.<ext> files + manifest.csv; shards = webdataset tars + parquet
     # manifests; auto = shards above AUTO_SHARDS candidate URLs. Either way one task per shard.
     layout: Literal["auto", "folder", "shards"] = "auto"
-    shard_size: between(0, 99_999) = 10_000  # candidate URLs per shard
-    engine: EngineName = "local"
-    scheduler: str = ""
-    workers: Workers = 0
+    shard_size: between(0, 99_999) = 10_000  # candidate URLs per shard (one task each on `engine`)
+    # A rerun checks each finished shard cheaply (its rows, and the tar's size and members against its
+    # stats) and fetches again what fails; rehash (`pipeline fetch --verify`) re-hashes every stored
+    # image against its row too.
+    rehash: bool = False
 
     @classmethod
     def registry(cls) -> Mapping[str, Any]:
@@ -73,7 +88,6 @@ class FetchParams(RegistrySection):
     @model_validator(mode="after")
     def _check(self) -> FetchParams:
         check_choice("fetch.source", self.source, SOURCES)
-        check_engine("fetch", self.engine, self.scheduler)
         return self
 
     def use_shards(self, candidates: int) -> bool:

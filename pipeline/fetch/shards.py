@@ -25,6 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
+from pipeline.core.checkpoint import checkpoint
 from pipeline.core.console import advance
 from pipeline.core.dataset import shard_name
 from pipeline.core.files import write_json
@@ -73,14 +76,23 @@ def stats_path(out: Path, layout: str, shard: int) -> Path:
     return records(out, layout) / f"{shard_name(shard)}.stats.json"
 
 
-def finished(out: Path, layout: str, shard: int, rows: list[tuple[str, str]]) -> dict | None:
-    """The stats of a shard a run already finished for these same URLs, else None."""
+def finished(out: Path, layout: str, shard: int, rows: list[tuple[str, str]], deep: bool = False) -> dict | None:
+    """The stats of a shard a run already finished for these same URLs and whose record and images
+    are whole, else None (to fetch again): the rows readable and as many as the stats say, the
+    images as the layout's writer recorded them (`damage`); with `deep`, every image re-hashed."""
     try:
         stats = json.loads(stats_path(out, layout, shard).read_text())
     except (OSError, ValueError):
         return None
-    same = isinstance(stats, dict) and stats.get("fingerprint") == fingerprint(rows)
-    return stats if same and rows_path(out, layout, shard).exists() else None
+    if not (isinstance(stats, dict) and stats.get("fingerprint") == fingerprint(rows)):
+        return None
+    try:
+        table = pq.read_table(rows_path(out, layout, shard), columns=["path", "status", "bytes", "sha256"])
+    except Exception:  # pyarrow raises several kinds for a missing, cut or garbled file
+        return None
+    if table.num_rows != stats.get("rows") or WRITERS[layout].damage(out, shard, table, stats, deep):
+        return None
+    return stats
 
 
 _CLIENTS: dict = {}  # one HTTP client per worker process (connections reused across shards)
@@ -92,7 +104,7 @@ def _client(settings: DownloadSettings) -> Client:
         for old in _CLIENTS.values():
             old.close()
         _CLIENTS.clear()
-        _CLIENTS[key] = Client(settings)
+        _CLIENTS[key] = Client(settings, guarded=True)  # URLs from a list: public addresses only
     return _CLIENTS[key]
 
 
@@ -141,11 +153,12 @@ def fetch_shard(task: ShardTask) -> ShardDone:
 
     try:
         _each(work, len(task.rows), settings.concurrency)
-        writer.close()
+        facts = writer.close()
     except BaseException:
         writer.abort()
         raise
     write_parquet(rows_path(out, task.layout, task.shard), rows_table(rows))
+    checkpoint("fetch.rows")
     stats = {
         "shard": task.shard,
         "rows": len(rows),
@@ -155,6 +168,7 @@ def fetch_shard(task: ShardTask) -> ShardDone:
         "bytes": sum(row["bytes"] for row in rows if row["status"] == "ok"),
         "seconds": round(time.monotonic() - start, 3),
         "cpu_seconds": round(time.process_time() - cpu, 3),
+        **facts,
     }
     write_json(stats_path(out, task.layout, task.shard), stats)  # last: the shard is done
     return ShardDone(task.shard, len(rows), all(counted))

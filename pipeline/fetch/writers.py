@@ -4,25 +4,35 @@ Two writers with one interface (img2dataset's `writer.py` has one per output for
 
     writer = WRITERS[layout](out, shard)
     writer.write(i, row, data, info)   # any thread, any order: the i-th URL of the shard is an image
-    writer.close()                     # after the last write: the images are all in place
+    facts = writer.close()             # after the last write: the images are all in place
     writer.abort()                     # on failure: nothing half-written is left
+    WRITERS[layout].damage(out, shard, rows, stats, deep)   # a finished shard's images, checked
 
 `write` sets the manifest row's `path` (the folder-relative file, or `shards/<NNNNN>.tar#<member>`),
-so every layout's rows are written the same way. Each writer also names the folder where the shard
-task keeps its resume record (`<NNNNN>.parquet`, `<NNNNN>.stats.json`: pipeline.fetch.shards).
-Formats on disk: pipeline.core.dataset.
+so every layout's rows are written the same way; `close` returns what the shard's stats record of
+the stored images (the tar's size and members), which `damage` checks on a rerun, and with `deep`
+every image's SHA-256 against its row. Each writer also names the folder where the shard task keeps
+its resume record (`<NNNNN>.parquet`, `<NNNNN>.stats.json`: pipeline.fetch.shards). Formats on
+disk: pipeline.core.dataset. A file-system error names the file it was writing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import tarfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.core.dataset import SHARDS, member_path, shard_name
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.core.checkpoint import checkpoint
+from pipeline.core.dataset import SHARDS, member_path, shard_name, split_member
 from pipeline.core.images import EXTENSIONS, ImageInfo
 from pipeline.fetch.manifest import write_image
 
@@ -41,11 +51,26 @@ class FolderWriter:
     def write(self, i: int, row: dict, data: bytes, info: ImageInfo) -> None:
         row["path"] = write_image(self.out, row["class"], data, row["sha256"], info)
 
-    def close(self) -> None:
-        pass
+    def close(self) -> dict:
+        return {}
 
     def abort(self) -> None:
         pass
+
+    @staticmethod
+    def damage(out: Path, shard: int, rows: pa.Table, stats: dict, deep: bool) -> str:
+        """Why the stored images of a finished shard cannot be trusted, "" when they can: a file
+        missing or of another size than its row says (with `deep`, another SHA-256)."""
+        for path, size, digest in _stored(rows):
+            try:
+                actual = (out / path).stat().st_size
+            except OSError:
+                return f"{path} is missing"
+            if actual != size:
+                return f"{path} holds {actual} bytes, not {size}"
+            if deep and _sha256((out / path).read_bytes()) != digest:
+                return f"{path} is not the image fetched (another SHA-256)"
+        return ""
 
 
 class TarWriter:
@@ -62,33 +87,85 @@ class TarWriter:
         self.name = shard_name(shard)
         self.tmp = self.folder / f".{self.name}.tar.tmp"
         self.spill_path = self.folder / f".{self.name}.spill.tmp"
-        self.spill = open(self.spill_path, "w+b")  # noqa: SIM115 (closed in close/abort)
+        self.spill = open(self.spill_path, "w+b")  # (closed in close or abort)
         self.lock = threading.Lock()
         self.samples: dict[int, tuple[str, int, int, bytes]] = {}  # i -> (member, offset, size, json)
 
     def write(self, i: int, row: dict, data: bytes, info: ImageInfo) -> None:
         member = f"{self.name}{i:05d}.{EXTENSIONS[info.format]}"
         meta = json.dumps({key: row[key] for key in TAR_META}).encode()
-        with self.lock:
+        with self.lock, _naming(self.spill_path):
             offset = self.spill.seek(0, os.SEEK_END)
             self.spill.write(data)
             self.samples[i] = (member, offset, len(data), meta)
         row["path"] = member_path(self.name, member)
 
-    def close(self) -> None:
-        self.spill.flush()
-        with tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for i in sorted(self.samples):
-                member, offset, size, meta = self.samples[i]
-                _add(tar, member, os.pread(self.spill.fileno(), size, offset))
-                _add(tar, f"{member.rsplit('.', 1)[0]}.json", meta)
-        os.replace(self.tmp, self.folder / f"{self.name}.tar")
+    def close(self) -> dict:
+        with _naming(self.tmp):
+            self.spill.flush()
+            with tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+                for i in sorted(self.samples):
+                    member, offset, size, meta = self.samples[i]
+                    _add(tar, member, os.pread(self.spill.fileno(), size, offset))
+                    _add(tar, f"{member.rsplit('.', 1)[0]}.json", meta)
+                    checkpoint("fetch.tar")
+            final = self.folder / f"{self.name}.tar"
+            os.replace(self.tmp, final)
         self.abort()
+        return {"tar_bytes": final.stat().st_size, "members": 2 * len(self.samples)}
 
     def abort(self) -> None:
         self.spill.close()
         self.spill_path.unlink(missing_ok=True)
         self.tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def damage(out: Path, shard: int, rows: pa.Table, stats: dict, deep: bool) -> str:
+        """Why the tar of a finished shard cannot be trusted, "" when it can: missing, another size
+        or another number of members than its stats say (read from the headers alone); with `deep`,
+        an image whose SHA-256 is not its row's."""
+        path = out / SHARDS / f"{shard_name(shard)}.tar"
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"{path.name} is missing"
+        if size != stats.get("tar_bytes", size):
+            return f"{path.name} holds {size} bytes, not {stats['tar_bytes']}"
+        digests = {split_member(row_path)[1]: digest for row_path, _, digest in _stored(rows)}
+        members = 0
+        try:
+            with tarfile.open(path, "r:") as tar:
+                for info in iter(tar.next, None):
+                    tar.members.clear()  # (tarfile keeps every member read otherwise)
+                    members += 1
+                    if deep and info.name in digests and _sha256(tar.extractfile(info).read()) != digests[info.name]:
+                        return f"{path.name}#{info.name} is not the image fetched (another SHA-256)"
+        except (tarfile.TarError, OSError) as exc:
+            return f"{path.name} cannot be read ({str(exc)[:80]})"
+        if members != stats.get("members", members):
+            return f"{path.name} holds {members} members, not {stats['members']}"
+        return ""
+
+
+def _stored(rows: pa.Table) -> list[tuple[str, int, str]]:
+    """(path, bytes, sha256) of the rows whose image a shard stored."""
+    ok = rows.filter(pc.equal(rows.column("status"), "ok"))
+    return list(zip(ok.column("path").to_pylist(), ok.column("bytes").to_pylist(), ok.column("sha256").to_pylist()))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Re-raise a file-system error that names no file (a full disk) naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -16,9 +16,9 @@ Two readers, one per layout of pipeline.core.dataset (a new layout is one more):
 
 The table (`Items.frame`) has one row per item, in listing order: `path` (as index.csv and
 skipped.csv record it), `class`, `split` (train / val where the source fixed it, else ""),
-`group`, `member` (the item in its group) and `height`/`width` where the manifest measured them (0
-where unknown). Readers are small frozen values, so a task on a process pool or a Dask worker
-gets its own.
+`group`, `member` (the item in its group), and `height`/`width` and `sha256` where the manifest
+recorded them (0 and "" where unknown: a plain folder). Readers are small frozen values, so a
+task on a process pool or a Dask worker gets its own.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from pipeline.core.images import probe
 from pipeline.core.prepared import SPLITS
 
 FOLDER_GROUP = 256  # files per group of a folder dataset: a task's worth of decoding, a few hundred ms
-COLUMNS = ["path", "class", "split", "group", "member", "height", "width"]
+COLUMNS = ["path", "class", "split", "group", "member", "height", "width", "sha256"]
 
 
 def _probe_or_none(source: Path | bytes) -> tuple[int, int] | None:
@@ -176,6 +176,7 @@ def _folder_items(
             "member": paths,
             "height": np.zeros(n, np.int64),
             "width": np.zeros(n, np.int64),
+            "sha256": "",
         }
     )
     return Items(root, FolderReader(root), frame, classes, digest, source, skipped)
@@ -210,6 +211,7 @@ def _shard_items(root: Path) -> Items:
             "member": ok["member"].astype(str),
             "height": 0,
             "width": 0,
+            "sha256": "",
         }
     )
     classes = read_classes(root) or sorted(set(frame["class"]))
@@ -218,10 +220,12 @@ def _shard_items(root: Path) -> Items:
 
 
 def _with_shapes(items: Items, manifest: pd.DataFrame) -> Items:
-    """The manifest's measured (height, width) of each item, 0 where it has none."""
+    """The manifest's measured (height, width) of each item, 0 where it has none, and the SHA-256 of
+    the bytes fetch stored ("" where it has none), which the reading of the item must match."""
     for column in ("height", "width"):
         values = pd.to_numeric(manifest[column], errors="coerce").fillna(0).clip(lower=0)
         items.frame[column] = values.astype(np.int64).to_numpy()
+    items.frame["sha256"] = manifest["sha256"].fillna("").astype(str).str.lower().to_numpy()
     return items
 
 

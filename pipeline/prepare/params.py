@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import PositiveFloat, PositiveInt, model_validator
 
 from pipeline.core.config import MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE, Bytes, Pixels, Section, between
-from pipeline.core.engine import EngineName, Workers, check_engine
+from pipeline.core.engine import EngineParams
 from pipeline.core.errors import ConfigError
 
 
@@ -16,7 +16,12 @@ class SurveyParams(Section):
     seed: int = 0
 
 
-class PrepareParams(Section):
+class PrepareParams(EngineParams):
+    """`prepare`; groups of images (a shard, or a slice of a folder) are prepared one task each on
+    `engine` (EngineParams)."""
+
+    NAME = "prepare"
+
     size: Literal["auto"] | tuple[PositiveInt, PositiveInt] = "auto"  # [height, width] (each at most MAX_SIDE) or auto
     scale: between(0.0, 16.0, float) = 0.125  # auto size = most common shape x scale (seed 000: 0.25)
     aspect: Literal["stretch", "pad", "center-crop"] = "stretch"
@@ -26,15 +31,6 @@ class PrepareParams(Section):
     seed: int = 0
     max_pixels: Pixels = MAX_PIXELS  # images larger than this (from the header) are skipped, never decoded
     max_file_bytes: Bytes = MAX_FILE_BYTES  # larger files are skipped unread (also what `predict` reads)
-    # Groups of images (a shard, or a slice of a folder) are prepared one task each on this engine.
-    engine: EngineName = "local"
-    scheduler: str = ""
-    workers: Workers = 0
-
-    @model_validator(mode="after")
-    def _check_scheduler(self) -> PrepareParams:
-        check_engine("prepare", self.engine, self.scheduler)
-        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -17,6 +17,7 @@ trust next to metadata that does not describe them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing
@@ -24,7 +25,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from pipeline.core.config import MAX_SIDE
 from pipeline.core.console import advance, bar
 from pipeline.core.engine import Engine
 from pipeline.core.errors import ConfigError, DataError, ImageError, InputError
-from pipeline.core.files import atomic_file, exclusive, printable, staged_dir, write_text
+from pipeline.core.files import atomic_file, exclusive, human_size, printable, staged_dir, write_text
 from pipeline.core.images import load
 from pipeline.core.prepared import (
     INDEX,
@@ -176,6 +177,7 @@ class GroupTask:
     group: str
     members: tuple[str, ...]
     shapes: tuple[tuple[int, int], ...]
+    digests: tuple[str, ...]  # the SHA-256 the manifest recorded for each ("" = none to check)
     target: tuple[int, ...]  # index into `files`
     rows: tuple[int, ...]
     files: tuple[tuple[str, int], ...]  # (.npy file, byte offset of its first row)
@@ -206,6 +208,7 @@ def prepare_group(task: GroupTask) -> GroupDone:
             try:
                 if isinstance(data, ImageError):
                     raise data
+                _check_digest(data, task.digests[position])
                 img = load(data, task.size, task.aspect, task.color, task.shapes[position])
             except ImageError as exc:
                 failed[position] = str(exc)
@@ -223,6 +226,15 @@ def prepare_group(task: GroupTask) -> GroupDone:
         for fd in fds:
             os.close(fd)
     return GroupDone(task.group, failed, counted)
+
+
+def _check_digest(data: bytes, expected: str) -> None:
+    """The bytes read are the ones fetch stored (a flipped bit in a shard is never trained on)."""
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise ImageError(
+            f"damaged: its SHA-256 is not the manifest's {expected[:12]}...; "
+            "`pipeline fetch --verify` fetches damaged shards again"
+        )
 
 
 # --- The stage -----------------------------------------------------------------------------------
@@ -262,10 +274,11 @@ def prepare(root: Path, out: Path, cfg: PrepareParams, survey_json: Path | None 
         output = (ShardArrays if items.sharded else Arrays)(tmp, chosen, (*size, channels))
         tasks = [
             GroupTask(
-                items.reader,
+                replace(items.reader, root=items.root.resolve()),  # (paths as every worker sees them)
                 group,
                 tuple(rows["member"]),
                 tuple(zip(rows["height"].tolist(), rows["width"].tolist())),
+                tuple(rows["sha256"].tolist()),
                 tuple(rows["file"].tolist()),
                 tuple(rows["row"].tolist()),
                 output.files(group),
@@ -279,7 +292,7 @@ def prepare(root: Path, out: Path, cfg: PrepareParams, survey_json: Path | None 
         failed: dict[str, dict[int, str]] = {}
         count = {task.group: len(task.members) for task in tasks}
         with (
-            Engine(cfg.engine, cfg.scheduler, cfg.workers, ("pipeline.prepare.prepare",), "prepare") as engine,
+            Engine(cfg, ("pipeline.prepare.prepare",)) as engine,
             bar(f"Preparing {len(chosen):,} images", len(chosen)) as step,
         ):
             for done in engine.map(prepare_group, tasks):
@@ -426,7 +439,7 @@ def _new_array(path: Path, rows: int, shape: tuple[int, int, int]) -> tuple[str,
     header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, *shape))
     offset = header.offset
     del header
-    return str(path), offset
+    return str(path.resolve()), offset
 
 
 def _failed_rows(chosen: pd.DataFrame, failed: dict[str, dict[int, str]]) -> pd.Series:
@@ -474,6 +487,6 @@ def _check_space(out: Path, needed: int) -> None:
     free = shutil.disk_usage(out.parent).free
     if needed > free:
         raise DataError(
-            f"the prepared arrays need {needed / 1e9:.1f} GB but {out.parent} has {free / 1e9:.1f} GB free; "
+            f"the prepared arrays need {human_size(needed)} but {out.parent} has {human_size(free)} free; "
             "lower prepare.size or prepare.scale, or free space"
         )

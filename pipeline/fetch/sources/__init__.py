@@ -37,6 +37,7 @@ class ImagenetParams(Section):
     api_url: str = IMAGENET_API
     url_list: str | None = None  # a fall11_urls.txt-style file instead of the API
     wnids_file: str | None = None  # one wnid per line (# comments): replaces `wnids` (21,841 ids exceed argv)
+    max_line_bytes: Bytes = 8192  # a longer line of a URL list (or of the API's answer) is skipped, counted
 
     @field_validator("wnids")
     @classmethod

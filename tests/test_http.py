@@ -158,3 +158,61 @@ def test_waits_between_retries_end_at_the_deadline(server):
     start = time.monotonic()
     got = Client(settings).get(server.url + "/busy.jpg")
     assert got.data is None and got.error.startswith(("timeout", "HTTP 503")) and time.monotonic() - start < 3.5
+
+
+# --- destinations: a guarded client connects to public addresses only ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "ip, kind",
+    [
+        ("169.254.169.254", "link-local"),  # a cloud's metadata service
+        ("10.0.0.8", "private"),
+        ("192.168.1.1", "private"),
+        ("192.0.2.10", "private"),  # documentation (Python counts it private)
+        ("100.64.0.1", "non-global"),  # shared address space
+        ("224.0.0.1", "multicast"),
+        ("240.0.0.1", "private"),  # reserved
+        ("0.0.0.0", "private"),
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("fe80::1", "link-local"),
+        ("fd00::1", "private"),
+        ("::ffff:10.0.0.8", "private"),  # an IPv4 address mapped into IPv6
+    ],
+)
+def test_internal_addresses_are_refused_before_any_socket_connects(monkeypatch, ip, kind):
+    """The resolver's answer is checked before urllib3 opens a socket: with an injected answer, no
+    connection is attempted at all (none may leave this machine's loopback in a test)."""
+    import urllib3.util.connection
+
+    from pipeline.fetch import http
+
+    def no_socket(*args, **kwargs):
+        raise AssertionError(f"a socket was opened to {args[0]}")
+
+    monkeypatch.setattr(http, "resolve", lambda host, port: [ip])
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", no_socket)
+    got = Client(FAST.model_copy(update={"allow_networks": []}), guarded=True).get("http://images.example/a.jpg")
+    assert got.data is None and got.error.startswith(f"refused: images.example resolves to {ip} ({kind})")
+    assert http.address_kind("8.8.8.8") == "" and http.address_kind(ip) == kind
+
+
+def test_the_first_permitted_address_is_the_one_connected_to(server, monkeypatch):
+    """A name that resolves to a refused address and to a permitted one: the permitted one, checked,
+    is where the socket goes (no second lookup that could answer otherwise)."""
+    from pipeline.fetch import http
+
+    url = server.file("/a.jpg", jpeg(1)).replace("127.0.0.1", "images.example")
+    monkeypatch.setattr(http, "resolve", lambda host, port: ["10.0.0.8", "127.0.0.1"])
+    got = Client(FAST, guarded=True).get(url)  # FAST lets 127.0.0.1/32 through, nothing else
+    assert got.error == "" and got.data == jpeg(1)
+
+
+def test_an_unguarded_client_reaches_what_the_user_configured(server):
+    """An archive or mirror the user names is trusted: loopback too, without allow_networks."""
+    got = Client(FAST.model_copy(update={"allow_networks": []})).get(server.file("/mirror.jpg", jpeg(2)))
+    assert got.error == "" and got.data == jpeg(2)
+    refused = Client(FAST.model_copy(update={"allow_networks": []}), guarded=True).get(server.url + "/mirror.jpg")
+    assert refused.error.startswith("refused: 127.0.0.1 resolves to 127.0.0.1 (loopback)")
+    assert server.hits["/mirror.jpg"] == 1  # the refused request never reached the server

@@ -145,10 +145,7 @@ class Guard:
 
     def pick(self, host: str, port: int) -> str:
         """The first address of `host` this request may connect to; DestinationRefused otherwise."""
-        try:
-            addresses = resolve(host, port)
-        except (OSError, UnicodeError):
-            return host  # (urllib3 then fails the lookup itself, with its own message)
+        addresses = resolve(host, port)  # (a failed lookup is the request's connection error)
         refused = []
         for ip in addresses:
             kind = address_kind(ip)

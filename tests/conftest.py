@@ -60,7 +60,8 @@ def pause_at(
 ) -> subprocess.Popen:
     """Start `python -m pipeline ARGS` in `cwd` (in a process group of its own) and return once it
     holds still at the `n`-th `point` of progress (pipeline.core.checkpoint), or has ended before
-    reaching it (then its returncode is set: a kill test must say it tested nothing)."""
+    reaching it (then its returncode is set: a kill test must say it tested nothing). It holds until
+    `release(proc)` (or a kill)."""
     pause = cwd / f".pause-{point}-{n}"
     pause.unlink(missing_ok=True)
     env = {
@@ -82,8 +83,13 @@ def pause_at(
         time.sleep(0.02)
     if proc.returncode is not None:
         proc.communicate()  # (reaps it and closes its pipes)
-    pause.unlink(missing_ok=True)
+    proc.pause = pause
     return proc
+
+
+def release(proc: subprocess.Popen) -> None:
+    """Let a process held by `pause_at` go on."""
+    proc.pause.unlink(missing_ok=True)
 
 
 def kill_group(proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -91,6 +97,8 @@ def kill_group(proc: subprocess.Popen, timeout: float = 60) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
+    if hasattr(proc, "pause"):
+        release(proc)
     deadline = time.monotonic() + timeout
     while True:  # the group's other processes (pool workers, a fork server) are gone too
         try:

@@ -22,7 +22,7 @@ import pytest
 
 from pipeline.core.dataset import read_manifest
 from pipeline.fetch.sources.imagenet import iter_url_file
-from tests.conftest import ROOT, kill_at, run_cli
+from tests.conftest import ROOT, kill_at, pause_at, release, run_cli
 from tests.scripted import ALLOW_LOOPBACK, Listener, drip, jpeg
 
 A, B = "n00000001", "n00000002"
@@ -139,21 +139,20 @@ def _held(server, n: int, release: threading.Event, prefix: str) -> list[str]:
 def test_02_the_only_worker_killed_mid_run_is_one_line_after_the_deadline_then_a_new_worker_resumes(
     server, tmp_path, scheduler
 ):
-    release = threading.Event()
-    url_list(tmp_path, [*images(server, 2), *_held(server, 4, release, "h")])
+    """The worker dies holding shard 0's result (finished, written, not yet gathered) and running
+    shard 1: both must run again, there is no worker to run them, and the run says so in time."""
+    answer = threading.Event()
+    url_list(tmp_path, [*images(server, 2), *_held(server, 4, answer, "h")])
     args = fetch_args(6, "shards", "-S", "fetch.wait_for_workers=3", "-S", "fetch.shard_size=2")
     args += ["--engine", "dask", "--scheduler", scheduler]
     worker = start_worker(scheduler)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
-    first = tmp_path / "ds/shards/00000.stats.json"
-    deadline = time.monotonic() + 120
-    while not first.exists():  # shard 0 done; the other shards wait on the server
-        assert time.monotonic() < deadline and proc.poll() is None, "shard 0 never finished"
-        time.sleep(0.05)
+    proc = pause_at(args, tmp_path, "dask.done", 1, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode is None, "the fetch ended before its first shard's result came back"
+    assert (tmp_path / "ds/shards/00000.stats.json").exists()
     worker.kill()
     worker.wait()
-    release.set()
+    answer.set()
+    release(proc)  # the client goes on: to gather shard 0 from a dead worker
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "no Dask worker at" in one_error_line(stderr)
     hits = dict(server.hits)

@@ -34,11 +34,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import model_validator
 
+from pipeline.core.checkpoint import checkpoint
 from pipeline.core.config import Seconds, Section, between
 from pipeline.core.console import console
 from pipeline.core.errors import ConfigError, PipelineError
 
-ENGINES = ("local", "dask")
 CONNECT_TIMEOUT = 10  # seconds to reach a Dask scheduler and complete its handshake
 POLL = 1.0  # seconds between looks at a cluster's workers while waiting for a task
 
@@ -166,8 +166,20 @@ class Engine:
                 except (DaskTimeout, TimeoutError):
                     waiting.check()  # no worker left: says so, and gives up after wait_for_workers
 
+        def result(future: Any) -> Any:
+            # A finished task's result lives on its worker: if that worker is lost before the result
+            # is gathered, Dask runs the task again, and that too waits for a worker, not forever.
+            while True:
+                try:
+                    return future.result(timeout=POLL)
+                except (DaskTimeout, TimeoutError):
+                    if future.status in ("error", "cancelled"):
+                        raise  # the task itself raised a TimeoutError
+                    waiting.check()
+
         for future in _bounded(lambda task: client.submit(fn, task, pure=False), tasks, limit, wait_any):
-            yield future.result()
+            checkpoint("dask.done")
+            yield result(future)
             future.release()
 
 

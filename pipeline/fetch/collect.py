@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +137,7 @@ def fetch_urls(
 
 
 def collect(
-    plan: Plan, quotas: dict[str, Quota], out: Path, cfg: FetchParams, source: str, notes: list[str] = ()
+    plan: Plan, quotas: dict[str, Quota], out: Path, cfg: FetchParams, source: str, notes: Sequence[str] = ()
 ) -> FetchResult:
     """Fetch in waves of shards until each class has its quota or runs out of candidates; write the
     settled manifest, dataset.json and summary.json in the layout `fetch.layout` picks."""

@@ -6,13 +6,22 @@ import inspect
 import json
 import tarfile
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.core.dataset import COLUMNS, iter_shard_images, layout, read_manifest, shard_names, stored_items
+from pipeline.core.dataset import (
+    COLUMNS,
+    iter_shard_images,
+    layout,
+    read_manifest,
+    read_parquet_frame,
+    shard_names,
+    stored_items,
+)
 from pipeline.fetch.params import FetchParams
 from pipeline.fetch.plan import make_plan
 from pipeline.fetch.sources import ImagenetParams
@@ -105,17 +114,27 @@ def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_pat
         (shard, member): (cls, split)
         for shard, member, cls, split in zip(usable["shard"], usable["member"], usable["class"], usable["split"])
     }
-    items = []
+    items, splits, classes = [], Counter(), [A, B]
     for name in shards:
         rows = pd.read_parquet(root / "shards" / f"{name}.parquet")
         stats = json.loads((root / "shards" / f"{name}.stats.json").read_text())
         assert stats["rows"] == len(rows) and stats["counts"].get("ok", 0) == (rows.status == "ok").sum()
-        with tarfile.open(root / "shards" / f"{name}.tar") as tar:
+        with tarfile.open(root / "shards" / f"{name}.tar") as tar:  # a standard sample per fetched image
             names = tar.getnames()
             ok = rows[rows.status == "ok"]
-            assert names == [m for p in ok.path for m in (p.split("#")[1], p.split("#")[1].rsplit(".", 1)[0] + ".json")]
-            meta = json.loads(tar.extractfile(names[1]).read()) if names else {}
-            assert not names or set(meta) == {"url", "class", "sha256", "width", "height", "format"}
+            keys = [p.split("#")[1].rsplit(".", 1)[0] for p in ok.path]
+            assert names == [m for p, k in zip(ok.path, keys) for m in (p.split("#")[1], f"{k}.cls", f"{k}.json")]
+            final = read_parquet_frame(root / "manifest" / f"{name}.parquet")
+            for key in keys:  # the settled decisions, in the sample itself
+                row = final.iloc[int(key[5:])]
+                meta = json.loads(tar.extractfile(f"{key}.json").read())
+                label = int(tar.extractfile(f"{key}.cls").read())
+                assert label == meta["cls"] == classes.index(row["class"]) and meta["key"] == key
+                assert (meta["url"], meta["class"], meta["sha256"]) == (row.url, row["class"], row.sha256)
+                assert (meta["split"], meta["status"]) == (row.split, row.status)
+                if row.status == "duplicate":
+                    assert meta["duplicate_of"] == row.path.split("#")[1].rsplit(".", 1)[0]
+                splits[meta["split"]] += 1
         items += [
             (*where[name, member], data)
             for member, data in iter_shard_images(root, name, 10**8)
@@ -126,6 +145,7 @@ def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_pat
         hashlib.sha256(data).hexdigest() in set(final_ok.sha256) for *_, data in items
     )
     assert sorted((cls, split) for cls, split, _ in items) == sorted(zip(final_ok["class"], final_ok.split))
+    assert splits == Counter(manifest.split[manifest.status.isin(["ok", "duplicate"])])
     assert json.loads((root / "dataset.json").read_text())["layout"] == "shards" and not (root / ".plan").exists()
 
 

@@ -14,11 +14,16 @@ class subfolders is read as a dataset without a manifest.
 **shards** (URL lists of millions: imagenet with `fetch.layout: shards`, or `auto` above 50,000
 candidate URLs):
 
-- `shards/<NNNNN>.tar`: a webdataset tar, one sample per fetched image that passed the checks
-  (status ok before duplicates are settled), in candidate order. Key `<NNNNN><IIIII>` (shard
+- `shards/<NNNNN>.tar`: a standard webdataset tar, one sample per fetched image that passed the
+  checks (status ok before duplicates are settled), in candidate order. Key `<NNNNN><IIIII>` (shard
   number, then the URL's 5-digit place in the shard); members `<key>.<ext>`, the original bytes
-  (ext from the detected format: jpg, png, gif, bmp, tif, webp) and `<key>.json`, {"url", "class",
-  "sha256", "width", "height", "format"}. Members are written with mtime 0: same input, same bytes.
+  (ext from the detected format: jpg, png, gif, bmp, tif, webp), `<key>.cls`, the class index in
+  dataset.json's order (decimal text), and `<key>.json`, {"key", "url", "class", "cls", "split",
+  "status", "sha256", "width", "height", "format"}, with the settled `split` (train / val / extra;
+  "" for a duplicate, whose `status` is duplicate and `duplicate_of` the owner's key), padded with
+  spaces to whole 512-byte blocks (pipeline.fetch.writers.TarWriter.settle). Members are written
+  with mtime 0: same input, same bytes. `WebDataset(tars).decode(...).to_tuple("jpg", "cls")`
+  trains from them; `json["split"]` selects a split.
 - `manifest/<NNNNN>.parquet`: the final manifest, one file per shard, the shard's rows in candidate
   order with duplicates and the split settled (`status` duplicate with `path` = the owner's member,
   `split` train / val / extra for ok rows). Readers (`stored_items`, `iter_shard_images`) use its

@@ -39,6 +39,7 @@ from pipeline.fetch.manifest import FetchResult, reason_kind, write_manifest, wr
 from pipeline.fetch.params import FetchParams
 from pipeline.fetch.plan import PLAN_DIR, Plan, make_plan
 from pipeline.fetch.shards import ShardTask, fetch_shard, finished, records, rows_path
+from pipeline.fetch.writers import TarWriter
 
 TASK_MODULES = ("pipeline.fetch.shards",)  # what a worker imports once, before it takes tasks
 
@@ -167,7 +168,9 @@ def collect(
     counts: Counter = Counter()
     reasons: Counter = Counter()
     (out / MANIFEST_DIR).mkdir(exist_ok=True)
+    labels = {cls: i for i, cls in enumerate(classes)}
     for shard, frame in enumerate(frames):
+        TarWriter.settle(out, shard, frame, labels)
         counts.update(frame["status"].value_counts().to_dict())
         reasons.update(frame.loc[frame["status"] != "ok", "reason"].map(reason_kind).value_counts().to_dict())
         write_parquet(out / MANIFEST_DIR / f"{shard_name(shard)}.parquet", frame)
@@ -217,9 +220,12 @@ def _tasks(
     size = cfg.shard_size
     for k in range(count):
         chosen = wave[k * size : (k + 1) * size]
-        rows = list(zip([plan.classes[i] for i in plan.cls[chosen].tolist()], plan.urls(chosen)))
+        numbers = plan.cls[chosen].tolist()
+        rows = list(zip([plan.classes[i] for i in numbers], plan.urls(chosen)))
         if finished(out, layout, first + k, rows, cfg.rehash) is None:
-            yield ShardTask(str(out.resolve()), layout, first + k, rows, cfg.download)  # (as every worker sees it)
+            labels = {plan.classes[i]: i for i in set(numbers)}
+            where = str(out.resolve())  # the dataset folder as every worker sees it
+            yield ShardTask(where, layout, first + k, rows, labels, cfg.download)
 
 
 def _settled_frames(out: Path, layout: str, shards: int, settled: Settled) -> Iterator[pd.DataFrame]:

@@ -46,6 +46,7 @@ class ShardTask:
     layout: str  # a key of WRITERS
     shard: int
     rows: list[tuple[str, str]]  # (class, url) in candidate order
+    labels: dict[str, int]  # class -> index in the dataset's class order, for the shard's classes
     settings: DownloadSettings
 
 
@@ -138,7 +139,7 @@ def fetch_shard(task: ShardTask) -> ShardDone:
     start, cpu = time.monotonic(), time.process_time()
     out, settings = Path(task.out), task.settings
     client = _client(settings)
-    writer = WRITERS[task.layout](out, task.shard)
+    writer = WRITERS[task.layout](out, task.shard, task.labels)
     rows: list[dict] = [{}] * len(task.rows)
     counted = []
 

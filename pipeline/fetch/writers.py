@@ -2,18 +2,21 @@
 
 Two writers with one interface (img2dataset's `writer.py` has one per output format):
 
-    writer = WRITERS[layout](out, shard)
+    writer = WRITERS[layout](out, shard, labels)   # labels: class -> index (dataset.json's order)
     writer.write(i, row, data, info)   # any thread, any order: the i-th URL of the shard is an image
     facts = writer.close()             # after the last write: the images are all in place
     writer.abort()                     # on failure: nothing half-written is left
     WRITERS[layout].damage(out, shard, rows, stats, deep)   # a finished shard's images, checked
+    TarWriter.settle(out, shard, frame, labels)             # the settled split and duplicates, in the tar
 
 `write` sets the manifest row's `path` (the folder-relative file, or `shards/<NNNNN>.tar#<member>`),
 so every layout's rows are written the same way; `close` returns what the shard's stats record of
 the stored images (the tar's size and members), which `damage` checks on a rerun, and with `deep`
-every image's SHA-256 against its row. Each writer also names the folder where the shard task keeps
-its resume record (`<NNNNN>.parquet`, `<NNNNN>.stats.json`: pipeline.fetch.shards). Formats on
-disk: pipeline.core.dataset. A file-system error names the file it was writing.
+every image's SHA-256 against its row. The tar writer's `settle`, once duplicates and the split are
+decided, records them in each sample's `<key>.json` (folders keep no metadata beside the manifest). Each
+writer also names the folder where the shard task keeps its resume record (`<NNNNN>.parquet`,
+`<NNNNN>.stats.json`: pipeline.fetch.shards). Formats on disk: pipeline.core.dataset. A
+file-system error names the file it was writing.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -36,7 +41,8 @@ from pipeline.core.dataset import SHARDS, member_path, shard_name, split_member
 from pipeline.core.images import EXTENSIONS, ImageInfo
 from pipeline.fetch.manifest import write_image
 
-TAR_META = ("url", "class", "sha256", "width", "height", "format")  # the `<key>.json` of a sample
+TAR_FORMAT = 2  # 2: a sample is <key>.<ext>, <key>.cls, <key>.json (1, before: no cls; a rerun refetches those)
+JSON_SPARE = 96  # bytes of room a sample's JSON keeps for what settling adds (split, status, duplicate_of)
 
 
 class FolderWriter:
@@ -45,7 +51,7 @@ class FolderWriter:
 
     records = ".shards"
 
-    def __init__(self, out: Path, shard: int):
+    def __init__(self, out: Path, shard: int, labels: dict[str, int]):
         self.out = out
 
     def write(self, i: int, row: dict, data: bytes, info: ImageInfo) -> None:
@@ -74,14 +80,20 @@ class FolderWriter:
 
 
 class TarWriter:
-    """`shards/<NNNNN>.tar`, a webdataset tar: per image `<key>.<ext>` (the original bytes) and
-    `<key>.json`, in candidate order, key `<NNNNN><IIIII>`, members with fixed times (same input, same
-    bytes). Bodies go to a spill file as they arrive, in any order, and are copied into the tar in
-    candidate order at `close`, so a slow URL never holds the others' bytes in memory."""
+    """`shards/<NNNNN>.tar`, a standard webdataset tar: per image `<key>.<ext>` (the original bytes),
+    `<key>.cls` (the class index, decimal) and `<key>.json` (`sample_meta`), in candidate order, key
+    `<NNNNN><IIIII>`, members with fixed times (same input, same bytes). Bodies go to a spill file as
+    they arrive, in any order, and are copied into the tar in candidate order at `close`, so a slow
+    URL never holds the others' bytes in memory.
+
+    The JSON is padded with spaces (valid JSON) to a whole 512-byte tar block with JSON_SPARE bytes
+    free, so `settle` rewrites it in place, same size: the tar keeps its size and members (what the
+    shard's stats record), and settling a million-image dataset writes kilobytes, not the images."""
 
     records = SHARDS
 
-    def __init__(self, out: Path, shard: int):
+    def __init__(self, out: Path, shard: int, labels: dict[str, int]):
+        self.labels = labels
         self.folder = out / SHARDS
         self.folder.mkdir(parents=True, exist_ok=True)
         self.name = shard_name(shard)
@@ -92,8 +104,9 @@ class TarWriter:
         self.samples: dict[int, tuple[str, int, int, bytes]] = {}  # i -> (member, offset, size, json)
 
     def write(self, i: int, row: dict, data: bytes, info: ImageInfo) -> None:
-        member = f"{self.name}{i:05d}.{EXTENSIONS[info.format]}"
-        meta = json.dumps({key: row[key] for key in TAR_META}).encode()
+        key = f"{self.name}{i:05d}"
+        member = f"{key}.{EXTENSIONS[info.format]}"
+        meta = _padded(sample_meta(key, row, self.labels[row["class"]]))
         with self.lock, _naming(self.spill_path):
             offset = self.spill.seek(0, os.SEEK_END)
             self.spill.write(data)
@@ -106,13 +119,15 @@ class TarWriter:
             with tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
                 for i in sorted(self.samples):
                     member, offset, size, meta = self.samples[i]
+                    key = member.rsplit(".", 1)[0]
                     _add(tar, member, os.pread(self.spill.fileno(), size, offset))
-                    _add(tar, f"{member.rsplit('.', 1)[0]}.json", meta)
+                    _add(tar, f"{key}.cls", str(json.loads(meta)["cls"]).encode())
+                    _add(tar, f"{key}.json", meta)
                     checkpoint("fetch.tar")
             final = self.folder / f"{self.name}.tar"
             os.replace(self.tmp, final)
         self.abort()
-        return {"tar_bytes": final.stat().st_size, "members": 2 * len(self.samples)}
+        return {"tar_bytes": final.stat().st_size, "members": 3 * len(self.samples), "tar_format": TAR_FORMAT}
 
     def abort(self) -> None:
         self.spill.close()
@@ -125,6 +140,8 @@ class TarWriter:
         or another number of members than its stats say (read from the headers alone); with `deep`,
         an image whose SHA-256 is not its row's."""
         path = out / SHARDS / f"{shard_name(shard)}.tar"
+        if stats.get("tar_format") != TAR_FORMAT:
+            return f"{path.name} has an older format (no <key>.cls)"
         try:
             size = path.stat().st_size
         except OSError:
@@ -145,6 +162,62 @@ class TarWriter:
         if members != stats.get("members", members):
             return f"{path.name} holds {members} members, not {stats['members']}"
         return ""
+
+    @staticmethod
+    def settle(out: Path, shard: int, frame: pd.DataFrame, labels: dict[str, int]) -> None:
+        """Write each sample's settled JSON (split; status, and `duplicate_of` for a duplicate) over
+        its fetched one, same size, where it differs. In place when the tar is this folder's own
+        file; a tar with other links (a DVC cache's hard link) or read-only is copied first and the
+        copy renamed over it, so nothing outside the dataset folder ever changes."""
+        path = out / SHARDS / f"{shard_name(shard)}.tar"
+        changes = []
+        with open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
+            for info in iter(tar.next, None):
+                tar.members.clear()
+                if not info.name.endswith(".json"):
+                    continue
+                key = info.name[: -len(".json")]
+                row = frame.iloc[int(key[len(shard_name(shard)) :])]
+                meta = sample_meta(key, row, labels[row["class"]])
+                if row["status"] == "duplicate":
+                    meta["duplicate_of"] = split_member(row["path"])[1].rsplit(".", 1)[0]
+                new = _padded(meta, info.size)
+                if os.pread(fh.fileno(), info.size, info.offset_data) != new:
+                    changes.append((info.offset_data, new))
+        if not changes:
+            return
+        target = path
+        if path.stat().st_nlink > 1 or not os.access(path, os.W_OK):
+            target = path.with_name(f".{path.name}.settle.tmp")
+            shutil.copyfile(path, target)
+        with _naming(target):
+            fd = os.open(target, os.O_WRONLY)
+            try:
+                for offset, new in changes:
+                    os.pwrite(fd, new, offset)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if target != path:
+                os.replace(target, path)
+
+
+def sample_meta(key: str, row: dict | pd.Series, label: int) -> dict:
+    """A sample's `<key>.json`: where it came from, what it is, and (once settled) its split."""
+    meta = {"key": key, "url": row["url"], "class": row["class"], "cls": label, "split": row.get("split") or ""}
+    meta.update(status=row["status"], sha256=row["sha256"])
+    meta.update({name: int(row[name]) for name in ("width", "height")}, format=row["format"])
+    return meta
+
+
+def _padded(meta: dict, size: int = 0) -> bytes:
+    """`meta` as JSON padded with spaces to `size` bytes, or (size 0) to whole 512-byte blocks with
+    JSON_SPARE bytes to spare."""
+    data = json.dumps(meta, sort_keys=True).encode()
+    size = size or -(-(len(data) + JSON_SPARE) // 512) * 512
+    if len(data) > size:  # (never: every field settling adds fits in JSON_SPARE)
+        raise ValueError(f"the JSON of sample {meta['key']} outgrew its {size} bytes")
+    return data.ljust(size)
 
 
 def _stored(rows: pa.Table) -> list[tuple[str, int, str]]:

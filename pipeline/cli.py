@@ -10,11 +10,12 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -29,12 +30,59 @@ from pipeline.core.errors import ConfigError, DataError, PipelineError
 if TYPE_CHECKING:
     from pipeline.train.params import TrainParams
 
+PROG = "pipeline"  # also under `python -m pipeline`: usage lines, errors and shell completion say this
+COMPLETE_VAR = "_PIPELINE_COMPLETE"  # set by the completion script when the shell asks for completions
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _tidy(param: Any, ctx: Any) -> None:
+    """Help that shows what to type: a flag takes no value (no `<bool>` beside it), and a repeatable
+    option or argument shows its items' type (`<path>`, not `<list[Path]>`)."""
+    if getattr(param, "is_flag", False):
+        param.metavar = ""
+        return
+    display = getattr(param, "display_type_rich", None)  # (Typer's type column; absent in older Typers)
+    if display is None or param.metavar is not None:
+        return
+    text = display(ctx) or ""
+    if "list[" in text:
+        tidy = re.sub(r"list\[(\w+)\]", lambda match: match[1].lower(), text)
+        param.display_type_rich = lambda ctx: tidy
+
+
+class _Tidy:
+    def get_params(self, ctx: Any) -> list:
+        params = super().get_params(ctx)  # (the command's own, then its help option)
+        for param in params:
+            _tidy(param, ctx)
+        return params
+
+
+class _Command(_Tidy, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_Tidy, typer.core.TyperGroup):
+    pass
+
+
+class _Typer(typer.Typer):
+    """Typer with this tool's conventions: `-h` as well as `--help`, every command's help tidied."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("context_settings", {"help_option_names": ["-h", "--help"]})
+        super().__init__(cls=_Group, no_args_is_help=True, pretty_exceptions_enable=False, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        return super().command(*args, cls=_Command, **kwargs)
+
+
 # Startup matters (every DVC stage and every --help pays it): this module imports the command-line
 # toolkit only; the config (pydantic) and each command's libraries are imported where they are used.
-app = typer.Typer(
+# Completion is this module's own --install-completion/--show-completion over Typer's machinery:
+# each takes an optional shell name (Typer's own flags ignore one and use the shell they run in).
+app = _Typer(
     help="Reproducible image-classification experiments: fetch, survey, prepare, train, evaluate, compare.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
     add_completion=False,
 )
 
@@ -68,13 +116,106 @@ def _parse_set(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version(PROG)
+        except PackageNotFoundError:  # a source tree that was never installed
+            from pipeline import __version__ as number
+        typer.echo(f"{PROG} {number}")
+        raise typer.Exit()
+
+
+def _current_shell() -> str:
+    try:
+        import shellingham  # (Typer's dependency)
+
+        return shellingham.detect_shell()[0]
+    except Exception:  # not installed, or no shell among the parent processes: $SHELL says
+        return Path(os.environ.get("SHELL", "")).name
+
+
+def _completion(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> None:
+    """--show-completion / --install-completion [SHELL] (default: the shell this runs in)."""
+    if value is None or ctx.resilient_parsing:
+        return
+    shell = value or _current_shell()
+    if shell not in SHELLS:
+        raise ConfigError(
+            f"--{param.name.replace('_', '-')} {shell!r}: "
+            + ("unsupported shell" if value else "cannot tell which shell this is")
+            + f"; name one of {', '.join(SHELLS)}"
+        )
+    from typer.completion import get_completion_script, install
+
+    if param.name == "install_completion":
+        shell, path = install(shell=shell, prog_name=PROG, complete_var=COMPLETE_VAR)
+        typer.echo(f"{shell} completion installed in {path}; it takes effect in a new shell")
+    else:
+        typer.echo(get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell))
+    raise typer.Exit()
+
+
+def _complete(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """Shell completion of an option whose valid values are `choices`."""
+    return lambda incomplete: [choice for choice in choices if choice.startswith(incomplete)]
+
+
+COMPLETION_OPTIONS = ("--install-completion", "--show-completion")
+
+
+def _with_shell(args: list[str]) -> list[str]:
+    """`args` with "" (the current shell) after a --show-completion or --install-completion given
+    without a shell name: the shell is optional, which the option parser cannot say."""
+    done = []
+    for i, arg in enumerate(args):
+        done.append(arg)
+        if arg in COMPLETION_OPTIONS and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            done.append("")
+    return done
+
+
 @app.callback()
 def main_options(
-    params: Annotated[
-        Path | None, typer.Option("--params", help="Params file [default: params.yaml].", show_default=False)
-    ] = None,
+    params: Annotated[Path | None, typer.Option("--params", help="Params file.", show_default="params.yaml")] = None,
     sets: Annotated[
-        list[str] | None, typer.Option("--set", "-S", help="Override a param, as `dvc exp run -S`: train.epochs=2.")
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-S",
+            metavar="KEY=VALUE",
+            help="Override a param, as `dvc exp run -S` does: -S train.epochs=2 (repeatable).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", help="Print the version and exit.", callback=_version, is_eager=True, expose_value=False
+        ),
+    ] = False,
+    install_completion: Annotated[
+        str | None,
+        typer.Option(
+            metavar="[SHELL]",
+            help=f"Install shell completion of pipeline ({', '.join(SHELLS)}; default: the current shell) and exit.",
+            callback=_completion,
+            autocompletion=_complete(SHELLS),
+            expose_value=False,
+            is_eager=True,
+        ),
+    ] = None,
+    show_completion: Annotated[
+        str | None,
+        typer.Option(
+            metavar="[SHELL]",
+            help="Print the completion script (same shells) to copy or customize, and exit.",
+            callback=_completion,
+            autocompletion=_complete(SHELLS),
+            expose_value=False,
+            is_eager=True,
+        ),
     ] = None,
 ) -> None:
     State.params_file, State.explicit = params or paths.PARAMS_FILE, params is not None
@@ -208,7 +349,12 @@ def check_params(
 def fetch(
     ctx: typer.Context,
     source: Annotated[
-        str | None, typer.Option(help=f"Data source: {', '.join(names.SOURCES)}.", show_default="fetch.source")
+        str | None,
+        typer.Option(
+            help=f"Data source: {', '.join(names.SOURCES)}.",
+            show_default="fetch.source",
+            autocompletion=_complete(names.SOURCES),
+        ),
     ] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Dataset folder.", show_default="data/raw/<source>")
@@ -231,13 +377,27 @@ def fetch(
     url: Annotated[str | None, typer.Option(help="Archive URL (cats-dogs, mnist, cifar10: base URL).")] = None,
     archive: Annotated[Path | None, typer.Option(help="cats-dogs: a zip already on disk.")] = None,
     sha256: Annotated[str | None, typer.Option(help="Expected SHA-256 of the archive.")] = None,
-    path: Annotated[Path | None, typer.Option(help="folder: a local directory of class subfolders.")] = None,
+    path: Annotated[
+        str | None,
+        typer.Option(
+            help="folder: a directory of class subfolders; webdataset: tars (a file, folder, glob, "
+            "brace pattern or http(s) URLs)."
+        ),
+    ] = None,
     concurrency: Annotated[
         int | None, typer.Option(help="Parallel downloads (fetch.download.concurrency; per process with shards).")
     ] = None,
-    layout: Annotated[str | None, typer.Option(help="imagenet: folder, shards or auto (fetch.layout).")] = None,
+    layout: Annotated[
+        Literal["auto", "folder", "shards"] | None,
+        typer.Option(
+            help="imagenet: class folders, shards, or auto (shards for a long URL list).", show_default="fetch.layout"
+        ),
+    ] = None,
     shard_size: Annotated[int | None, typer.Option(help="URLs per shard (fetch.shard_size).")] = None,
-    engine: Annotated[str | None, typer.Option(help="Where shards run: local or dask (fetch.engine).")] = None,
+    engine: Annotated[
+        Literal["local", "dask"] | None,
+        typer.Option(help="Where shards run: a process per core, or a Dask cluster.", show_default="fetch.engine"),
+    ] = None,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler, tcp://HOST:8786 (fetch.scheduler).")] = None,
     verify: Annotated[
         bool | None,
@@ -332,14 +492,19 @@ def prepare(
     ] = None,
     scale: Annotated[float | None, typer.Option(help="Scale for --size auto.", show_default="prepare.scale")] = None,
     aspect: Annotated[
-        str | None, typer.Option(help="stretch, pad or center-crop.", show_default="prepare.aspect")
+        Literal["stretch", "pad", "center-crop"] | None,
+        typer.Option(
+            help="Fit to --size by stretching, padding or cropping the center.", show_default="prepare.aspect"
+        ),
     ] = None,
-    color: Annotated[str | None, typer.Option(help="rgb or grayscale.", show_default="prepare.color")] = None,
+    color: Annotated[
+        Literal["rgb", "grayscale"] | None, typer.Option(help="Color channels.", show_default="prepare.color")
+    ] = None,
     survey: Annotated[Path | None, typer.Option(help="Survey JSON whose most common shape --size auto uses.")] = None,
     engine: Annotated[
-        str | None,
+        Literal["local", "dask"] | None,
         typer.Option(
-            help="A shard dataset's engine: local (a process per core) or dask.", show_default="prepare.engine"
+            help="A shard dataset's engine: a process per core, or a Dask cluster.", show_default="prepare.engine"
         ),
     ] = None,
     scheduler: Annotated[
@@ -379,7 +544,12 @@ def _archs(arch: str | None, train: TrainParams) -> list[str]:
 def train(
     ctx: typer.Context,
     arch: Annotated[
-        str | None, typer.Option(help=f"Architecture: {ARCH_CHOICES}.", show_default="each of train.archs")
+        str | None,
+        typer.Option(
+            help=f"Architecture: {ARCH_CHOICES}.",
+            show_default="each of train.archs",
+            autocompletion=_complete(names.ARCHITECTURES),
+        ),
     ] = None,
     data: Annotated[Path, typer.Option(help="Prepared data folder.")] = paths.PREPARED_DIR,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Model folder.", show_default="models/<arch>")] = None,
@@ -440,7 +610,11 @@ def train(
 def models(
     arch: Annotated[
         list[str] | None,
-        typer.Option(help=f"Only this architecture (repeatable): {ARCH_CHOICES}.", show_default="all"),
+        typer.Option(
+            help=f"Only this architecture (repeatable): {ARCH_CHOICES}.",
+            show_default="all",
+            autocompletion=_complete(names.ARCHITECTURES),
+        ),
     ] = None,
     input_shape: Annotated[
         str | None,
@@ -496,7 +670,12 @@ def _input_shape(value: str | None) -> tuple[int, int, int] | None:
 def evaluate(
     ctx: typer.Context,
     arch: Annotated[
-        str | None, typer.Option(help=f"Architecture: {ARCH_CHOICES}.", show_default="each of train.archs")
+        str | None,
+        typer.Option(
+            help=f"Architecture: {ARCH_CHOICES}.",
+            show_default="each of train.archs",
+            autocompletion=_complete(names.ARCHITECTURES),
+        ),
     ] = None,
     data: Annotated[Path, typer.Option(help="Prepared data folder.")] = paths.PREPARED_DIR,
     model: Annotated[Path | None, typer.Option(help="Model file.", show_default="models/<arch>/model.keras")] = None,
@@ -565,27 +744,41 @@ def compare(
         typer.Option(help="Metric to sort by; rows without it are ranked by accuracy.", show_default="compare.sort"),
     ] = None,
     md: Annotated[bool, typer.Option("--md", help="Print Markdown instead of a rich table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON: the rows best first, each with its data and metrics.")
+    ] = False,
     md_out: Annotated[Path | None, typer.Option("--out", help="Also write the Markdown table to this file.")] = None,
     runs_dir: Annotated[
-        Path, typer.Option("--runs", help="Run logs whose time and memory the rich table adds (runs/<arch>/run.json).")
+        Path,
+        typer.Option(
+            "--runs", help="Run logs whose time and memory the rich table and --json add (runs/<arch>/run.json)."
+        ),
     ] = paths.RUNS_DIR,
 ) -> None:
     """Compare every architecture's metrics side by side, and say which data each was measured on."""
-    from pipeline.report.compare import format_value, run, to_markdown, with_run_figures
+    import json
 
+    from pipeline.report.compare import format_value, run, run_figures, to_markdown, with_run_figures
+
+    if md and as_json:
+        raise ConfigError("--md and --json: choose one output format")
     cfg = _section("compare", _options(ctx))
     comparison = run(metrics_dir, cfg.sort, md_out)
     if md:
         out.print(to_markdown(comparison), end="", markup=False, highlight=False, soft_wrap=True)
         return
-    frame = with_run_figures(comparison.frame, runs_dir)
-    columns = [*map(str, frame.columns), *(["data"] if comparison.mixed else [])]
-    rows = {
-        str(arch): [format_value(v) for v in row] + ([comparison.datasets[str(arch)]] if comparison.mixed else [])
-        for arch, row in frame.iterrows()
-    }
-    data = None if comparison.mixed else f"data: {next(iter(comparison.datasets.values()))}"
-    out.print(_fitting_table(columns, rows, f"sorted by {cfg.sort}", data))
+    if as_json:  # (the notes below still go to stderr)
+        document = comparison.to_json(run_figures(list(comparison.frame.index), runs_dir))
+        out.print(json.dumps(document, indent=2), markup=False, highlight=False, soft_wrap=True)
+    else:
+        frame = with_run_figures(comparison.frame, runs_dir)
+        columns = [*map(str, frame.columns), *(["data"] if comparison.mixed else [])]
+        rows = {
+            str(arch): [format_value(v) for v in row] + ([comparison.datasets[str(arch)]] if comparison.mixed else [])
+            for arch, row in frame.iterrows()
+        }
+        data = None if comparison.mixed else f"data: {next(iter(comparison.datasets.values()))}"
+        out.print(_fitting_table(columns, rows, f"sorted by {cfg.sort}", data))
     if comparison.mixed:
         console.print(
             f"[yellow]warning:[/] {escape(comparison.data_note().removeprefix('Warning: '))}",
@@ -647,6 +840,7 @@ def predict(
         typer.Option(
             help=f"Architecture: {ARCH_CHOICES}.",
             show_default="the best by compare.sort among those evaluated on --data",
+            autocompletion=_complete(names.ARCHITECTURES),
         ),
     ] = None,
     model: Annotated[Path | None, typer.Option(help="Model file.", show_default="models/<arch>/model.keras")] = None,
@@ -692,9 +886,10 @@ def predict(
 @app.command()
 def leaderboard(
     ctx: typer.Context,
-    sort: Annotated[str | None, typer.Option(help="Metric to sort by [default: compare.sort].")] = None,
+    sort: Annotated[str | None, typer.Option(help="Metric to sort by.", show_default="compare.sort")] = None,
     metric: Annotated[
-        list[str] | None, typer.Option(help="A metric to show (repeatable) [default: the common ones present].")
+        list[str] | None,
+        typer.Option(help="A metric to show (repeatable).", show_default="the common ones present"),
     ] = None,
     md: Annotated[bool, typer.Option("--md", help="Print Markdown.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
@@ -726,7 +921,7 @@ def leaderboard(
         out.print(table)
 
 
-metrics_app = typer.Typer(help="Metrics across git revisions and DVC experiments.", no_args_is_help=True)
+metrics_app = _Typer(help="Metrics across git revisions and DVC experiments.")
 app.add_typer(metrics_app, name="metrics")
 
 
@@ -802,12 +997,49 @@ def _interrupted(signum, frame) -> None:
     os._exit(130)
 
 
+try:
+    from typer._click.exceptions import ClickException as _ParserError  # (newer Typers have Click inside)
+except ImportError:
+    from click.exceptions import ClickException as _ParserError
+
+
+def _usage_error(exc: Any) -> str:
+    """A command-line mistake the parser caught, as one line: a bad choice names the valid ones."""
+    param, message = getattr(exc, "param", None), exc.format_message()
+    descriptor = getattr(param, "type_descriptor", None)  # (Typer's; older Typers: Click's Choice type)
+    choices = getattr(descriptor, "choices", None) or getattr(getattr(param, "type", None), "choices", None)
+    bad = re.search(r"""(?:'([^']*)'|"([^"]*)") is not one of""", message)
+    if choices and bad and getattr(param, "opts", None):
+        listed = [repr(str(choice)) for choice in choices]
+        value = bad[1] if bad[1] is not None else bad[2]
+        return f"{max(param.opts, key=len)} {value!r}: expected {', '.join(listed[:-1])} or {listed[-1]}"
+    message = " ".join(message.replace("Value error, ", "").split())
+    where = f"; see '{exc.ctx.command_path} --help'" if getattr(exc, "ctx", None) is not None else ""
+    return f"{message[:1].lower()}{message[1:].rstrip('.')}{where}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The `pipeline` command (`argv`: its arguments, default sys.argv[1:]); always ends in sys.exit."""
+    """The `pipeline` command (`argv`: its arguments, default sys.argv[1:]); always ends in sys.exit.
+
+    The parser's own errors (an unknown option, a bad choice) are one `error:` line and exit code 2,
+    like every other user error."""
     signal.signal(signal.SIGINT, _interrupted)
+    if os.environ.get(COMPLETE_VAR):  # the shell asks for completions: Typer's, not Click's, formats
+        from typer.completion import completion_init
+
+        completion_init()
     try:
-        app(args=argv)
+        code = app(
+            args=_with_shell(sys.argv[1:] if argv is None else list(argv)), prog_name=PROG, standalone_mode=False
+        )
     except PipelineError as exc:
         _error(str(exc), exc.exit_code)
     except OSError as exc:
         _error(describe_os_error(exc), 1)
+    except _ParserError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `pipeline` alone: the help, already printed
+            sys.exit(exc.exit_code)
+        _error(_usage_error(exc), exc.exit_code)
+    except typer.Abort:
+        _error("aborted", 1)
+    sys.exit(code if isinstance(code, int) else 0)

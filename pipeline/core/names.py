@@ -5,7 +5,7 @@ import pydantic and every module of their family, which would double the time `p
 takes; these plain tuples cost nothing. tests/test_cli.py keeps them equal to the registries.
 """
 
-SOURCES = ("synthetic", "imagenet", "cats-dogs", "mnist", "cifar10", "folder")
+SOURCES = ("synthetic", "imagenet", "cats-dogs", "mnist", "cifar10", "folder", "webdataset")
 ARCHITECTURES = (
     "mlp",
     "cnn",

@@ -11,6 +11,7 @@ table, which is a tracked output, never has them (they differ from run to run).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class Comparison:
     sort: str  # the metric asked for
     fallback: list[str]  # architectures without `sort`, ranked by FALLBACK_SORT instead
     datasets: dict[str, str]  # architecture -> its data's label ("synthetic 1a2b3c4d")
+    metrics: dict[str, dict]  # architecture -> its metrics as written (flattened)
 
     @property
     def mixed(self) -> bool:
@@ -55,6 +57,29 @@ class Comparison:
             f"Warning: these rows come from {len(groups)} different datasets ({listing}); "
             "compare only rows of the same data."
         )
+
+    def to_json(self, runs: dict[str, dict] | None = None) -> dict:
+        """The comparison for `--json`: the rows best first, each with the data it was measured on,
+        the metric that ranked it and its metrics as written (flattened names, as the table's
+        columns; only those it has), plus its last training's time and memory from `runs`
+        (architecture -> run figures, see run_figures) where there are some."""
+        rows = []
+        for arch in map(str, self.frame.index):
+            row = {
+                "arch": arch,
+                "data": self.datasets.get(arch, UNKNOWN_DATA),
+                "ranked_by": FALLBACK_SORT if arch in self.fallback else self.sort,
+                "metrics": _finite(self.metrics[arch]),
+            }
+            if runs and arch in runs:
+                row["run"] = runs[arch]
+            rows.append(row)
+        return {"sort": self.sort, "mixed_data": self.mixed, "rows": rows}
+
+
+def _finite(metrics: dict) -> dict:
+    """JSON has no NaN or infinity: null for those (evaluate never writes them; a hand-edited file might)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
 
 
 def flatten(metrics: dict, prefix: str = "") -> dict:
@@ -97,14 +122,19 @@ def load_metrics(metrics_dir: Path) -> pd.DataFrame:
     return frame
 
 
-def with_run_figures(frame: pd.DataFrame, runs_dir: Path) -> pd.DataFrame:
-    """`frame` with each architecture's last training time and peak memory (`runs/<arch>/run.json`)
-    where there is one: for the terminal only, they change from run to run."""
-    runs = {
+def run_figures(archs: list[str], runs_dir: Path) -> dict[str, dict]:
+    """Each architecture's last training time and peak memory (`runs/<arch>/run.json`) where there
+    is one: for the terminal and --json only, they change from run to run."""
+    return {
         arch: flatten(json.loads(run_file(arch, runs_dir).read_text()))
-        for arch in frame.index
+        for arch in archs
         if run_file(arch, runs_dir).exists()
     }
+
+
+def with_run_figures(frame: pd.DataFrame, runs_dir: Path) -> pd.DataFrame:
+    """`frame` with each architecture's run figures (run_figures) as more columns."""
+    runs = run_figures(list(frame.index), runs_dir)
     if not runs:
         return frame
     return frame.join(pd.DataFrame.from_dict(runs, orient="index"))
@@ -137,7 +167,8 @@ def compare(metrics_dir: Path, sort: str) -> Comparison:
     missing = [arch for arch in ranked if value(arch, sort) is None]
     files = {p.stem: p for p in metrics_files(metrics_dir)}
     datasets = {arch: dataset_label(read_dataset(files[arch])) for arch in ranked}
-    return Comparison(frame.loc[ranked], sort, missing, datasets)
+    written = {arch: flatten(json.loads(files[arch].read_text())) for arch in ranked}
+    return Comparison(frame.loc[ranked], sort, missing, datasets, written)
 
 
 def format_value(value: float | None) -> str:

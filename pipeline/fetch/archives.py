@@ -146,6 +146,7 @@ def iter_tar(path: Path, max_member_bytes: int, max_total_bytes: int) -> Iterato
     try:
         with tarfile.open(path, "r|*") as tf:
             for member in tf:
+                tf.members.clear()  # (tarfile keeps every member read otherwise: millions for a shard set)
                 if member.isdir():
                     continue
                 problem = _tar_problem(member, max_member_bytes)

@@ -101,6 +101,27 @@ class FolderParams(Section):
     max_file_bytes: Bytes = MAX_FILE_BYTES  # larger files are skipped unread
 
 
+class WebdatasetParams(Section):
+    # the tars: a .tar (.tar.gz, .tgz) file, a folder of them, a glob (shards/*.tar), a brace pattern
+    # (shards/{00000..00099}.tar) or http(s) URLs of tars, which may use braces too (required)
+    path: str = ""
+    # where each sample's class is: cls = <key>.cls, an integer index (names from a dataset.json beside
+    # the tars); txt = <key>.txt, the text itself (a caption); json:<field> = a field of <key>.json
+    label: str = "cls"
+    download_dir: str | None = None  # cache of tars fetched from URLs [default: <out>/../downloads]
+    max_member_bytes: Bytes = MAX_FILE_BYTES  # larger members (and sidecar files) are refused
+    max_total_bytes: Bytes = 100_000_000_000  # bytes of members read from all the tars together
+    max_members: Count = 3_000_000  # members of all the tars together (img2dataset: 3 a sample)
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        kind, sep, field = value.partition(":")
+        if value in ("cls", "txt") or (kind == "json" and sep and field.strip()):
+            return value
+        raise ValueError(f"unknown label {value!r}; valid choices: cls, txt or json:<field> (e.g. json:label)")
+
+
 @dataclass(frozen=True)
 class Source:
     module: str  # pipeline.fetch.sources.<module> has fetch(out, params, cfg) and may have check(out, params)
@@ -122,4 +143,5 @@ SOURCES: dict[str, Source] = {
     "mnist": Source("mnist", MnistParams, "MNIST digits from the four IDX files, as PNGs"),
     "cifar10": Source("cifar10", Cifar10Params, "CIFAR-10 from the python tarball, as PNGs"),
     "folder": Source("folder", FolderParams, "a local directory of class subfolders (--path DIR)"),
+    "webdataset": Source("webdataset", WebdatasetParams, "existing webdataset / img2dataset tars (--path TARS)"),
 }

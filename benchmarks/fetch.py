@@ -106,7 +106,7 @@ def run(work: Path, n: int, rounds: int) -> list[dict]:
             ours_rate = max(ours_rate, n / (time.perf_counter() - start))
     finally:
         server.terminate()
-    assert seed_ok == n_seed and result.counts == {"ok": n}, result.counts
+    assert seed_ok == n_seed and result.counts == {"success": n}, result.counts
     bound = min(CONCURRENCY / LATENCY, decode_rate)
     return [
         {

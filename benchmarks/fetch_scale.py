@@ -40,7 +40,7 @@ Rows (N = --n, 10,000 by default):
 14-15. Resume: `kill -9` of the whole process group of a 10N-URL fetch once 45% of its URLs were
    requested, then the same command again: time from the restart to the first request the server
    sees (<= 5 s), and the URLs recorded as finished on disk at the kill (the rows of every shard
-   with its stats.json done marker, in either layout) that are requested again (none).
+   with its _stats.json done marker, in either layout) that are requested again (none).
 16-17. prepare over shards vs over the folder layout, the same 2N images, images/s (>= 1.0).
 
 Which pipeline is measured: the one importable from this checkout (PYTHONPATH is set to the
@@ -278,22 +278,22 @@ class Pipeline:
 
 
 def count_ok(out: Path) -> int:
-    """Images a pipeline fetch stored: summary.json's ok count (either layout), else manifest.csv's."""
+    """Images a pipeline fetch stored: summary.json's success count (either layout), else manifest.csv's."""
     summary = out / "summary.json"
     if summary.exists():
-        return int(json.loads(summary.read_text()).get("counts", {}).get("ok", 0))
+        return int(json.loads(summary.read_text()).get("counts", {}).get("success", 0))
     with open(out / "manifest.csv", newline="") as fh:
-        return sum(row["status"] == "ok" for row in csv.DictReader(fh))
+        return sum(row["status"] == "success" for row in csv.DictReader(fh))
 
 
 def finished_urls(out: Path) -> list[str]:
     """URLs a killed fetch had recorded as finished: the rows of every shard with its done marker
-    (`NNNNN.stats.json`, written last; in `shards/`, or `.shards/` for the folder layout)."""
+    (`NNNNN_stats.json`, written last; in `shards/`, or `.shards/` for the folder layout)."""
     import pyarrow.parquet as pq
 
     urls: list[str] = []
-    for stats in sorted([*(out / "shards").glob("*.stats.json"), *(out / ".shards").glob("*.stats.json")]):
-        urls += pq.read_table(stats.with_name(stats.name.split(".")[0] + ".parquet"), columns=["url"])[
+    for stats in sorted([*(out / "shards").glob("*_stats.json"), *(out / ".shards").glob("*_stats.json")]):
+        urls += pq.read_table(stats.with_name(stats.name.removesuffix("_stats.json") + ".parquet"), columns=["url"])[
             "url"
         ].to_pylist()
     return urls

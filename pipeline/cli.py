@@ -425,7 +425,7 @@ def fetch(
         table.add_row(status, f"{count:,}")
     out.print(table)
     if result.reasons:
-        table = Table("reason (not ok)", "items")
+        table = Table("reason (not success)", "items")
         table.columns[1].justify = "right"
         for reason, count in sorted(result.reasons.items(), key=lambda item: -item[1])[:15]:
             table.add_row(reason, f"{count:,}")

@@ -29,7 +29,7 @@ class Sample:
     data: bytes
     ext: str  # jpg, png
     split: str = ""  # train, val or "" (prepare draws the split)
-    status: str = "ok"  # ok, duplicate (stored), skipped, failed (not stored)
+    status: str = "success"  # success, duplicate (stored), skipped, failed (not stored)
     reason: str = ""
     height: int = 0
     width: int = 0
@@ -82,11 +82,12 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 def _row(sample: Sample, path: str, url: str) -> dict:
     return {
         "url": url,
+        "key": "",
         "path": path,
         "class": sample.cls,
         "split": sample.split,
         "status": sample.status,
-        "reason": sample.reason,
+        "error_message": sample.reason,
         "http_status": 200,
         "bytes": len(sample.data),
         "sha256": sample.sha256,
@@ -103,7 +104,7 @@ def write_shard_dataset(
     """`samples` in shards of `per_shard` stored items (a skipped/failed sample takes no slot)."""
     classes = classes or sorted({s.cls for s in samples})
     (root / SHARDS).mkdir(parents=True)
-    stored = [s for s in samples if s.status in ("ok", "duplicate")]
+    stored = [s for s in samples if s.status in ("success", "duplicate")]
     final = []
     for number, start in enumerate(range(0, len(stored), per_shard)):
         name = f"{number:05d}"
@@ -122,10 +123,12 @@ def write_shard_dataset(
             rows.append(_row(sample, f"{SHARDS}/{name}.tar#{key}.{sample.ext}", meta["url"]))
         (root / SHARDS / f"{name}.tar").write_bytes(_tar_bytes(members))
         _frame(rows).to_parquet(root / SHARDS / f"{name}.parquet", index=False)
-        (root / SHARDS / f"{name}.stats.json").write_text(json.dumps({"count": len(rows)}))
+        (root / SHARDS / f"{name}_stats.json").write_text(json.dumps({"count": len(rows)}))
         final.append(rows)
     final[-1] += [
-        _row(s, "", f"http://example/lost{i}") for i, s in enumerate(samples) if s.status not in ("ok", "duplicate")
+        _row(s, "", f"http://example/lost{i}")
+        for i, s in enumerate(samples)
+        if s.status not in ("success", "duplicate")
     ]
     (root / MANIFEST_DIR).mkdir()
     for number, rows in enumerate(final):  # the settled manifest: one file per shard
@@ -141,7 +144,7 @@ def write_folder_dataset(
     order as the shard layout's final manifest), for comparisons."""
     classes = classes or sorted({s.cls for s in samples})
     rows = []
-    for i, sample in enumerate(s for s in samples if s.status == "ok"):
+    for i, sample in enumerate(s for s in samples if s.status == "success"):
         rel = f"{sample.cls}/{i:05d}.{sample.ext}"
         (root / sample.cls).mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(sample.data)

@@ -59,13 +59,13 @@ def catalogue(seed: int = 0) -> dict[str, tuple[bytes, str, str]]:
     assert png16[24] == 16  # bit depth in IHDR
     big = encode(Image.fromarray(noise(120, 160, seed + 2)), quality=95)
     return {
-        "1.jpg": (jfif, "ok", ""),
-        "2.jpg": (exif_only, "ok", ""),
-        "3.jpg": (encode(Image.fromarray(noise(30, 45, seed + 3)), "PNG"), "ok", ""),  # a PNG named .jpg
-        "4.jpg": (encode(Image.fromarray(noise(36, 36, seed + 4)).convert("CMYK")), "ok", ""),
-        "5.jpg": (encode(Image.fromarray(noise(33, 44, seed + 5)).convert("L")), "ok", ""),
-        "6.jpg": (png16, "ok", ""),
-        "7.jpg": (jfif[:-2] + b"\0\0\0" + jfif[-2:], "ok", ""),  # libjpeg: "3 extraneous bytes before marker 0xd9"
+        "1.jpg": (jfif, "success", ""),
+        "2.jpg": (exif_only, "success", ""),
+        "3.jpg": (encode(Image.fromarray(noise(30, 45, seed + 3)), "PNG"), "success", ""),  # a PNG named .jpg
+        "4.jpg": (encode(Image.fromarray(noise(36, 36, seed + 4)).convert("CMYK")), "success", ""),
+        "5.jpg": (encode(Image.fromarray(noise(33, 44, seed + 5)).convert("L")), "success", ""),
+        "6.jpg": (png16, "success", ""),
+        "7.jpg": (jfif[:-2] + b"\0\0\0" + jfif[-2:], "success", ""),  # libjpeg: "3 extraneous bytes before marker 0xd9"
         "666.jpg": (b"", "skipped", "empty file"),
         "11702.jpg": (b"\x00\x01garbage, not an image at all" * 10, "skipped", "not an image"),
         "8.jpg": (big[: len(big) // 2], "skipped", "truncated"),
@@ -105,16 +105,16 @@ def check_output(out: Path, expected: dict[str, tuple[bytes, str, str]]) -> dict
     for origin, (data, status, reason) in expected.items():
         row = rows[origin]
         assert row["status"] == status, (origin, row)
-        assert row["reason"].startswith(reason), (origin, row["reason"])
-        if status == "ok":
+        assert row["error_message"].startswith(reason), (origin, row["error_message"])
+        if status == "success":
             stored = out / row["path"]
             assert stored.read_bytes() == data, origin
             ext = "png" if data.startswith(b"\x89PNG") else "jpg"
             assert row["path"] == f"{row['class']}/{hashlib.sha256(data).hexdigest()}.{ext}"
         if status == "duplicate":
-            assert rows[row["reason"].removeprefix("duplicate of ")]["path"] == row["path"]
+            assert rows[row["error_message"].removeprefix("duplicate of ")]["path"] == row["path"]
     assert json.loads((out / "dataset.json").read_text())["classes"] == ["dog", "cat"]
-    ok = [row for row in rows.values() if row["status"] == "ok"]
+    ok = [row for row in rows.values() if row["status"] == "success"]
     assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/*") if p.is_file()) == sorted(
         r["path"] for r in ok
     )
@@ -130,7 +130,7 @@ def test_archive_catalogue_kept_and_skipped_with_reasons(tmp_path):
     result = fetch(tmp_path / "raw" / "cats-dogs", CatsDogsParams(archive=str(archive)), FAST)
     rows = check_output(tmp_path / "raw" / "cats-dogs", expected)
     assert (archive.read_bytes(), archive.stat().st_mtime_ns) == before, "the user's archive is left as it was"
-    assert result.counts == {"duplicate": 2, "ok": 14, "skipped": 13}
+    assert result.counts == {"duplicate": 2, "success": 14, "skipped": 13}
     assert rows["PetImages/Cat/1.jpg"]["class"] == "cat" and rows["PetImages/Dog/1.jpg"]["class"] == "dog"
     assert not (tmp_path / "raw" / "downloads").exists(), "nothing is downloaded or cached for --archive"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pets.zip", "raw"]
@@ -293,7 +293,7 @@ def test_cli_archive_then_prepare(tiny_project):
     assert hashlib.sha256(archive.read_bytes()).hexdigest() == digest
     run_cli("prepare", "--in", "pets", "--out", "prepared", "--size", "24x32", cwd=tiny_project)
     meta = json.loads((tiny_project / "prepared" / "meta.json").read_text())
-    n_ok = sum(row["status"] == "ok" for row in rows.values())
+    n_ok = sum(row["status"] == "success" for row in rows.values())
     assert meta["classes"] == ["dog", "cat"] and meta["input_shape"] == [24, 32, 3]
     assert sum(meta["splits"].values()) == n_ok and meta["skipped"] == 0
     index = pd.read_csv(tiny_project / "prepared" / "index.csv")

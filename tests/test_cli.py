@@ -281,7 +281,7 @@ def test_help_choices_are_the_registries():
 
 def test_stage_summaries_keep_their_lines_and_one_number_format(tiny_project):
     fetched = run_cli("fetch", "--per-class", "600", cwd=tiny_project).stdout
-    assert "│ ok     │ 1,200 │" in fetched
+    assert "│ success │ 1,200 │" in fetched
     prepared = run_cli("prepare", "--size", "8x10", cwd=tiny_project, env={"COLUMNS": "100"}).stdout
     assert prepared.splitlines()[0] == "data/prepared: input 8x10x3, classes vertical, horizontal"
     assert "│ train   │    900 │" in prepared

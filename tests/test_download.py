@@ -54,22 +54,27 @@ def test_collect_records_every_url_with_a_reason(server, tmp_path):
     result = collect(candidates, {"n00000001": Quota(2, 1)}, tmp_path, settings, "imagenet")
     manifest = pd.read_csv(tmp_path / "manifest.csv", keep_default_na=False)
     rows = {row.url: row for row in manifest.itertuples()}
-    assert rows[good[0]].status == "ok" and rows[good[0]].split == "train"
-    assert rows[dup].status == "duplicate" and rows[dup].path == rows[good[0]].path and good[0] in rows[dup].reason
-    assert rows[html].reason == "HTML page, not an image"
-    assert rows[server.url + "/gone.jpg"].reason.startswith("placeholder")
-    assert "scheme" in rows["ftp://x/y.jpg"].reason
-    assert rows[trunc].reason.startswith("truncated")
-    assert rows[tiny].reason.startswith("too small")
-    assert rows[bomb].reason.startswith("too many pixels")
-    assert rows[server.url + "/404.jpg"].status == "failed" and str(rows[server.url + "/404.jpg"].http_status) == "404"
+    assert rows[good[0]].status == "success" and rows[good[0]].split == "train"
+    assert (
+        rows[dup].status == "duplicate" and rows[dup].path == rows[good[0]].path and good[0] in rows[dup].error_message
+    )
+    assert rows[html].error_message == "HTML page, not an image"
+    assert rows[server.url + "/gone.jpg"].error_message.startswith("placeholder")
+    assert "scheme" in rows["ftp://x/y.jpg"].error_message
+    assert rows[trunc].error_message.startswith("truncated")
+    assert rows[tiny].error_message.startswith("too small")
+    assert rows[bomb].error_message.startswith("too many pixels")
+    assert (
+        rows[server.url + "/404.jpg"].status == "failed_to_download"
+        and str(rows[server.url + "/404.jpg"].http_status) == "404"
+    )
     assert rows[good[1]].split == "train" and rows[good[2]].split == "val"
     assert good[3] not in rows and custom not in rows  # quota met: later candidates never tried
-    assert (manifest["reason"] == "").tolist() == (manifest["status"] == "ok").tolist()
-    assert result.counts["ok"] == 3 and not result.warnings
+    assert (manifest["error_message"] == "").tolist() == (manifest["status"] == "success").tolist()
+    assert result.counts["success"] == 3 and not result.warnings
     files = sorted(p.name for p in (tmp_path / "n00000001").iterdir())
     assert files == sorted(f"{hashlib.sha256(jpeg(i)).hexdigest()}.jpg" for i in range(3))
-    assert json.loads((tmp_path / "summary.json").read_text())["counts"]["ok"] == 3
+    assert json.loads((tmp_path / "summary.json").read_text())["counts"]["success"] == 3
 
 
 def test_flickr_placeholder_md5_is_built_in(server, tmp_path, monkeypatch):
@@ -78,7 +83,7 @@ def test_flickr_placeholder_md5_is_built_in(server, tmp_path, monkeypatch):
     url = server.file("/p.png", body, "image/png")
     collect({"n00000001": [url]}, {"n00000001": Quota(1)}, tmp_path, FAST, "imagenet")
     row = pd.read_csv(tmp_path / "manifest.csv", keep_default_na=False).iloc[0]
-    assert row.status == "skipped" and row.reason == "placeholder image"
+    assert row.status == "skipped" and row.error_message == "placeholder image"
     assert FLICKR_PLACEHOLDER_MD5 == "880a7a58e05d3e83797f27573bb6d35c"
 
 
@@ -150,7 +155,7 @@ def test_cli_imagenet_from_api(server, tmp_path):
         cwd=tmp_path,
     )
     manifest = pd.read_csv(tmp_path / "ds/manifest.csv", keep_default_na=False)
-    assert len(manifest) == 10 and set(manifest.status) == {"ok"}
+    assert len(manifest) == 10 and set(manifest.status) == {"success"}
     assert manifest.groupby("class").split.value_counts().to_dict() == {
         ("n00000001", "train"): 3,
         ("n00000001", "val"): 2,
@@ -193,16 +198,16 @@ def test_resume_after_kill(server, tmp_path):
             "--layout", "folder", "--shard-size", "5", "--out", "ds"]  # fmt: skip
     assert kill_at(args, tmp_path, "fetch.shard", 2), "the fetch finished before its kill: the test tested nothing"
     assert not (tmp_path / "ds/manifest.csv").exists() and (tmp_path / "ds/.incomplete").exists()
-    done = sorted((tmp_path / "ds/.shards").glob("*.stats.json"))
+    done = sorted((tmp_path / "ds/.shards").glob("*_stats.json"))
     assert 2 <= len(done) < n // 5
     finished = set(
-        pd.concat([pd.read_parquet(p.with_name(p.name.replace(".stats.json", ".parquet"))) for p in done]).url
+        pd.concat([pd.read_parquet(p.with_name(p.name.replace("_stats.json", ".parquet"))) for p in done]).url
     )
     before = dict(server.hits)
 
     run_cli(*args, cwd=tmp_path)
     manifest = pd.read_csv(tmp_path / "ds/manifest.csv", keep_default_na=False)
-    assert len(manifest) == n and set(manifest.status) == {"ok"} and manifest.url.is_unique
+    assert len(manifest) == n and set(manifest.status) == {"success"} and manifest.url.is_unique
     again = {path for path, hits in server.hits.items() if hits > before.get(path, 0)}
     assert not again & {url.removeprefix(server.url) for url in finished}  # finished URLs were not fetched again
     assert len(list((tmp_path / "ds/n00000001").iterdir())) == n  # no partial or temporary files left

@@ -268,7 +268,7 @@ def test_case_08_names_that_are_not_utf8_are_data(plain, tmp_path):
     assert sum(result.sizes.values()) == 17
     assert "a/caf\\xe9.png" in (tmp_path / "out" / "index.csv").read_text()
     fetched = fetch_source(tmp_path / "fetched", FolderParams(path=str(plain)), DownloadSettings())
-    assert fetched.counts["ok"] == 16  # the copy is the same bytes as 0.png: one of them is a duplicate
+    assert fetched.counts["success"] == 16  # the copy is the same bytes as 0.png: one of them is a duplicate
     assert "a/caf\\xe9.png" in (tmp_path / "fetched" / "manifest.csv").read_text()
 
 
@@ -384,7 +384,7 @@ def test_case_20_all_items_skipped_is_an_error_naming_the_param(tmp_path):
     ):
         fetch_source(tmp_path / "out", FolderParams(path=str(src)), DownloadSettings())
     result = fetch_source(tmp_path / "out", FolderParams(path=str(src)), DownloadSettings(min_side=8))
-    assert result.counts == {"ok": 6}
+    assert result.counts == {"success": 6}
 
 
 @pytest.mark.slow

@@ -53,11 +53,11 @@ def check(out: Path, expected: dict[str, tuple[bytes, str, str]], classes: list[
     assert set(rows) == set(expected), "one manifest row per file"
     for origin, (data, status, reason) in expected.items():
         row = rows[origin]
-        assert (row["status"], row["reason"][: len(reason)]) == (status, reason), (origin, row)
-        if status == "ok":
+        assert (row["status"], row["error_message"][: len(reason)]) == (status, reason), (origin, row)
+        if status == "success":
             assert (out / row["path"]).read_bytes() == data and row["class"] == origin.split("/")[0]
         if status == "duplicate":
-            assert rows[row["reason"].removeprefix("duplicate of ")]["path"] == row["path"]
+            assert rows[row["error_message"].removeprefix("duplicate of ")]["path"] == row["path"]
     assert json.loads((out / "dataset.json").read_text())["classes"] == classes
     return rows
 
@@ -69,7 +69,7 @@ def test_folder_copies_valid_images_and_records_the_rest(tmp_path):
     result = fetch(tmp_path / "out", FolderParams(path=str(src)), SETTINGS)
     check(tmp_path / "out", expected, ["cats", "dogs"])
     assert snapshot(src) == before, "the input folder is left exactly as it was"
-    assert result.counts == {"duplicate": 2, "ok": 14, "skipped": 14}
+    assert result.counts == {"duplicate": 2, "success": 14, "skipped": 14}
 
 
 def test_folder_unreadable_and_oversized_files(tmp_path):
@@ -86,7 +86,7 @@ def test_folder_unreadable_and_oversized_files(tmp_path):
     check(
         tmp_path / "out",
         {
-            "a/ok.jpg": (data, "ok", ""),
+            "a/ok.jpg": (data, "success", ""),
             "a/big.jpg": (b"", "skipped", "too large"),
             "a/dangling.jpg": (b"", "skipped", "symbolic link, not followed"),
             "a/outside.jpg": (b"", "skipped", "symbolic link, not followed"),
@@ -116,6 +116,9 @@ def test_folder_cli_then_prepare(tiny_project):
     rows = check(tiny_project / "data/raw/folder", expected, ["cats", "dogs"])
     run_cli("prepare", "--in", "data/raw/folder", "--out", "prepared", "--size", "16x16", cwd=tiny_project)
     meta = json.loads((tiny_project / "prepared" / "meta.json").read_text())
-    assert sum(meta["splits"].values()) == sum(row["status"] == "ok" for row in rows.values()) and meta["skipped"] == 0
+    assert (
+        sum(meta["splits"].values()) == sum(row["status"] == "success" for row in rows.values())
+        and meta["skipped"] == 0
+    )
     proc = run_cli("fetch", "--source", "folder", "--out", "x", cwd=tiny_project, check=False)
     assert proc.returncode == 2 and "fetch.folder.path is not set" in proc.stderr and "Traceback" not in proc.stderr

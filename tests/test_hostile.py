@@ -66,8 +66,8 @@ def test_01_a_drip_feeding_server_is_cut_at_total_timeout_in_both_layouts(server
     assert time.monotonic() - start < 15  # one byte every 0.2 s would go on for 100,000 s
     manifest = read_manifest(tmp_path / "ds")
     row = manifest[manifest.url == server.url + "/drip.jpg"].iloc[0]
-    assert row.status == "failed" and row.reason == "timeout: over 2 s"
-    assert (manifest.status == "ok").sum() == 3
+    assert row.status == "failed_to_download" and row.error_message == "timeout: over 2 s"
+    assert (manifest.status == "success").sum() == 3
 
 
 # --- 2, 3. clusters: no worker, a worker lost, an address that is no scheduler --------------------------
@@ -114,7 +114,7 @@ def test_02_a_cluster_without_worker_is_one_line_after_the_deadline_and_a_rerun_
     finally:
         worker.kill()
         worker.wait()
-    assert (read_manifest(tmp_path / "ds").status == "ok").sum() == 4
+    assert (read_manifest(tmp_path / "ds").status == "success").sum() == 4
 
 
 def _held(server, n: int, release: threading.Event, prefix: str) -> list[str]:
@@ -148,7 +148,7 @@ def test_02_the_only_worker_killed_mid_run_is_one_line_after_the_deadline_then_a
     worker = start_worker(scheduler)
     proc = pause_at(args, tmp_path, "dask.done", 1, stderr=subprocess.PIPE, text=True)
     assert proc.returncode is None, "the fetch ended before its first shard's result came back"
-    assert (tmp_path / "ds/shards/00000.stats.json").exists()
+    assert (tmp_path / "ds/shards/00000_stats.json").exists()
     worker.kill()
     worker.wait()
     answer.set()
@@ -162,7 +162,7 @@ def test_02_the_only_worker_killed_mid_run_is_one_line_after_the_deadline_then_a
     finally:
         worker.kill()
         worker.wait()
-    assert (read_manifest(tmp_path / "ds").status == "ok").sum() == 6
+    assert (read_manifest(tmp_path / "ds").status == "success").sum() == 6
     assert all(server.hits[f"/g{i}.jpg"] == hits[f"/g{i}.jpg"] for i in range(2))  # shard 0 was not fetched again
 
 
@@ -188,7 +188,7 @@ def test_02_a_task_whose_worker_dies_runs_again_on_another(server, tmp_path, sch
         workers[1].kill()
         workers[1].wait()
     assert proc.returncode == 0, stderr
-    assert (read_manifest(tmp_path / "ds").status == "ok").sum() == 4
+    assert (read_manifest(tmp_path / "ds").status == "success").sum() == 4
 
 
 @pytest.mark.slow
@@ -295,7 +295,7 @@ def test_09_an_absurd_line_is_skipped_and_counted_unread(server, tmp_path):
     proc = run_cli(*fetch_args(3, "folder"), cwd=tmp_path)
     assert "1 line over 8,192 bytes skipped (fetch.imagenet.max_line_bytes)" in proc.stderr
     manifest = read_manifest(tmp_path / "ds")
-    assert len(manifest) == 3 and (manifest.status == "ok").all()
+    assert len(manifest) == 3 and (manifest.status == "success").all()
     warnings = json.loads((tmp_path / "ds/summary.json").read_text())["warnings"]
     assert any("line over 8,192 bytes skipped" in w for w in warnings)
     tracemalloc.start()  # streamed: the long line is never held whole
@@ -366,7 +366,7 @@ def test_10_a_full_disk_in_the_shard_writers_names_the_file_and_leaves_nothing_t
     line = one_error_line(proc.stderr)
     assert proc.returncode == 1 and "no space left on device writing" in line and named in line, line
     root = tmp_path / "ds"
-    assert not list(root.rglob("*.stats.json")) and (root / ".incomplete").exists()
+    assert not list(root.rglob("*_stats.json")) and (root / ".incomplete").exists()
     run_cli(*args, cwd=tmp_path)  # room again: the rerun completes, as an uninterrupted run would
     run_cli(*args[:-1], "whole", cwd=tmp_path)
     assert (root / "shards/00000.tar").read_bytes() == (tmp_path / "whole/shards/00000.tar").read_bytes()
@@ -417,8 +417,8 @@ def test_12_a_redirect_to_an_internal_address_is_refused_and_never_connected(ser
         manifest = read_manifest(tmp_path / "ds").set_index("url")
         for url in (server.url + "/moved.jpg", inside):
             assert manifest.loc[url, "status"] == "skipped"
-            assert manifest.loc[url, "reason"].startswith(f"refused: {target.strip('[]')} resolves to")
-            assert "loopback" in manifest.loc[url, "reason"]
+            assert manifest.loc[url, "error_message"].startswith(f"refused: {target.strip('[]')} resolves to")
+            assert "loopback" in manifest.loc[url, "error_message"]
         assert listener.accepted == []  # not one connection: the address is refused before any socket
     finally:
         listener.close()
@@ -430,4 +430,4 @@ def test_12_without_allow_networks_even_the_tests_own_server_is_refused(server, 
     proc = run_cli(*args, cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "no usable image fetched" in one_error_line(proc.stderr)
     assert sum(server.hits.values()) == 0
-    assert set(read_manifest(tmp_path / "ds").reason.str.split(":").str[0]) == {"refused"}
+    assert set(read_manifest(tmp_path / "ds").error_message.str.split(":").str[0]) == {"refused"}

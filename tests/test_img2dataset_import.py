@@ -25,7 +25,7 @@ DEAD = {A: 2, B: 1}  # URLs per class that answer 404
 
 def ok_urls(root) -> dict[str, set[str]]:
     frame = pd.read_csv(root / "manifest.csv", dtype=str, keep_default_na=False)
-    frame = frame[frame["status"] == "ok"]
+    frame = frame[frame["status"] == "success"]
     return {cls: set(group["url"]) for cls, group in frame.groupby("class")}
 
 
@@ -77,9 +77,10 @@ def test_img2dataset_output_imports_as_the_same_dataset_as_a_direct_fetch(server
     assert json.loads((direct / "dataset.json").read_text())["classes"] == [A, B]
     assert stored(imported) == stored(direct) and {c: len(s) for c, s in stored(imported).items()} == LIVE
     assert ok_urls(imported) == ok_urls(direct) == {cls: set(urls[cls][DEAD[cls] :]) for cls in (A, B)}
-    assert counts(imported) == counts(direct) == {"failed": sum(DEAD.values()), "ok": sum(LIVE.values())}
+    dead, live = sum(DEAD.values()), sum(LIVE.values())
+    assert counts(imported) == counts(direct) == {"failed_to_download": dead, "success": live}  # one vocabulary
     frame = pd.read_csv(imported / "manifest.csv", dtype=str, keep_default_na=False)
-    failed = frame[frame["status"] == "failed"]
+    failed = frame[frame["status"] == "failed_to_download"]
     assert set(failed["url"]) == {u for cls in (A, B) for u in urls[cls][: DEAD[cls]]}
-    assert all(reason.startswith("failed_to_download: ") and "404" in reason for reason in failed["reason"])
+    assert all("404" in reason for reason in failed["error_message"])
     assert sorted(failed["class"]) == sorted(cls for cls in (A, B) for _ in range(DEAD[cls]))

@@ -61,7 +61,7 @@ def test_mnist_class_folders_with_fixed_splits(tmp_path):
     with FileServer({f"/mnist/{name}": data for name, data in files.items()}) as server:
         out = tmp_path / "raw" / "mnist"
         result = mnist.fetch(out, MnistParams(url=server.url("/mnist"), sha256=pins(files)), FAST)
-    assert result.counts == {"ok": 42} and result.classes == [str(d) for d in range(10)]
+    assert result.counts == {"success": 42} and result.classes == [str(d) for d in range(10)]
     frame = manifest(out)
     assert (frame["split"] == "train").sum() == 30 and (frame["split"] == "val").sum() == 12
     for split, images_file, labels_file in mnist.FILES:
@@ -197,7 +197,7 @@ def test_cifar10_class_folders_with_fixed_splits(tmp_path):
         out = tmp_path / "raw" / "cifar10"
         params = Cifar10Params(url=server.url("/kriz/"), sha256=hashlib.sha256(data).hexdigest())
         result = cifar10.fetch(out, params, FAST)
-    assert result.counts == {"ok": 18} and result.classes == cifar10.CLASSES
+    assert result.counts == {"success": 18} and result.classes == cifar10.CLASSES
     frame = manifest(out)
     assert (frame["split"] == "train").sum() == 15 and (frame["split"] == "val").sum() == 3
     for name, (images, labels) in batches.items():

@@ -345,7 +345,7 @@ def test_synthetic_prepare_ignores_non_ok_rows(synthetic, tmp_path):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes((synthetic / path).read_bytes())
     (root / "dataset.json").write_bytes((synthetic / "dataset.json").read_bytes())
-    manifest.loc[manifest["path"] == "vertical/00000.jpg", ["status", "reason"]] = [
+    manifest.loc[manifest["path"] == "vertical/00000.jpg", ["status", "error_message"]] = [
         "duplicate",
         "same as vertical/00001.jpg",
     ]
@@ -367,7 +367,7 @@ def test_synthetic_byte_identical_for_same_seed(synthetic, tmp_path):
     again = tmp_path / "again"
     result = fetch(again, SyntheticParams(per_class=10, seed=0))
     assert result.classes == CLASSES
-    assert result.counts == {"ok": 20}
+    assert result.counts == {"success": 20}
     assert (again / "manifest.csv").read_bytes() == (synthetic / "manifest.csv").read_bytes()
     assert file_hashes(again) == file_hashes(synthetic)
 
@@ -387,11 +387,12 @@ def test_synthetic_manifest(synthetic):
     assert list(manifest.columns) == COLUMNS
     assert {
         "url",
+        "key",
         "path",
         "class",
         "split",
         "status",
-        "reason",
+        "error_message",
         "http_status",
         "bytes",
         "sha256",
@@ -403,8 +404,8 @@ def test_synthetic_manifest(synthetic):
     assert len(manifest) == 20 and manifest["path"].is_unique
     assert manifest["path"].tolist() == sorted(manifest["path"])  # sorted by class, then path
     assert set(manifest["format"]) == {"JPEG"}
-    assert set(manifest["status"]) == {"ok"}
-    assert set(manifest["reason"]) == {""} and set(manifest["split"]) == {""}
+    assert set(manifest["status"]) == {"success"}
+    assert set(manifest["error_message"]) == {""} and set(manifest["split"]) == {""}
     assert manifest["class"].value_counts().to_dict() == {"vertical": 10, "horizontal": 10}
     images = sorted(p.relative_to(synthetic).as_posix() for p in synthetic.rglob("*.jpg"))
     assert sorted(manifest["path"]) == images

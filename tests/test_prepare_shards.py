@@ -60,7 +60,7 @@ def test_readers_of_the_shard_layout(datasets):
     assert layout(root) == "shards" and layout(datasets["folder"]) == "folder"
     assert shard_names(root) == ["00000", "00001", "00002", "00003"]
     manifest = read_final_manifest(root)
-    assert len(manifest) == N and set(manifest["status"]) == {"ok"}
+    assert len(manifest) == N and set(manifest["status"]) == {"success"}
     items, bad = stored_items(root)
     assert bad == [] and items["shard"].tolist()[:2] == ["00000", "00000"] and items["member"][0] == "000000000.png"
     members = list(iter_shard_images(root, "00003", 10_000_000))

@@ -248,7 +248,7 @@ def check_archive_fetch(raw: Path) -> None:
     import pandas as pd
 
     manifest = pd.read_csv(raw / "manifest.csv", dtype=str, keep_default_na=False).set_index("origin")
-    assert (manifest["status"] == "ok").sum() == 2 * PET_PER_CLASS
+    assert (manifest["status"] == "success").sum() == 2 * PET_PER_CLASS
     for member in ("PetImages/Cat/666.jpg", "PetImages/Dog/11702.jpg", "PetImages/Cat/Thumbs.db", "readme[1].txt"):
         assert manifest.loc[member, "status"] == "skipped" and manifest.loc[member, "reason"], member
 
@@ -259,9 +259,9 @@ def check_url_list_fetch(raw: Path) -> None:
     import pandas as pd
 
     manifest = pd.read_csv(raw / "manifest.csv", dtype=str, keep_default_na=False)
-    ok = manifest[manifest["status"] == "ok"]
+    ok = manifest[manifest["status"] == "success"]
     assert ok.groupby(["class", "split"]).size().to_dict() == {
         (w, s): n for w in IMAGENET_WNIDS for s, n in (("train", 100), ("val", 50))
     }
-    reasons = " ".join(manifest["reason"])
+    reasons = " ".join(manifest["error_message"])
     assert "404" in reasons and "photo_unavailable" in reasons, reasons

@@ -78,8 +78,8 @@ def _fetch(out: Path, urls: Path, cfg: FetchParams, per_class=8, val=3, settings
 
 def _decisions(frame: pd.DataFrame) -> pd.DataFrame:
     """What both layouts must agree on: each URL's class, status, reason kind, split and content."""
-    frame = frame[["url", "class", "status", "reason", "split", "sha256"]].copy()
-    frame["reason"] = frame["reason"].str.split(":").str[0]
+    frame = frame[["url", "class", "status", "error_message", "split", "sha256"]].copy()
+    frame["error_message"] = frame["error_message"].str.split(":").str[0]
     return frame.astype(str).sort_values(["class", "url"]).reset_index(drop=True)
 
 
@@ -100,10 +100,10 @@ def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_pat
     assert list(manifest.columns) == COLUMNS
     pd.testing.assert_frame_equal(_decisions(manifest), _decisions(read_manifest(tmp_path / "folder")))
     assert (
-        set(manifest.split[manifest.status == "ok"]) == {"train", "val"} and manifest.url.is_unique is False
+        set(manifest.split[manifest.status == "success"]) == {"train", "val"} and manifest.url.is_unique is False
     )  # B lists A's URL too
     assert not manifest.duplicated(["class", "url"]).any()
-    assert (manifest.groupby("class").apply(lambda g: (g.status == "ok").sum(), include_groups=False) == 11).all()
+    assert (manifest.groupby("class").apply(lambda g: (g.status == "success").sum(), include_groups=False) == 11).all()
     dup = manifest[manifest.status == "duplicate"]
     assert len(dup) >= 3 and all(p.startswith("shards/") and "#" in p for p in dup.path)
     # Every shard: tar members = its ok rows (before dedupe), parquet rows = its URLs, stats last.
@@ -117,11 +117,11 @@ def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_pat
     items, splits, classes = [], Counter(), [A, B]
     for name in shards:
         rows = pd.read_parquet(root / "shards" / f"{name}.parquet")
-        stats = json.loads((root / "shards" / f"{name}.stats.json").read_text())
-        assert stats["rows"] == len(rows) and stats["counts"].get("ok", 0) == (rows.status == "ok").sum()
+        stats = json.loads((root / "shards" / f"{name}_stats.json").read_text())
+        assert stats["rows"] == len(rows) and stats["counts"].get("success", 0) == (rows.status == "success").sum()
         with tarfile.open(root / "shards" / f"{name}.tar") as tar:  # a standard sample per fetched image
             names = tar.getnames()
-            ok = rows[rows.status == "ok"]
+            ok = rows[rows.status == "success"]
             keys = [p.split("#")[1].rsplit(".", 1)[0] for p in ok.path]
             assert names == [m for p, k in zip(ok.path, keys) for m in (p.split("#")[1], f"{k}.cls", f"{k}.json")]
             final = read_parquet_frame(root / "manifest" / f"{name}.parquet")
@@ -140,12 +140,12 @@ def test_shards_every_url_accounted_and_same_decisions_as_folder(server, tmp_pat
             for member, data in iter_shard_images(root, name, 10**8)
             if (name, member) in where
         ]
-    final_ok = manifest[manifest.status == "ok"]
+    final_ok = manifest[manifest.status == "success"]
     assert len(items) == len(final_ok) and all(
         hashlib.sha256(data).hexdigest() in set(final_ok.sha256) for *_, data in items
     )
     assert sorted((cls, split) for cls, split, _ in items) == sorted(zip(final_ok["class"], final_ok.split))
-    assert splits == Counter(manifest.split[manifest.status.isin(["ok", "duplicate"])])
+    assert splits == Counter(manifest.split[manifest.status.isin(["success", "duplicate"])])
     assert json.loads((root / "dataset.json").read_text())["layout"] == "shards" and not (root / ".plan").exists()
 
 
@@ -183,12 +183,12 @@ def test_kill_then_rerun_skips_finished_shards_and_equals_uninterrupted(server, 
             "--source", "imagenet", "--url-list", "urls.txt", "--wnids-file", "wnids.txt", "--per-class", str(n),
             "--val-per-class", "0", "--layout", "shards", "--shard-size", "4"]  # fmt: skip
     assert kill_at([*args, "--out", "ds"], tmp_path, "fetch.shard", 2), "the fetch finished before its kill"
-    done = sorted(p.name for p in (tmp_path / "ds/shards").glob("*.stats.json"))
+    done = sorted(p.name for p in (tmp_path / "ds/shards").glob("*_stats.json"))
     assert 2 <= len(done) < n // 4 and (tmp_path / "ds/.incomplete").exists()
     before = dict(server.hits)
     finished_urls = set(
         pd.concat(
-            [pd.read_parquet(tmp_path / "ds/shards" / name.replace(".stats.json", ".parquet")) for name in done]
+            [pd.read_parquet(tmp_path / "ds/shards" / name.replace("_stats.json", ".parquet")) for name in done]
         ).url
     )
 
@@ -312,8 +312,7 @@ def test_bad_engine_and_unreachable_scheduler_are_one_line(server, tmp_path):
     )
     assert (
         bad.returncode == 2
-        and "fetch.engine" in bad.stderr
-        and "'spark'" in bad.stderr
+        and "--engine 'spark'" in bad.stderr
         and "'dask'" in bad.stderr
         and "Traceback" not in bad.stderr
     )

@@ -60,7 +60,7 @@ def test_a_webdataset_user_trains_from_our_shards_with_the_library_alone(server,
     x_val, y_val, _ = split("val")
     # the labels of dataset.json, and the manifest's decisions, from the shards alone
     manifest = read_manifest(root)
-    ok = manifest[manifest.status == "ok"]
+    ok = manifest[manifest.status == "success"]
     assert [classes[label] for label in y] == [m["class"] for m in metas]
     assert sorted(m["url"] for m in metas) == sorted(ok.url[ok.split == "train"])
     assert (len(y), len(y_val)) == (16, 6) and set(y) == {0, 1}
@@ -98,4 +98,4 @@ def test_a_new_split_is_written_into_the_fetched_tars_without_touching_a_linked_
                 meta = json.loads(opened.extractfile(info).read())
                 row = manifest[(manifest.url == meta["url"]) & (manifest["class"] == meta["class"])].iloc[0]
                 assert meta["split"] == row.split
-    assert manifest[manifest.status == "ok"].groupby("split").size().to_dict() == {"train": 18, "val": 4}
+    assert manifest[manifest.status == "success"].groupby("split").size().to_dict() == {"train": 18, "val": 4}

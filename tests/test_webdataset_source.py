@@ -135,12 +135,12 @@ def test_cls_labels_named_by_dataset_json_then_prepare(tiny_project):
         "shards/00001.tar#README": ("skipped", "not a sample member"),
     }
     for origin, (status, reason) in expect.items():
-        assert (rows[origin]["status"], rows[origin]["reason"][: len(reason)]) == (status, reason), rows[origin]
-    assert sum(row["status"] == "ok" for row in rows.values()) == 12 and len(rows) == 12 + len(expect)
-    ok = [row for row in rows.values() if row["status"] == "ok"]
+        assert (rows[origin]["status"], rows[origin]["error_message"][: len(reason)]) == (status, reason), rows[origin]
+    assert sum(row["status"] == "success" for row in rows.values()) == 12 and len(rows) == 12 + len(expect)
+    ok = [row for row in rows.values() if row["status"] == "success"]
     assert all((ds / row["path"]).read_bytes() and row["path"].startswith(f"{row['class']}/") for row in ok)
     summary = json.loads((ds / "summary.json").read_text())
-    assert summary["counts"] == {"duplicate": 1, "ok": 12, "skipped": 6}
+    assert summary["counts"] == {"duplicate": 1, "success": 12, "skipped": 6}
 
     run_cli("prepare", "--in", "ds", "--out", "prepared", "--size", "16x16", cwd=tiny_project)
     meta = json.loads((tiny_project / "prepared" / "meta.json").read_text())
@@ -175,9 +175,11 @@ def test_txt_captions_by_glob_with_a_compressed_tar(tiny_project):
     rows = manifest(ds)
     assert json.loads((ds / "dataset.json").read_text())["classes"] == ["dog", "tabby cat"]
     assert stored(ds) == {"dog": {sha(jpeg(2)), sha(jpeg(3))}, "tabby cat": {sha(jpeg(1))}}
-    assert rows["shards/00001.tar.gz#d"]["reason"].startswith("bad label: d.txt '../../escaped' cannot name a class")
-    assert rows["shards/00001.tar.gz#e"]["reason"] == "bad label: e.txt '' cannot name a class folder (empty)"
-    assert "dataset's own files" in rows["shards/00001.tar.gz#f"]["reason"]
+    assert rows["shards/00001.tar.gz#d"]["error_message"].startswith(
+        "bad label: d.txt '../../escaped' cannot name a class"
+    )
+    assert rows["shards/00001.tar.gz#e"]["error_message"] == "bad label: e.txt '' cannot name a class folder (empty)"
+    assert "dataset's own files" in rows["shards/00001.tar.gz#f"]["error_message"]
     assert not (tiny_project / "escaped").exists() and files_under(tiny_project / "ds") == {
         "manifest.csv", "dataset.json", "summary.json", "dog", "tabby cat",
         *(f"dog/{sha(jpeg(i))}.jpg" for i in (2, 3)), f"tabby cat/{sha(jpeg(1))}.jpg",
@@ -205,9 +207,9 @@ def test_json_field_by_brace_pattern(tiny_project):
     assert json.loads((ds / "dataset.json").read_text())["classes"] == ["7", "ship"]
     assert {row["origin"].split("#")[0] for row in rows.values()} == {"s/00000.tar", "s/00001.tar"}
     assert rows["s/00001.tar#x"]["url"] == "http://h/1.jpg" and rows["s/00001.tar#x"]["class"] == "7"
-    assert rows["s/00000.tar#z"]["reason"] == "no label: z.json has no field 'label'"
-    assert rows["s/00000.tar#w"]["reason"] == "bad label: w.json 'label' is [1], not a string or an integer"
-    assert rows["s/00000.tar#00"]["reason"].startswith("no label: the sample has no .json member")
+    assert rows["s/00000.tar#z"]["error_message"] == "no label: z.json has no field 'label'"
+    assert rows["s/00000.tar#w"]["error_message"] == "bad label: w.json 'label' is [1], not a string or an integer"
+    assert rows["s/00000.tar#00"]["error_message"].startswith("no label: the sample has no .json member")
     assert stored(ds)["ship"] == {sha(jpeg(60)), sha(jpeg(61))}
     missing = fetch(tiny_project, "s/{00000..00003}.tar", "fetch.webdataset.label=json:label", check=False)
     assert "shard not found: s/00003.tar" in one_error(missing) and missing.returncode == 2
@@ -272,14 +274,14 @@ def test_img2dataset_parquet_failed_rows_and_urls(tiny_project):
     assert "00001.parquet: not img2dataset's parquet" in proc.stdout + proc.stderr
     ds = tiny_project / "ds"
     got = manifest(ds)
-    assert got["i2d/00000.tar#000000004"]["status"] == "failed"
-    assert got["i2d/00000.tar#000000004"]["reason"] == "failed_to_download: HTTP Error 404: Not Found"
+    assert got["i2d/00000.tar#000000004"]["status"] == "failed_to_download"  # img2dataset's status, kept
+    assert got["i2d/00000.tar#000000004"]["error_message"] == "HTTP Error 404: Not Found"
     assert got["i2d/00000.tar#000000005"]["url"] == "http://images.example/5.jpg"
     assert got["i2d/00000.tar#000000005"]["class"] == "dog"
     assert got["i2d/00000.tar#000000003"]["url"] == "http://images.example/3.jpg"
-    assert got["i2d/00000.tar#000000003"]["status"] == "ok" and got["i2d/00001.tar#k"]["url"] == ""
+    assert got["i2d/00000.tar#000000003"]["status"] == "success" and got["i2d/00001.tar#k"]["url"] == ""
     summary = json.loads((ds / "summary.json").read_text())
-    assert summary["counts"] == {"failed": 2, "ok": 5} and summary["reasons"] == {"failed_to_download": 2}
+    assert summary["counts"] == {"failed_to_download": 2, "success": 5}
     assert summary["warnings"] and "00001.parquet" in summary["warnings"][0]
 
 
@@ -326,8 +328,8 @@ def test_a_hostile_tar_writes_nothing_outside_and_is_capped(tiny_project):
     }  # fmt: skip
     for key, reason in expect.items():
         row = rows[f"evil.tar#{key}"]
-        assert row["reason"].startswith(reason) and row["status"] in ("failed", "skipped"), row
-    assert {r["origin"] for r in rows.values() if r["status"] == "ok"} == {"evil.tar#ok", "evil.tar#ok2"}
+        assert row["error_message"].startswith(reason) and row["status"] in ("failed", "skipped"), row
+    assert {r["origin"] for r in rows.values() if r["status"] == "success"} == {"evil.tar#ok", "evil.tar#ok2"}
     assert {p for p in files_under(root) - before if not p.startswith(("ds", ".ds.lock"))} == set()
     assert not Path("/tmp/abs.jpg").exists() or Path("/tmp/abs.jpg").read_bytes() != jpeg(3)
     assert len(list((root / "ds").rglob("*.jpg"))) == 2

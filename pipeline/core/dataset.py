@@ -5,9 +5,14 @@ fetch writes either one through the same shard tasks (pipeline.fetch.collect): o
 the images differs, and each shard's record is the same.
 
 **folder** (small data, every source): `<out>/<class>/<file>` with `manifest.csv`, one row per
-candidate item whatever happened to it: `status` is `ok`, `duplicate`, `skipped` or `failed`, and
-`reason` says why for anything but `ok`; `dataset.json` (the source and its class order: label i =
-classes[i]); `summary.json` (counts by status and reason). A URL-list fetch names each image
+candidate item whatever happened to it (COLUMNS, img2dataset's names wherever they mean the same:
+`url`, `key`, `status`, `error_message`, `width`, `height`, `sha256`): `status` is `success`,
+`duplicate`, `skipped`, `failed_to_download` (a URL that gave no body) or `failed` (an archive member
+that cannot be read), and `error_message` says why for anything but `success`; `key` is a URL's
+`<NNNNN><IIIII>` (its shard and place: its sample's key in the shard layout), "" for other sources;
+`dataset.json` (the source and its class order: label i = classes[i]); `summary.json` (counts by
+status and reason kind). Manifests written before these names (`reason`, status `ok`, no `key`)
+are read as current ones (`current`). A URL-list fetch names each image
 `<class>/<sha256>.<ext>` and keeps its shards' records in `.shards/` (below). Any other folder of
 class subfolders is read as a dataset without a manifest.
 
@@ -15,7 +20,7 @@ class subfolders is read as a dataset without a manifest.
 candidate URLs):
 
 - `shards/<NNNNN>.tar`: a standard webdataset tar, one sample per fetched image that passed the
-  checks (status ok before duplicates are settled), in candidate order. Key `<NNNNN><IIIII>` (shard
+  checks (status success before duplicates are settled), in candidate order. Key `<NNNNN><IIIII>` (shard
   number, then the URL's 5-digit place in the shard); members `<key>.<ext>`, the original bytes
   (ext from the detected format: jpg, png, gif, bmp, tif, webp), `<key>.cls`, the class index in
   dataset.json's order (decimal text), and `<key>.json`, {"key", "url", "class", "cls", "split",
@@ -26,15 +31,16 @@ candidate URLs):
   trains from them; `json["split"]` selects a split.
 - `manifest/<NNNNN>.parquet`: the final manifest, one file per shard, the shard's rows in candidate
   order with duplicates and the split settled (`status` duplicate with `path` = the owner's member,
-  `split` train / val / extra for ok rows). Readers (`stored_items`, `iter_shard_images`) use its
-  `ok` rows only: duplicates stay in the tars, unused.
+  `split` train / val / extra for success rows). Readers (`stored_items`, `iter_shard_images`) use
+  its `success` rows only: duplicates stay in the tars, unused.
 - `dataset.json` (source, classes, "layout": "shards", "shards": count), `summary.json` as above.
 
 **A shard's record** (both layouts of a URL-list fetch; in `shards/`, or `.shards/` for folders):
 `<NNNNN>.parquet`, the shard task's manifest rows for every URL of the shard, failures too, in
 candidate order (COLUMNS; `path` the stored file or `shards/<NNNNN>.tar#<key>.<ext>`, "" for no
-image; `split` ""), and `<NNNNN>.stats.json`, {"shard", "rows", "fingerprint", "counts", "reasons",
-"bytes", "seconds", "cpu_seconds"}, written last: the shard's done marker.
+image; `split` ""), and `<NNNNN>_stats.json` (img2dataset's name), {"shard", "rows", "fingerprint", "counts", "reasons",
+"bytes", "seconds", "cpu_seconds", and in the shard layout "tar_bytes", "members", "tar_format"},
+written last: the shard's done marker.
 
 In both layouts `.incomplete` is present while a fetch writes the folder; readers refuse it.
 """
@@ -59,8 +65,8 @@ SHARDS = "shards"  # shard layout: tars and the shards' records (parquet rows an
 MANIFEST_DIR = "manifest"  # shard layout: the settled manifest, one parquet file per shard
 SIDECARS = {MANIFEST, DATASET, SUMMARY}  # the dataset's own files, not items
 COLUMNS = [
-    "url", "path", "class", "split", "status", "reason", "http_status", "bytes", "sha256", "width", "height", "format",
-    "elapsed_ms",
+    "url", "key", "path", "class", "split", "status", "error_message", "http_status", "bytes", "sha256", "width",
+    "height", "format", "elapsed_ms",
 ]  # fmt: skip
 NUMERIC = ["http_status", "bytes", "width", "height", "elapsed_ms"]
 SHARD_SUFFIX = ".tar"
@@ -86,9 +92,20 @@ def read_manifest(root: Path) -> pd.DataFrame | None:
     path = root / MANIFEST
     if not path.exists():
         return None
-    return pd.read_csv(
-        path, dtype={"url": str, "path": str, "class": str, "split": str, "reason": str}, keep_default_na=False
-    )
+    text = {name: str for name in ("url", "key", "path", "class", "split", "error_message", "reason")}
+    return current(pd.read_csv(path, dtype=text, keep_default_na=False))
+
+
+def current(frame: pd.DataFrame) -> pd.DataFrame:
+    """A manifest written before the columns took img2dataset's names (`reason`, status `ok`; no
+    `key`), read as a current one: older datasets need no new fetch."""
+    if "reason" not in frame.columns:
+        return frame
+    frame = frame.rename(columns={"reason": "error_message"})
+    frame["status"] = frame["status"].replace({"ok": "success"})
+    if "key" not in frame.columns:
+        frame.insert(1, "key", "")
+    return frame
 
 
 def read_classes(root: Path) -> list[str] | None:
@@ -115,7 +132,7 @@ def read_parquet_frame(path: Path) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    return current(pq.read_table(path).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get))
 
 
 def layout(root: Path) -> str:
@@ -224,11 +241,11 @@ def iter_shard_images(
 
 
 def stored_items(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """The usable items of a shard-layout dataset: the final manifest's `ok` rows in its order, with
-    `shard` and `member` columns added; and the (path, reason) of `ok` rows whose path names no
+    """The usable items of a shard-layout dataset: the final manifest's `success` rows in its order, with
+    `shard` and `member` columns added; and the (path, reason) of `success` rows whose path names no
     stored shard item (left out, recorded). Refuses an unfinished fetch and a missing shard."""
     ok = read_final_manifest(root)
-    ok = ok[ok["status"] == "ok"].reset_index(drop=True)
+    ok = ok[ok["status"] == "success"].reset_index(drop=True)
     located, bad = [], []
     for path in ok["path"]:
         try:

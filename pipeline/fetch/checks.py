@@ -24,7 +24,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _row(url: str, cls: str, status: str, reason: str = "", **fields) -> dict:
-    return {"url": url, "class": cls, "status": status, "reason": reason, **fields}
+    return {"url": url, "class": cls, "status": status, "error_message": reason, **fields}
 
 
 def judge(got: Fetched, cls: str, settings: DownloadSettings) -> tuple[dict, bytes | None, ImageInfo | None]:
@@ -37,7 +37,8 @@ def judge(got: Fetched, cls: str, settings: DownloadSettings) -> tuple[dict, byt
     url = got.url
     timing = {"http_status": got.http_status or "", "elapsed_ms": got.elapsed_ms}
     if got.error:
-        status = "skipped" if got.error.startswith(("unsupported URL", "malformed URL", "refused")) else "failed"
+        refused = got.error.startswith(("unsupported URL", "malformed URL", "refused"))
+        status = "skipped" if refused else "failed_to_download"
         return _row(url, cls, status, got.error, **timing), None, None
     data = got.data
     fields = {**timing, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -55,7 +56,7 @@ def judge(got: Fetched, cls: str, settings: DownloadSettings) -> tuple[dict, byt
         )
     except ImageError as exc:
         return _row(url, cls, "skipped", str(exc), **fields), None, None
-    return _row(url, cls, "ok", **fields, width=info.width, height=info.height, format=info.format), data, info
+    return _row(url, cls, "success", **fields, width=info.width, height=info.height, format=info.format), data, info
 
 
 def check_header(data: bytes, max_pixels: int, min_side: int) -> ImageInfo:

@@ -56,7 +56,7 @@ class Quota:
 
 @dataclass
 class Found:
-    """What the waves found: per ok row (before dedupe) its class index, place and content hash."""
+    """What the waves found: per success row (before dedupe) its class index, place and content hash."""
 
     ci: np.ndarray  # int32
     shard: np.ndarray  # int32
@@ -68,9 +68,9 @@ class Found:
         return cls(*(np.zeros(0, np.int32) for _ in range(3)), np.zeros((0, 2), np.uint64))
 
     def add(self, out: Path, layout: str, shard: int, index: dict[str, int]) -> None:
-        """The ok rows of one finished shard."""
+        """The success rows of one finished shard."""
         table = pq.read_table(rows_path(out, layout, shard), columns=["class", "status", "sha256"])
-        keep = pc.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False)
+        keep = pc.equal(table.column("status"), "success").to_numpy(zero_copy_only=False)
         idx = np.flatnonzero(keep).astype(np.int32)
         classes = table.column("class").to_pylist()
         digests = [bytes.fromhex(sha[:32]) for sha, ok in zip(table.column("sha256").to_pylist(), keep) if ok]
@@ -84,7 +84,7 @@ class Found:
 
 @dataclass(frozen=True)
 class Settled:
-    """The decisions, per ok row of `Found` sorted by (shard, idx): `split` (train, val, extra;
+    """The decisions, per success row of `Found` sorted by (shard, idx): `split` (train, val, extra;
     "" for a duplicate) and, for a duplicate, the place (shard, idx) of the row that owns its content."""
 
     shard: np.ndarray
@@ -172,7 +172,9 @@ def collect(
     for shard, frame in enumerate(frames):
         TarWriter.settle(out, shard, frame, labels)
         counts.update(frame["status"].value_counts().to_dict())
-        reasons.update(frame.loc[frame["status"] != "ok", "reason"].map(reason_kind).value_counts().to_dict())
+        reasons.update(
+            frame.loc[frame["status"] != "success", "error_message"].map(reason_kind).value_counts().to_dict()
+        )
         write_parquet(out / MANIFEST_DIR / f"{shard_name(shard)}.parquet", frame)
     counts_out = {k: int(v) for k, v in sorted(counts.items())}
     reasons_out = {k: int(v) for k, v in sorted(reasons.items())}
@@ -229,7 +231,7 @@ def _tasks(
 
 
 def _settled_frames(out: Path, layout: str, shards: int, settled: Settled) -> Iterator[pd.DataFrame]:
-    """Each shard's rows with the decisions applied: the split of ok rows; duplicates marked, with
+    """Each shard's rows with the decisions applied: the split of success rows; duplicates marked, with
     the owner's path and a reason naming the owner's URL."""
     starts = np.searchsorted(settled.shard, np.arange(shards + 1))
     owners = _owners(out, layout, settled)
@@ -248,7 +250,7 @@ def _settled_frames(out: Path, layout: str, shards: int, settled: Settled) -> It
                 )
             )
             frame.loc[rows, "status"] = "duplicate"
-            frame.loc[rows, "reason"] = ["duplicate of " + url for url in urls]
+            frame.loc[rows, "error_message"] = ["duplicate of " + url for url in urls]
             frame.loc[rows, "path"] = list(paths)
         yield frame
 
@@ -273,7 +275,7 @@ def _remove_stale(out: Path, layout: str, shards: int) -> None:
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
-            number = path.name.split(".", 1)[0]
+            number = path.name.split(".", 1)[0].removesuffix("_stats")
             if number.isdigit() and int(number) >= shards:
                 path.unlink()
 

@@ -26,7 +26,7 @@ class FetchResult:
     out: Path
     classes: list[str]
     counts: dict[str, int] = field(default_factory=dict)  # rows by status
-    reasons: dict[str, int] = field(default_factory=dict)  # rows by reason, for rows not `ok`
+    reasons: dict[str, int] = field(default_factory=dict)  # rows by reason, for rows not `success`
     warnings: list[str] = field(default_factory=list)  # e.g. a class short of its requested count
 
 
@@ -77,8 +77,8 @@ def write_manifest(
     write_atomic(out / MANIFEST, frame.to_csv(index=False, lineterminator="\n").encode())
     write_json(out / DATASET, {"source": source, "classes": classes})
     counts = {k: int(v) for k, v in frame["status"].value_counts().sort_index().items()}
-    not_ok = frame[frame["status"] != "ok"]
-    reasons = {k: int(v) for k, v in not_ok["reason"].map(reason_kind).value_counts().sort_index().items()}
+    not_ok = frame[frame["status"] != "success"]
+    reasons = {k: int(v) for k, v in not_ok["error_message"].map(reason_kind).value_counts().sort_index().items()}
     summary = {"counts": counts, "reasons": reasons, "warnings": warnings or []}
     write_json(out / SUMMARY, summary)
     return FetchResult(out, classes, counts, reasons, warnings or [])

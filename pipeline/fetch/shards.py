@@ -9,7 +9,7 @@ each under a temporary name renamed when complete, in the writer's records folde
 
 - `<NNNNN>.parquet`: a manifest row for every URL of the shard, in candidate order (COLUMNS;
   `split` empty: the split is settled after all waves);
-- `<NNNNN>.stats.json`, last: the done marker, with the `fingerprint` of the shard's (class, url)
+- `<NNNNN>_stats.json`, last: the done marker, with the `fingerprint` of the shard's (class, url)
   rows. A rerun skips every shard whose marker names the same URLs (`finished`): that is the only
   resume record, for every layout. Failed URLs of a finished shard are final (img2dataset's rule).
 """
@@ -74,7 +74,7 @@ def rows_path(out: Path, layout: str, shard: int) -> Path:
 
 
 def stats_path(out: Path, layout: str, shard: int) -> Path:
-    return records(out, layout) / f"{shard_name(shard)}.stats.json"
+    return records(out, layout) / f"{shard_name(shard)}_stats.json"  # (img2dataset's name)
 
 
 def finished(out: Path, layout: str, shard: int, rows: list[tuple[str, str]], deep: bool = False) -> dict | None:
@@ -140,13 +140,14 @@ def fetch_shard(task: ShardTask) -> ShardDone:
     out, settings = Path(task.out), task.settings
     client = _client(settings)
     writer = WRITERS[task.layout](out, task.shard, task.labels)
+    name = shard_name(task.shard)
     rows: list[dict] = [{}] * len(task.rows)
     counted = []
 
     def work(i: int) -> None:
         cls, url = task.rows[i]
         row, data, info = judge(client.get(url), cls, settings)
-        row["path"] = ""
+        row["key"], row["path"] = f"{name}{i:05d}", ""
         if data is not None:
             writer.write(i, row, data, info)
         rows[i] = row
@@ -165,8 +166,10 @@ def fetch_shard(task: ShardTask) -> ShardDone:
         "rows": len(rows),
         "fingerprint": fingerprint(task.rows),
         "counts": dict(sorted(Counter(row["status"] for row in rows).items())),
-        "reasons": dict(sorted(Counter(reason_kind(row["reason"]) for row in rows if row["status"] != "ok").items())),
-        "bytes": sum(row["bytes"] for row in rows if row["status"] == "ok"),
+        "reasons": dict(
+            sorted(Counter(reason_kind(row["error_message"]) for row in rows if row["status"] != "success").items())
+        ),
+        "bytes": sum(row["bytes"] for row in rows if row["status"] == "success"),
         "seconds": round(time.monotonic() - start, 3),
         "cpu_seconds": round(time.process_time() - cpu, 3),
         **facts,

@@ -46,8 +46,8 @@ def fetch(cfg: FetchParams, out: Path) -> FetchResult:
 
 def _judged(result: FetchResult) -> FetchResult:
     """Zero usable images is an error; more items skipped or failed than kept, a warning."""
-    ok = result.counts.get("ok", 0)
-    bad = sum(n for status, n in result.counts.items() if status not in ("ok", "duplicate"))
+    ok = result.counts.get("success", 0)
+    bad = sum(n for status, n in result.counts.items() if status not in ("success", "duplicate"))
     if ok and bad <= ok:
         return result
     top = sorted(result.reasons.items(), key=lambda item: -item[1])[:3]

@@ -15,7 +15,7 @@ the stored images (the tar's size and members), which `damage` checks on a rerun
 every image's SHA-256 against its row. The tar writer's `settle`, once duplicates and the split are
 decided, records them in each sample's `<key>.json` (folders keep no metadata beside the manifest). Each
 writer also names the folder where the shard task keeps its resume record (`<NNNNN>.parquet`,
-`<NNNNN>.stats.json`: pipeline.fetch.shards). Formats on disk: pipeline.core.dataset. A
+`<NNNNN>_stats.json`: pipeline.fetch.shards). Formats on disk: pipeline.core.dataset. A
 file-system error names the file it was writing.
 """
 
@@ -104,9 +104,8 @@ class TarWriter:
         self.samples: dict[int, tuple[str, int, int, bytes]] = {}  # i -> (member, offset, size, json)
 
     def write(self, i: int, row: dict, data: bytes, info: ImageInfo) -> None:
-        key = f"{self.name}{i:05d}"
-        member = f"{key}.{EXTENSIONS[info.format]}"
-        meta = _padded(sample_meta(key, row, self.labels[row["class"]]))
+        member = f"{row['key']}.{EXTENSIONS[info.format]}"
+        meta = _padded(sample_meta(row["key"], row, self.labels[row["class"]]))
         with self.lock, _naming(self.spill_path):
             offset = self.spill.seek(0, os.SEEK_END)
             self.spill.write(data)
@@ -222,7 +221,7 @@ def _padded(meta: dict, size: int = 0) -> bytes:
 
 def _stored(rows: pa.Table) -> list[tuple[str, int, str]]:
     """(path, bytes, sha256) of the rows whose image a shard stored."""
-    ok = rows.filter(pc.equal(rows.column("status"), "ok"))
+    ok = rows.filter(pc.equal(rows.column("status"), "success"))
     return list(zip(ok.column("path").to_pylist(), ok.column("bytes").to_pylist(), ok.column("sha256").to_pylist()))
 
 

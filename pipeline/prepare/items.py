@@ -9,10 +9,10 @@ items. `survey-shapes` and `prepare` read every layout through this one interfac
 Two readers, one per layout of pipeline.core.dataset (a new layout is one more):
 
 - `FolderReader`: the files under the dataset folder, each read on its own (never following a
-  symbolic link, capped in bytes); the items are the manifest's `ok` rows, or for a plain folder of
+  symbolic link, capped in bytes); the items are the manifest's `success` rows, or for a plain folder of
   class subfolders every regular file in them (classes in alphabetical order);
 - `ShardReader`: the members of `shards/<NNNNN>.tar`, each tar streamed once per group; the items
-  are the settled manifest's `ok` rows.
+  are the settled manifest's `success` rows.
 
 The table (`Items.frame`) has one row per item, in listing order: `path` (as index.csv and
 skipped.csv record it), `class`, `split` (train / val where the source fixed it, else ""),
@@ -127,7 +127,7 @@ class Items:
 def list_items(root: Path, every_file: bool = False) -> Items:
     """The items of the dataset at `root` (refused while a fetch is writing it). With `every_file`,
     a folder's items are all its files, whether its manifest lists them or not (what the survey
-    reads); otherwise what prepare uses: the manifest's `ok` rows, or a plain folder's class
+    reads); otherwise what prepare uses: the manifest's `success` rows, or a plain folder's class
     subfolders. Nothing outside `root` is ever read."""
     if not root.is_dir():
         raise InputError(f"input folder not found: {root}")
@@ -140,7 +140,7 @@ def list_items(root: Path, every_file: bool = False) -> Items:
     manifest = read_manifest(root)
     if manifest is None:
         return _class_folders(root)
-    ok = manifest[manifest["status"] == "ok"].reset_index(drop=True)
+    ok = manifest[manifest["status"] == "success"].reset_index(drop=True)
     inside = np.array(
         [not PurePosixPath(p).is_absolute() and ".." not in PurePosixPath(p).parts for p in ok["path"]], bool
     )
@@ -200,7 +200,7 @@ def _class_folders(root: Path) -> Items:
 
 
 def _shard_items(root: Path) -> Items:
-    """The settled manifest's `ok` rows, each located in its shard (refused when a tar is missing)."""
+    """The settled manifest's `success` rows, each located in its shard (refused when a tar is missing)."""
     ok, bad = stored_items(root)
     frame = pd.DataFrame(
         {

@@ -1,7 +1,7 @@
 """Survey image shapes from file headers (no pixel decoding), as seed 000 did to choose its input size.
 
 Any layout of a fetched dataset, through pipeline.prepare.items: every file of a folder, or the
-`ok` items of a shard dataset's final manifest, read from their tars one shard at a time.
+`success` items of a shard dataset's final manifest, read from their tars one shard at a time.
 """
 
 from __future__ import annotations

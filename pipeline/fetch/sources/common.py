@@ -11,7 +11,7 @@ unchanged and written atomically. The same content seen twice is stored once: la
 status `duplicate`, the path of the stored file and a reason naming the first copy (archive or
 folder order, so the choice is deterministic whatever order the threads finish in).
 
-Statuses: `ok`; `duplicate`; `skipped` for anything that is not a usable image (the ImageError
+Statuses: `success`; `duplicate`; `skipped` for anything that is not a usable image (the ImageError
 reason from pipeline.core.images.validate, or a reason the source decided, e.g. `Thumbs.db`); `failed`
 for an item that could not be read at all (an unsafe or corrupt archive member, an unreadable file).
 """
@@ -69,7 +69,7 @@ def _row(origin: str, cls: str, status: str, reason: str, **fields) -> dict:
     empty = dict.fromkeys(
         ("url", "path", "split", "http_status", "bytes", "sha256", "width", "height", "format", "elapsed_ms"), ""
     )
-    return {**empty, "origin": origin, "class": cls, "status": status, "reason": reason, **fields}
+    return {**empty, "origin": origin, "class": cls, "status": status, "error_message": reason, **fields}
 
 
 def _store(out: Path, cand: Candidate, digest: str, settings: DownloadSettings) -> dict:
@@ -78,7 +78,7 @@ def _store(out: Path, cand: Candidate, digest: str, settings: DownloadSettings) 
         stored = store_image(out, cand.cls, cand.data, digest, settings.max_pixels, settings.min_side)
     except ImageError as exc:
         return _row(cand.origin, cand.cls, "skipped", str(exc), bytes=len(cand.data), sha256=digest)
-    return _row(cand.origin, cand.cls, "ok", "", bytes=len(cand.data), sha256=digest, **stored)
+    return _row(cand.origin, cand.cls, "success", "", bytes=len(cand.data), sha256=digest, **stored)
 
 
 def store_images(
@@ -127,7 +127,7 @@ def store_images(
         elif isinstance(slot, tuple):
             index, origin, cls = slot
             original = rows[index]
-            if original["status"] == "ok":
+            if original["status"] == "success":
                 same = {key: original[key] for key in ("path", "bytes", "sha256", "width", "height", "format")}
                 rows.append(_row(origin, cls, "duplicate", f"duplicate of {original['origin']}", **same))
             else:  # the same bad bytes again: the same verdict
@@ -161,7 +161,7 @@ def write_split(
         return _row(
             f"{origin}#{i}",
             cls,
-            "ok",
+            "success",
             "",
             path=rel,
             split=split,

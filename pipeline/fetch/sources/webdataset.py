@@ -30,8 +30,8 @@ the reason. Classes are the labels of the stored images, sorted (by index for `c
 
 img2dataset writes `<NNNNN>.parquet` beside each `<NNNNN>.tar`, one row per URL of the shard
 (key, url, status success / failed_to_download / failed_to_resize, error_message, caption, ...).
-Where it is present, its failed rows become manifest rows with status `failed` and the reason
-`<status>: <error_message>`, and each stored image gets its row's url (without one, the url of the
+Where it is present, its failed rows become manifest rows with its status (failed_to_download,
+failed_to_resize) and error_message, and each stored image gets its row's url (without one, the url of the
 sample's `.json`, if any). A parquet without img2dataset's columns is ignored, with a warning.
 
 Manifest (`origin` = `<tar>#<key>`): one row per sample, and per member that belongs to no sample
@@ -74,6 +74,7 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext: (key, extension)
 PARQUET_COLUMNS = ("key", "status")  # what makes a parquet img2dataset's
+IMG2DATASET_FAILURES = ("failed_to_download", "failed_to_resize")  # its statuses, kept as they are
 NOT_SAMPLE = "not a sample member: the name is not <key>.<ext>"
 NO_IMAGE = f"no image: the sample has no {', '.join(IMAGE_EXTENSIONS)} member"
 WHAT = "a .tar file, a folder of them, a glob or brace pattern (shards/{00000..00009}.tar) or http(s) URLs of tars"
@@ -419,8 +420,9 @@ def shard_candidates(
         if row.get("status") in ("success", None):
             continue
         cls = checked(row.get(column), column)[0] if column else ""
-        reason = f"{row['status']}: {row.get('error_message') or 'no message'}"
-        yield Candidate(f"{tar}#{row.get('key')}", cls, None, "failed", reason), row.get("url") or ""
+        status = row["status"] if row["status"] in IMG2DATASET_FAILURES else "failed"
+        reason = row.get("error_message") or f"{row['status']}, no message"
+        yield Candidate(f"{tar}#{row.get('key')}", cls, None, status, reason), row.get("url") or ""
 
 
 def cached(url: str, cache: Path) -> Path:
@@ -468,5 +470,5 @@ def fetch(out: Path, params: WebdatasetParams, cfg: FetchParams) -> FetchResult:
         rows = store_images(out, items(), [], cfg.download, f"Reading {len(tars)} tar(s)")
     for row, url in zip(rows, urls):
         row["url"] = url
-    classes = label.sort({row["class"] for row in rows if row["status"] == "ok"})
+    classes = label.sort({row["class"] for row in rows if row["status"] == "success"})
     return write_manifest(out, rows, classes, "webdataset", warnings)

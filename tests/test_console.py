@@ -32,3 +32,26 @@ def test_no_bar_off_a_terminal(monkeypatch):
     monkeypatch.setattr(console_module, "console", Console(file=io.StringIO(), force_terminal=False))
     assert list(console_module.progress(range(3), "Reading headers")) == [0, 1, 2]
     assert console_module.console.file.getvalue() == ""
+
+
+def _advance_three(task: int) -> bool:
+    from pipeline.core.console import advance
+
+    return advance(3)
+
+
+def test_pool_workers_count_into_their_parents_bar_as_they_go(monkeypatch):
+    """A local pool's workers advance their parent's counter, which its bar polls: a shard's 10,000
+    URLs move the bar one by one, and the parent knows not to count them again."""
+    import multiprocessing
+
+    from pipeline.core.console import shared_counter
+    from pipeline.core.engine import Engine, EngineParams
+
+    counter = shared_counter(multiprocessing.get_context("forkserver"))
+    before = counter.value
+    monkeypatch.setattr(console_module, "console", Console(file=io.StringIO(), force_terminal=True, width=120))
+    with Engine(EngineParams(workers=2)) as engine, console_module.bar("Fetching", 12):
+        counted = list(engine.map(_advance_three, range(4)))
+    assert counted == [True] * 4 and counter.value - before == 12
+    assert "12/12" in console_module.console.file.getvalue()

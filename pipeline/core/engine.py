@@ -36,7 +36,7 @@ from pydantic import model_validator
 
 from pipeline.core.checkpoint import checkpoint
 from pipeline.core.config import Seconds, Section, between
-from pipeline.core.console import console
+from pipeline.core.console import console, report_to, shared_counter
 from pipeline.core.errors import ConfigError, PipelineError
 
 CONNECT_TIMEOUT = 10  # seconds to reach a Dask scheduler and complete its handshake
@@ -105,8 +105,8 @@ class Engine:
                 self._pool = ProcessPoolExecutor(
                     max_workers=default_workers(self.params.workers),
                     mp_context=context,
-                    initializer=_watch_parent,
-                    initargs=(os.getpid(),),
+                    initializer=_start_worker,
+                    initargs=(os.getpid(), shared_counter(context)),
                 )
                 self._stack.callback(self._pool.shutdown, wait=True, cancel_futures=True)
             else:
@@ -246,10 +246,13 @@ def _bounded(
 _END = object()
 
 
-def _watch_parent(pid: int) -> None:
-    """In each pool process: exit when the process that started the pool is gone (even `kill -9`),
-    instead of finishing its shard as an orphan that a rerun would race with."""
+def _start_worker(pid: int, counter: Any) -> None:
+    """In each pool process: report progress to the pool's owner (`counter`), and exit when the
+    owner is gone (even `kill -9`), instead of finishing its shard as an orphan that a rerun would
+    race with."""
     import threading
+
+    report_to(counter)
 
     parent = os.getppid()  # the fork server, which exits with the pool's owner
 

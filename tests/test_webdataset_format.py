@@ -99,3 +99,19 @@ def test_a_new_split_is_written_into_the_fetched_tars_without_touching_a_linked_
                 row = manifest[(manifest.url == meta["url"]) & (manifest["class"] == meta["class"])].iloc[0]
                 assert meta["split"] == row.split
     assert manifest[manifest.status == "success"].groupby("split").size().to_dict() == {"train": 18, "val": 4}
+
+
+def test_our_shards_import_back_with_the_webdataset_source(server, tmp_path):
+    """`--source webdataset --path <glob>` over our own tars, the class from each sample's JSON or cls:
+    the same images under the same classes as the fetch stored (duplicates stored once)."""
+    _url_list(server, tmp_path)
+    root = _fetch(tmp_path, 8, 3)
+    fetched = read_manifest(root)
+    ok = fetched[fetched.status == "success"]
+    for label, out in (("json:class", "by-json"), ("cls", "by-cls")):  # cls: named by ds/dataset.json
+        run_cli("-S", f"fetch.webdataset.label={label}", "fetch", "--source", "webdataset", "--path",
+                "ds/shards/*.tar", "--out", out, cwd=tmp_path)  # fmt: skip
+        imported = read_manifest(tmp_path / out)
+        got = imported[imported.status == "success"]
+        assert sorted(zip(got["class"], got.sha256)) == sorted(zip(ok["class"], ok.sha256))
+        assert (imported.status == "duplicate").sum() == (fetched.status == "duplicate").sum() == 1

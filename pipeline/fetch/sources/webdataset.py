@@ -17,8 +17,8 @@ validated and stored by content hash as every source does (pipeline.fetch.source
 `<class>/<sha256>.<ext>`, the same bytes stored once, later copies `duplicate`). The class comes
 from `label`:
 
-- `cls`: `<key>.cls`, an integer class index as text. A `dataset.json` beside the tars with a
-  "classes" list (as this project's own shard layout writes) names the indices; without one, the
+- `cls`: `<key>.cls`, an integer class index as text. A `dataset.json` beside the tars (or one
+  folder up, where this project's shard layout writes it) with a "classes" list names the indices; without one, the
   class is the index itself ("0", "1", ...).
 - `txt`: `<key>.txt`, the text stripped: a caption that is the class name (img2dataset's
   `--caption_col`).
@@ -187,9 +187,18 @@ def read_sidecar(where: str, client: Client, cap: int) -> bytes | None:
 
 
 def class_names(tars: list[str], client: Client, cap: int) -> list[str] | None:
-    """The "classes" of the dataset.json beside the tars (for `cls` labels), None without one."""
+    """The "classes" of the dataset.json beside the tars, or else one folder up (where this project's
+    shard layout keeps it, beside `shards/`), for `cls` labels; None without one."""
+    for name in ("dataset.json", "../dataset.json"):
+        names = _class_names(tars, name, client, cap)
+        if names is not None:
+            return names
+    return None
+
+
+def _class_names(tars: list[str], name: str, client: Client, cap: int) -> list[str] | None:
     found: dict[str, list[str]] = {}
-    for where in dict.fromkeys(sibling(tar, "dataset.json") for tar in tars):
+    for where in dict.fromkeys(sibling(tar, name) for tar in tars):
         data = read_sidecar(where, client, cap)
         if data is None:
             continue

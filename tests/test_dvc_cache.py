@@ -177,17 +177,15 @@ def test_outputs_share_their_blocks_with_the_cache_here_and_in_a_clone(linked, t
 @pytest.mark.slow
 def test_rerunning_stages_over_linked_outputs_leaves_the_cache_intact(linked):
     """Another synthetic seed reruns fetch, survey, prepare (its pwrite into fresh arrays) and
-    train@mlp, whose outputs are links to the cache when they start: in the workspace (`dvc exp
-    run`, as `dvc repro`), then in a temp folder sharing the cache (`--temp`, as a queue worker)."""
+    train@mlp, whose outputs are links to the cache when they start (`dvc exp run`, as `dvc repro`;
+    a queue worker's temp folder removes outputs before a stage runs the same way)."""
     before = {path: path.read_bytes() for path in cached_files(linked)}
     outs = output_hashes(linked)
     dvc(linked, "exp", "run", "-S", "fetch.synthetic.seed=1", "train@mlp")
     rerun = output_hashes(linked)
     assert {path for path in outs if rerun[path] != outs[path]} == {"data/raw/synthetic", "data/prepared", "models/mlp"}
     assert_linked(linked)  # the new outputs are linked by the run itself
-    objects = assert_cache_intact(linked)
-    dvc(linked, "exp", "run", "--temp", "-S", "fetch.synthetic.seed=2", "train@mlp")  # (TempDirExecutor)
-    assert assert_cache_intact(linked) > objects  # its outputs went to the shared cache
+    assert_cache_intact(linked)
 
     # Back to the commit: every old output comes back from the cache, byte for byte.
     git(linked, "checkout", "--", ".")

@@ -50,14 +50,15 @@ def dvc(project: Path, *args: str, check: bool = True, env: dict | None = None) 
     return proc
 
 
-def git(project: Path, *args: str) -> subprocess.CompletedProcess:
+def git(project: Path, *args: str) -> str:
+    """`git ARGS` in `project` (a fixed author), its stdout."""
     return subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
         cwd=project,
         check=True,
         capture_output=True,
         text=True,
-    )
+    ).stdout
 
 
 def commit_all(project: Path, message: str) -> None:

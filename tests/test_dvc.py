@@ -112,7 +112,7 @@ def test_repro_then_up_to_date_then_experiment(reproduced, project, two_epochs):
     # bytes (no TensorBoard file names, zip times or run times among them), so git sees no change.
     forced = dvc(project, "repro", "--force")
     assert forced.stdout.count("Running stage") == 10
-    assert git(project, "status", "--porcelain").stdout == ""
+    assert git(project, "status", "--porcelain") == ""
     assert (project / "runs/cnn/run.json").exists() and list(
         (project / "runs/cnn/tensorboard").iterdir()
     )  # beside, ignored

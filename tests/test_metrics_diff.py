@@ -12,16 +12,7 @@ import pytest
 from pipeline.report.metrics_diff import Change
 from tests import dvc_projects
 from tests.conftest import run_cli
-
-
-def git(project, *args):
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=project,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+from tests.dvc_projects import git
 
 
 def dvc(project, *args):

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, run_cli
+from tests.dvc_projects import git
 from tests.seed_standins import (
     IMAGENET_WNIDS,
     StandinServer,
@@ -69,16 +70,6 @@ def overrides(argv: list[str]) -> dict[str, str]:
 def listed(value: str) -> list[str]:
     """`[a,b]` -> ["a", "b"]."""
     return [item.strip() for item in value.strip("[]").split(",") if item.strip()]
-
-
-def git(project: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=project,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 class Seeds:

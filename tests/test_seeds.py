@@ -245,7 +245,7 @@ def check_archive_fetch(raw: Path) -> None:
     manifest = pd.read_csv(raw / "manifest.csv", dtype=str, keep_default_na=False).set_index("origin")
     assert (manifest["status"] == "success").sum() == 2 * PET_PER_CLASS
     for member in ("PetImages/Cat/666.jpg", "PetImages/Dog/11702.jpg", "PetImages/Cat/Thumbs.db", "readme[1].txt"):
-        assert manifest.loc[member, "status"] == "skipped" and manifest.loc[member, "reason"], member
+        assert manifest.loc[member, "status"] == "skipped" and manifest.loc[member, "error_message"], member
 
 
 def check_url_list_fetch(raw: Path) -> None:

@@ -276,6 +276,7 @@ def test_img2dataset_parquet_failed_rows_and_urls(tiny_project):
     got = manifest(ds)
     assert got["i2d/00000.tar#000000004"]["status"] == "failed_to_download"  # img2dataset's status, kept
     assert got["i2d/00000.tar#000000004"]["error_message"] == "HTTP Error 404: Not Found"
+    assert got["i2d/00000.tar#000000003"]["key"] == "000000003"  # img2dataset's key, in the key column
     assert got["i2d/00000.tar#000000005"]["url"] == "http://images.example/5.jpg"
     assert got["i2d/00000.tar#000000005"]["class"] == "dog"
     assert got["i2d/00000.tar#000000003"]["url"] == "http://images.example/3.jpg"

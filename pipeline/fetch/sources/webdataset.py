@@ -477,7 +477,7 @@ def fetch(out: Path, params: WebdatasetParams, cfg: FetchParams) -> FetchResult:
 
         out.mkdir(parents=True, exist_ok=True)
         rows = store_images(out, items(), [], cfg.download, f"Reading {len(tars)} tar(s)")
-    for row, url in zip(rows, urls):
-        row["url"] = url
+    for row, url in zip(rows, urls):  # the sample's key (img2dataset's), as the origin `<tar>#<key>` names it
+        row["url"], row["key"] = url, row["origin"].rpartition("#")[2]
     classes = label.sort({row["class"] for row in rows if row["status"] == "success"})
     return write_manifest(out, rows, classes, "webdataset", warnings)

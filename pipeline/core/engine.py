@@ -1,6 +1,6 @@
 """Where tasks run: a local process pool (default) or a Dask cluster, behind one interface.
 
-    with Engine(cfg.engine_params, "fetch", preload) as engine:
+    with Engine(cfg, preload) as engine:    # cfg: a stage's params (EngineParams: fetch, prepare)
         for result in engine.map(fn, tasks): ...
 
 `fn` is a module-level function (pickled by reference) taking one task and returning a small

@@ -101,15 +101,16 @@ class TarWriter:
         self.spill_path = self.folder / f".{self.name}.spill.tmp"
         self.spill = open(self.spill_path, "w+b")  # (closed in close or abort)
         self.lock = threading.Lock()
-        self.samples: dict[int, tuple[str, int, int, bytes]] = {}  # i -> (member, offset, size, json)
+        self.samples: dict[int, tuple[str, int, int, int, bytes]] = {}  # i -> (member, offset, size, cls, json)
 
     def write(self, i: int, row: dict, data: bytes, info: ImageInfo) -> None:
         member = f"{row['key']}.{EXTENSIONS[info.format]}"
-        meta = _padded(sample_meta(row["key"], row, self.labels[row["class"]]))
+        label = self.labels[row["class"]]
+        meta = _padded(sample_meta(row["key"], row, label))
         with self.lock, _naming(self.spill_path):
             offset = self.spill.seek(0, os.SEEK_END)
             self.spill.write(data)
-            self.samples[i] = (member, offset, len(data), meta)
+            self.samples[i] = (member, offset, len(data), label, meta)
         row["path"] = member_path(self.name, member)
 
     def close(self) -> dict:
@@ -117,10 +118,10 @@ class TarWriter:
             self.spill.flush()
             with tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
                 for i in sorted(self.samples):
-                    member, offset, size, meta = self.samples[i]
+                    member, offset, size, label, meta = self.samples[i]
                     key = member.rsplit(".", 1)[0]
                     _add(tar, member, os.pread(self.spill.fileno(), size, offset))
-                    _add(tar, f"{key}.cls", str(json.loads(meta)["cls"]).encode())
+                    _add(tar, f"{key}.cls", str(label).encode())
                     _add(tar, f"{key}.json", meta)
                     checkpoint("fetch.tar")
             final = self.folder / f"{self.name}.tar"
@@ -169,6 +170,7 @@ class TarWriter:
         file; a tar with other links (a DVC cache's hard link) or read-only is copied first and the
         copy renamed over it, so nothing outside the dataset folder ever changes."""
         path = out / SHARDS / f"{shard_name(shard)}.tar"
+        rows = frame.to_dict("records")  # (once: a row lookup per sample in the frame costs 100x more)
         changes = []
         with open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
             for info in iter(tar.next, None):
@@ -176,7 +178,7 @@ class TarWriter:
                 if not info.name.endswith(".json"):
                     continue
                 key = info.name[: -len(".json")]
-                row = frame.iloc[int(key[len(shard_name(shard)) :])]
+                row = rows[int(key[len(shard_name(shard)) :])]
                 meta = sample_meta(key, row, labels[row["class"]])
                 if row["status"] == "duplicate":
                     meta["duplicate_of"] = split_member(row["path"])[1].rsplit(".", 1)[0]
@@ -201,7 +203,7 @@ class TarWriter:
                 os.replace(target, path)
 
 
-def sample_meta(key: str, row: dict | pd.Series, label: int) -> dict:
+def sample_meta(key: str, row: dict, label: int) -> dict:
     """A sample's `<key>.json`: where it came from, what it is, and (once settled) its split."""
     meta = {"key": key, "url": row["url"], "class": row["class"], "cls": label, "split": row.get("split") or ""}
     meta.update(status=row["status"], sha256=row["sha256"])

@@ -287,6 +287,12 @@ OPTION_KEYS: dict[str, dict[str, str]] = {
         "early_stopping": "train.{arch}.early_stopping",
     },
     "evaluate": {"thresholds": "evaluate.thresholds"},
+    "audit": {
+        "near_distance": "audit.near_distance",
+        "top": "audit.top",
+        "engine": "audit.engine",
+        "scheduler": "audit.scheduler",
+    },
     "compare": {"sort": "compare.sort"},
     "leaderboard": {"sort": "compare.sort"},
 }
@@ -736,6 +742,93 @@ def _fitting_table(columns: list[str], rows: dict[str, list[str]], title: str, c
 
 
 @app.command()
+def audit(
+    ctx: typer.Context,
+    in_dir: Annotated[
+        Path | None, typer.Option("--in", help="Fetched dataset folder.", show_default="data/raw/<fetch.source>")
+    ] = None,
+    prepared: Annotated[
+        Path | None,
+        typer.Option(
+            help="Prepared data (with --model): the splits, and label issues in validation.", show_default="none"
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="A model trained on --prepared (model.keras): its probabilities find label issues.",
+            show_default="none",
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--out", help="Write the report JSON here.", show_default="none")
+    ] = None,
+    plots_dir: Annotated[
+        Path | None,
+        typer.Option("--plots", help="Write thumbnails of the top groups and candidates here.", show_default="none"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    near_distance: Annotated[
+        int | None,
+        typer.Option(
+            help="Near duplicates: difference hashes within this many bits (of 64).", show_default="audit.near_distance"
+        ),
+    ] = None,
+    top: Annotated[
+        int | None, typer.Option(help="Groups and candidates drawn in --plots.", show_default="audit.top")
+    ] = None,
+    engine: Annotated[
+        Literal["local", "dask"] | None,
+        typer.Option(
+            help="Where the hash pass runs: a process per core, or a Dask cluster.", show_default="audit.engine"
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Dask scheduler address (tcp://host:8786); none = a local cluster.", show_default="audit.scheduler"
+        ),
+    ] = None,
+) -> None:
+    """Find exact and near-duplicate images (within a class, across classes, across train/validation),
+    label-issue candidates (with --prepared and --model) and the class balance."""
+    import json
+
+    from pipeline.audit.audit import run
+
+    cfg = _section("audit", _options(ctx))
+    report = run(in_dir or _raw_dir(), cfg, prepared, model, json_out, plots_dir).report
+    if as_json:
+        out.print(json.dumps(report, indent=2), markup=False, highlight=False, soft_wrap=True)
+        return
+    summary = report["summary"]
+    table = Table(
+        "found", "count", title=f"audit of {report['dataset']['root']} ({report['dataset']['items']:,} items)"
+    )
+    table.columns[1].justify = "right"
+    for key, label in (
+        ("duplicate_groups", "duplicate groups"),
+        ("exact_groups", "  exact (same bytes)"),
+        ("near_groups", "  near (same picture)"),
+        ("cross_class_groups", "  across classes"),
+        ("leakage_groups", "  across train/validation"),
+        (
+            "label_issues",
+            "label-issue candidates" if report["label_issues_computed"] else "label issues (needs --model)",
+        ),
+        ("unreadable", "unreadable items"),
+    ):
+        table.add_row(label, f"{summary[key]:,}" if key != "label_issues" or report["label_issues_computed"] else "-")
+    out.print(table)
+    written = [str(p) for p in (json_out, plots_dir) if p is not None]
+    console.print(
+        f"wrote {', '.join(written)}" if written else "nothing written (--out FILE saves the report)",
+        highlight=False,
+        style="dim",
+    )
+
+
+@app.command()
 def compare(
     ctx: typer.Context,
     metrics_dir: Annotated[Path, typer.Option("--metrics", help="Folder of metrics JSON files.")] = paths.METRICS_DIR,
@@ -813,12 +906,22 @@ def report(
             "--compare", help="Comparison table to embed (reports/compare.md).", show_default="computed from --metrics"
         ),
     ] = None,
+    audit_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--audit",
+            help="Audit report to show (reports/audit.json; thumbnails from --plots/audit/).",
+            show_default="none",
+        ),
+    ] = None,
 ) -> None:
     """Write reports/summary.md (comparison, survey, links to every plot) and reports/summary.html
     (the same with every plot drawn, offline)."""
     from pipeline.report.report import write_report
 
-    result = write_report(metrics_dir, survey, plots_dir, md_out, _section("compare").sort, compare_md, html_out)
+    result = write_report(
+        metrics_dir, survey, plots_dir, md_out, _section("compare").sort, compare_md, html_out, audit_json=audit_json
+    )
     out.print(
         f"{result.summary}, {result.html}: {len(result.archs)} architectures ({', '.join(result.archs)}), "
         f"{len(result.plots)} plots drawn",

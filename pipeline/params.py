@@ -47,6 +47,12 @@ def _evaluate() -> type[Section]:
     return EvaluateParams
 
 
+def _audit() -> type[Section]:
+    from pipeline.audit.params import AuditParams
+
+    return AuditParams
+
+
 def _compare() -> type[Section]:
     from pipeline.report.params import CompareParams
 
@@ -60,6 +66,7 @@ SECTIONS: dict[str, Callable[[], type[Section]]] = {
     "prepare": _prepare,
     "train": _train,
     "evaluate": _evaluate,
+    "audit": _audit,
     "compare": _compare,
 }
 

@@ -126,7 +126,7 @@ def test_survey_shapes_and_prepare_work_on_any_folder(tmp_path):
         for i in range(n):
             cv2.imwrite(
                 str(tmp_path / "photos" / cls / f"{i}.png"),
-                np.full((30 + (i if cls == "b" else 0), 40, 3), 50 * i, np.uint8),
+                np.full((30 + (i if cls == "b" else 0), 40, 3), 50 * i + (25 if cls == "b" else 0), np.uint8),
             )
     (tmp_path / "photos/a/notes.txt").write_text("not an image")
     run_cli("survey-shapes", "photos", "--out", "shapes.json", cwd=tmp_path)
@@ -203,9 +203,8 @@ def test_check_params_prints_one_line_unless_asked_to_show(tiny_project):
     proc = run_cli("check-params", cwd=tiny_project)
     assert proc.stdout.splitlines() == ["params.yaml: valid (archs: mlp, cnn; source: synthetic)"] and not proc.stderr
     shown = json.loads(run_cli("check-params", "--show", cwd=tiny_project).stdout)
-    assert (
-        set(shown) == {"fetch", "survey", "prepare", "train", "evaluate", "compare"} and shown["train"]["epochs"] == 1
-    )
+    assert set(shown) == {"fetch", "survey", "prepare", "train", "evaluate", "audit", "compare"}
+    assert shown["train"]["epochs"] == 1
     assert run_cli("-S", "train.epochs=3", "check-params", cwd=tiny_project).stdout.startswith(
         "params.yaml with 1 override(s): valid"
     )

@@ -51,13 +51,25 @@ def declared_plots(archs: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def report(evaluated_project, tmp_path_factory):
-    """`pipeline report` on a copy of the tiny evaluated pipeline."""
+    """`pipeline audit` and `pipeline report` (as dvc.yaml runs them) on a copy of the tiny evaluated pipeline."""
     project = tmp_path_factory.mktemp("report")
     for name in ("metrics", "plots", "reports", "params.yaml"):
         (shutil.copytree if (evaluated_project / name).is_dir() else shutil.copy)(
             evaluated_project / name, project / name
         )
-    proc = run_cli("report", cwd=project)
+    run_cli(
+        "audit",
+        *(
+            "--in",
+            str(evaluated_project / "data/raw/synthetic"),
+            "--prepared",
+            str(evaluated_project / "data/prepared"),
+        ),
+        *("--model", str(evaluated_project / "models/cnn/model.keras")),
+        *("--out", "reports/audit.json", "--plots", "plots/audit"),
+        cwd=project,
+    )
+    proc = run_cli("report", "--audit", "reports/audit.json", cwd=project)
     return project, proc
 
 
@@ -65,7 +77,7 @@ def test_the_page_declares_a_drawn_figure_for_every_plot_and_needs_nothing_else(
     project, proc = report
     page = (project / "reports/summary.html").read_text()
     expected = declared_plots(["mlp", "cnn"])
-    assert len(expected) == 11  # per arch: curves, thresholds, ROC, confusion, predictions; and the shapes
+    assert len(expected) == 13  # per arch: curves, thresholds, ROC, confusion, predictions; the shapes; the audit's 2
     figures = dict(
         re.findall(r'<figure class="plot" data-plot="([^"]+)"><figcaption>[^<]*</figcaption>(<svg|<img)', page)
     )
@@ -83,7 +95,7 @@ def test_the_page_declares_a_drawn_figure_for_every_plot_and_needs_nothing_else(
 def test_the_page_is_byte_identical_for_the_same_inputs(report):
     project, _ = report
     first = (project / "reports/summary.html").read_bytes()
-    run_cli("report", "--html", "again.html", cwd=project)
+    run_cli("report", "--audit", "reports/audit.json", "--html", "again.html", cwd=project)
     assert (project / "again.html").read_bytes() == first
 
 

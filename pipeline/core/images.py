@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Literal
 
 import cv2
+import imagehash
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.core.errors import ImageError
 
@@ -217,6 +218,34 @@ def validate(data: bytes, max_pixels: int = 100_000_000, min_side: int = 16) -> 
             reason = "truncated" if "truncated" in str(exc) else "corrupt"
             raise ImageError(f"{reason}: {str(exc).splitlines()[0][:120]}") from None
     return ImageInfo(fmt, height, width)
+
+
+def dhash(data: bytes, max_pixels: int = 100_000_000) -> int:
+    """The 64-bit difference hash of the image in `data` (imagehash's `dhash`, 8x8: the sign of each
+    horizontal step of a 9x8 greyscale thumbnail), as an int; ImageError for data that is not a
+    decodable image of at most `max_pixels`.
+
+    Chosen by measurement (benchmarks/RESULTS.md, "audit"): on copies resized 0.5-2x, re-encoded at
+    JPEG quality 60-95, cropped up to 5% and brightened +-10%, dhash at 8 bits finds 96-97% of the
+    copies with no false match, where pHash needs 10 bits (a search 7x costlier) and aHash and wHash
+    match unrelated images. JPEGs are decoded at 1/8 size by libjpeg (at least 32 pixels a side): the
+    thumbnail is 9x8, and the hash is the same as from the full decode within a bit or two. EXIF
+    orientation is applied, so a rotated copy and its rotated-by-flag original hash alike.
+    """
+    if not data:
+        raise ImageError("empty file")
+    with _open(data) as im:
+        width, height = im.size
+        if height * width > max_pixels:
+            raise ImageError(f"too many pixels: {width}x{height} > {max_pixels}")
+        if im.format == "JPEG":
+            im.draft("RGB", (max(32, width // 8), max(32, height // 8)))
+        try:
+            im.load()
+            bits = imagehash.dhash(ImageOps.exif_transpose(im)).hash
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"cannot decode: {str(exc).splitlines()[0][:120]}") from None
+    return int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")
 
 
 def _reduction(shape: tuple[int, int], size: tuple[int, int], aspect: Aspect) -> int:

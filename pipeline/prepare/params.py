@@ -29,6 +29,12 @@ class PrepareParams(EngineParams):
     train_size: PositiveInt | PositiveFloat = 0.8  # a count (int) or a fraction (float)
     val_size: PositiveInt | PositiveFloat = 0.2
     seed: int = 0
+    # Duplicates kept out of the split (pipeline.prepare.duplicates): none; exact = the same bytes;
+    # near = also the same picture resized, re-encoded, cropped a little (difference hash within
+    # near_distance bits). One item of each group is kept (a training one where the source fixed the
+    # split), so no validation image duplicates a training image; skipped.csv names the item kept.
+    dedupe: Literal["none", "exact", "near"] = "exact"
+    near_distance: between(0, 32, low_inclusive=True) = 8  # bits of 64; 8 measured best (benchmarks/RESULTS.md)
     max_pixels: Pixels = MAX_PIXELS  # images larger than this (from the header) are skipped, never decoded
     max_file_bytes: Bytes = MAX_FILE_BYTES  # larger files are skipped unread (also what `predict` reads)
 

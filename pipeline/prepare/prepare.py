@@ -49,6 +49,7 @@ from pipeline.core.prepared import (
     shard_labels_file,
     write_meta,
 )
+from pipeline.prepare.duplicates import dedupe, item_hashes
 from pipeline.prepare.items import Items, Reader, list_items
 from pipeline.prepare.params import PrepareParams
 from pipeline.prepare.survey import summarise
@@ -256,6 +257,11 @@ def prepare(root: Path, out: Path, cfg: PrepareParams, survey_json: Path | None 
     if len(classes) < 2:
         raise DataError(f"{root}: {len(classes)} class ({', '.join(classes)}); a classifier needs at least two classes")
     usable = _screen(items, cfg, skipped)
+    if cfg.dedupe != "none" and len(usable):
+        hashes = item_hashes(items, usable, cfg, near=cfg.dedupe == "near")
+        keep, dropped = dedupe(usable, hashes, cfg.dedupe, cfg.near_distance)
+        skipped += dropped
+        usable = usable[keep].reset_index(drop=True)
     if not len(usable):
         raise DataError(f"no usable image in {root} ({len(skipped)} skipped{_top_reasons(skipped)})")
     size = input_size(cfg, survey_json, lambda: list(zip(usable["height"].tolist(), usable["width"].tolist())))

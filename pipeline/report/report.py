@@ -1,5 +1,5 @@
-"""The summary: `reports/summary.md` (the comparison, the survey, links to every plot) and
-`reports/summary.html`, the same on one self-contained page with every plot drawn.
+"""The summary: `reports/summary.md` (the comparison, the survey, the audit when given, links to every
+plot) and `reports/summary.html`, the same on one self-contained page with every plot drawn.
 
 The page needs no network and no script: each plot is rendered from its Vega-Lite spec
 (`pipeline.report.charts`) to inline SVG, the prediction grids are embedded as PNG `data:` URIs,
@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.audit.sheets import DUPLICATES, LABEL_ISSUES, MAX_MEMBERS
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_text
 from pipeline.prepare.survey import shape_records
@@ -26,6 +27,10 @@ from pipeline.report.plots import CONFUSION, CURVES, PREDICTIONS, ROC, THRESHOLD
 
 SHAPES = "shapes.json"  # the survey's shape histogram (plot data written by the survey stage)
 HTML_NAME = "summary.html"
+AUDIT_PLOTS = "audit"  # the audit's contact sheets, under the plots folder
+TOP_GROUPS = 10  # duplicate groups listed on the page
+TOP_ISSUES = 20  # label-issue candidates listed on the page
+TOP_REASONS = 3  # failure reasons per class in the balance table
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,60 @@ def _best_line(comparison: Comparison, markdown: bool) -> str:
     return f"Best architecture by {f'`{sort}`' if markdown else f'<code>{html.escape(sort)}</code>'}: {name} ({shown})."
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
+def audit_verdict(audit: dict) -> str:
+    """One line: the duplicate groups (how many across classes, across train/validation), the
+    label-issue candidates and the unreadable files; or that none was found."""
+    counts = audit.get("summary", {})
+    groups, issues = counts.get("duplicate_groups", 0), counts.get("label_issues", 0)
+    unreadable = counts.get("unreadable", 0)
+    computed = audit.get("label_issues_computed", False)
+    if not groups and not issues and not unreadable:
+        return (
+            "No duplicates, leakage or label issues found"
+            if computed
+            else "No duplicates or leakage found; label issues not computed"
+        )
+    detail = [
+        f"{n:,} {scope}"
+        for n, scope in (
+            (counts.get("cross_class_groups", 0), "across classes"),
+            (counts.get("leakage_groups", 0), "across train/validation"),
+        )
+        if n
+    ]
+    parts = [
+        _count(groups, "duplicate group", "duplicate groups") + (f" ({', '.join(detail)})" if detail else "")
+        if groups
+        else "no duplicate groups",
+        _count(issues, "label-issue candidate", "label-issue candidates") if computed else "label issues not computed",
+    ]
+    if unreadable:
+        parts.append(_count(unreadable, "unreadable file", "unreadable files"))
+    line = ", ".join(parts)
+    return line[0].upper() + line[1:]
+
+
+def _audit_counts(audit: dict) -> str:
+    """The dataset and the counts behind the verdict, in one sentence (plain text)."""
+    dataset, method, counts = audit.get("dataset", {}), audit.get("hash", {}), audit.get("summary", {})
+    issues = (
+        f"{counts.get('label_issues', 0):,} label-issue candidates"
+        if audit.get("label_issues_computed")
+        else "label issues not computed"
+    )
+    return (
+        f"{dataset.get('items', 0):,} images in {dataset.get('root', '?')} ({dataset.get('source', '?')}, "
+        f"{dataset.get('layout', '?')}): {counts.get('exact_groups', 0):,} exact and {counts.get('near_groups', 0):,} "
+        f"near duplicate groups ({method.get('method', '?')}, {method.get('bits', '?')} bits, near = within "
+        f"{method.get('near_distance', '?')} bits), {counts.get('items_in_groups', 0):,} images in groups; "
+        f"{issues}; {counts.get('unreadable', 0):,} unreadable."
+    )
+
+
 # --- Markdown ---------------------------------------------------------------------------------
 
 
@@ -75,6 +134,21 @@ def _survey_section(survey: dict) -> list[str]:
     ]
     lines += [f"| {r['shape']} | {r['count']:,} |" for r in shape_records(survey, 10)]
     return lines
+
+
+def _audit_section(audit: dict, audit_json: Path, plots_dir: Path, out_dir: Path) -> list[str]:
+    sheets = [_link(plots_dir / AUDIT_PLOTS / DUPLICATES, out_dir)]
+    if audit.get("label_issues_computed"):
+        sheets.append(_link(plots_dir / AUDIT_PLOTS / LABEL_ISSUES, out_dir))
+    return [
+        "## Audit",
+        "",
+        f"**{audit_verdict(audit)}.**",
+        "",
+        _audit_counts(audit),
+        "",
+        f"Every group and candidate: {_link(audit_json, out_dir)}; contact sheets: {', '.join(sheets)}.",
+    ]
 
 
 def _plots_section(archs: list[str], plots_dir: Path, out_dir: Path, html_page: Path) -> list[str]:
@@ -109,8 +183,10 @@ def summary_markdown(
     out: Path,
     table: str | None = None,
     html_page: Path | None = None,
+    audit_json: Path | None = None,
 ) -> str:
-    """The page's text; `table` is compare's Markdown when already written (reports/compare.md)."""
+    """The page's text; `table` is compare's Markdown when already written (reports/compare.md);
+    `audit_json` (the audit's report) is summarized and linked when given."""
     lines = [
         "# Summary",
         "",
@@ -126,6 +202,8 @@ def summary_markdown(
         "",
     ]
     lines += _survey_section(survey) + [""]
+    if audit_json is not None:
+        lines += _audit_section(json.loads(audit_json.read_text()), audit_json, plots_dir, out.parent) + [""]
     lines += _plots_section(list(comparison.frame.index), plots_dir, out.parent, html_page or out.with_name(HTML_NAME))
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -248,13 +326,136 @@ def _arch_section(figures: _Figures, arch: str, metrics: dict, classes: list[str
     )
 
 
-def summary_html(comparison: Comparison, survey: dict, plots_dir: Path, metrics_dir: Path) -> tuple[str, _Figures]:
+def _html_table(head: list[str], rows: list[list[str]], numeric: set[int]) -> str:
+    """A table of cells already escaped; the columns in `numeric` right-aligned."""
+    header = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
+    return f'<div class="wide"><table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _balance_html(balance: list[dict]) -> str:
+    """Per class: items, share and, for a downloaded dataset (one with a manifest), each download
+    status's count (every status any class has) and the most frequent failure reasons."""
+    statuses = list(dict.fromkeys(s for row in balance for s in row.get("statuses", {})))
+    rows = []
+    for row in balance:
+        cells = [html.escape(str(row.get("class", ""))), f"{row.get('items', 0):,}", f"{row.get('share', 0):.1%}"]
+        if statuses:
+            reasons = sorted(row.get("reasons", {}).items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_REASONS]
+            cells += [f"{row.get('statuses', {}).get(s, 0):,}" for s in statuses]
+            cells.append(html.escape(", ".join(f"{reason} ({n:,})" for reason, n in reasons)))
+        rows.append(cells)
+    head = ["class", "items", "share", *map(html.escape, statuses), *(["top failure reasons"] if statuses else [])]
+    return _html_table(head, rows, set(range(1, 3 + len(statuses))))
+
+
+def _group_scope(group: dict) -> str:
+    scopes = ["across classes"] * bool(group.get("cross_class")) + ["train/validation"] * bool(group.get("leakage"))
+    return ", ".join(scopes) or "same class, same split"
+
+
+def _member_html(member: dict) -> str:
+    where = [str(w) for w in (member.get("class"), member.get("split")) if w]
+    where.append(f"distance {member.get('distance', 0)}")
+    return f"<code>{html.escape(str(member.get('path', '')))}</code> ({html.escape(', '.join(where))})"
+
+
+def _groups_html(groups: list[dict]) -> str:
+    rows = []
+    for number, group in enumerate(groups[:TOP_GROUPS], 1):
+        members = group.get("members", [])
+        shown = [_member_html(m) for m in members[:MAX_MEMBERS]]
+        if len(members) > MAX_MEMBERS:
+            shown.append(f"+{len(members) - MAX_MEMBERS} more")
+        rows.append(
+            [
+                f"#{number}",
+                html.escape(str(group.get("kind", ""))),
+                html.escape(_group_scope(group)),
+                str(group.get("max_distance", 0)),
+                "<br>".join(shown),
+            ]
+        )
+    more = f"<p>The first {TOP_GROUPS} of {len(groups):,} groups; every group is in the audit report.</p>"
+    return _html_table(["#", "kind", "scope", "max distance", "members"], rows, {3}) + (
+        more if len(groups) > TOP_GROUPS else ""
+    )
+
+
+def _issues_html(issues: list[dict]) -> str:
+    rows = [
+        [
+            f"<code>{html.escape(str(issue.get('path', '')))}</code>",
+            html.escape(str(issue.get("given", ""))),
+            html.escape(str(issue.get("suggested", ""))),
+            f"{issue.get('score', 0):.3f}",
+        ]
+        for issue in issues[:TOP_ISSUES]
+    ]
+    more = f"<p>The first {TOP_ISSUES} of {len(issues):,} candidates; every one is in the audit report.</p>"
+    return _html_table(["path", "given", "suggested", "score"], rows, {3}) + (more if len(issues) > TOP_ISSUES else "")
+
+
+def _audit_html(figures: _Figures, audit: dict) -> str:
+    """The audit: verdict, how to read it, class balance, duplicate groups and label issues, with their sheets."""
+    near = html.escape(str(audit.get("hash", {}).get("near_distance", "?")))
+    groups, issues = audit.get("duplicate_groups", []), audit.get("label_issues", [])
+    parts = [
+        '<h2 id="audit">Audit</h2>',
+        f"<p><strong>{html.escape(audit_verdict(audit))}.</strong></p>",
+        f"<p>{html.escape(_audit_counts(audit))}</p>",
+        "<p>How to read this: <em>exact</em> duplicates have the same bytes; <em>near</em> duplicates have "
+        f"perceptual hashes within {near} bits of each other. A group <em>across classes</em> is the same picture "
+        "under two labels (one of them is wrong). <em>Leakage</em> is a validation image that duplicates a training "
+        "image: it inflates validation accuracy (set <code>prepare.dedupe: near</code>). <em>Label issues</em> are "
+        "validation images whose given label the model finds unlikely (cleanlab's confident learning on "
+        "out-of-sample probabilities), lowest score first.</p>",
+        "<h3>Class balance</h3>",
+        _balance_html(audit.get("balance", [])),
+        "<h3>Duplicate groups</h3>",
+        _groups_html(groups) if groups else "<p>No duplicate groups.</p>",
+        '<div class="plots">',
+        figures.image(
+            f"{AUDIT_PLOTS}/{DUPLICATES}",
+            "Duplicate groups, one row each (numbered as in the table): class, split and distance under each image",
+            "duplicate groups",
+        ),
+        "</div>",
+        "<h3>Label issues</h3>",
+    ]
+    if audit.get("label_issues_computed"):
+        parts += [
+            _issues_html(issues) if issues else "<p>No label-issue candidates.</p>",
+            '<div class="plots">',
+            figures.image(
+                f"{AUDIT_PLOTS}/{LABEL_ISSUES}", "Label-issue candidates, lowest score first", "label-issue candidates"
+            ),
+            "</div>",
+        ]
+    else:
+        parts.append(
+            "<p>Not computed: label issues need the prepared data and a trained model "
+            "(<code>pipeline audit --prepared ... --model ...</code>).</p>"
+        )
+    return "\n".join(parts)
+
+
+def summary_html(
+    comparison: Comparison, survey: dict, plots_dir: Path, metrics_dir: Path, audit_json: Path | None = None
+) -> tuple[str, _Figures]:
+    """The page and its figures; `audit_json` (the audit's report) adds the audit section when given."""
     figures = _Figures(plots_dir)
     note_class = "warning" if comparison.mixed else "note"
     h_w = "x".join(map(str, survey.get("most_common_shape", []))) or "none"
     shape_figure = figures.chart(
         SHAPES, "Image shapes in the dataset, most common first", charts.shapes, shape_records(survey)
     )
+    audit = "" if audit_json is None else _audit_html(figures, json.loads(audit_json.read_text())) + "\n"
     sections = []
     for arch in comparison.frame.index:
         metrics_file = metrics_dir / f"{arch}.json"
@@ -279,7 +480,7 @@ def summary_html(comparison: Comparison, survey: dict, plots_dir: Path, metrics_
 <div class="plots">
 {shape_figure}
 </div>
-{chr(10).join(sections)}
+{audit}{chr(10).join(sections)}
 """  # noqa: E501 (the page's bytes)
     page = f"""<!DOCTYPE html>
 <html lang="en">
@@ -304,20 +505,24 @@ def write_report(
     sort: str,
     compare_md: Path | None = None,
     html_out: Path | None = None,
+    audit_json: Path | None = None,
 ) -> Report:
     """Write the summary page (Markdown) and, at `html_out` (default: summary.html beside it), the
-    self-contained HTML page; `compare_md` (compare's table) is embedded when given."""
+    self-contained HTML page; `compare_md` (compare's table) is embedded when given, and `audit_json`
+    (the audit's report) adds an audit section to both."""
     for path in (survey_json, compare_md):
         if path is not None and not path.exists():
             raise InputError(
                 f"file not found: {path} (run `dvc repro`, "
                 "or `pipeline survey-shapes --out` / `pipeline compare --out` first)"
             )
+    if audit_json is not None and not audit_json.exists():
+        raise InputError(f"file not found: {audit_json} (run `pipeline audit` or `dvc repro` first)")
     survey = json.loads(survey_json.read_text())
     comparison = compare(metrics_dir, sort)
     table = compare_md.read_text() if compare_md is not None else None
     html_out = html_out or out.with_name(HTML_NAME)
-    write_text(out, summary_markdown(comparison, survey, plots_dir, out, table, html_out))
-    page, figures = summary_html(comparison, survey, plots_dir, metrics_dir)
+    write_text(out, summary_markdown(comparison, survey, plots_dir, out, table, html_out, audit_json))
+    page, figures = summary_html(comparison, survey, plots_dir, metrics_dir, audit_json)
     write_text(html_out, page)
     return Report(out, html_out, list(map(str, comparison.frame.index)), figures.drawn, figures.missing)

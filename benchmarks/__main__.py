@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-CASES = ["survey", "prepare", "fetch", "train_input", "scaling", "startup", "fetch_scale", "dvc_cache"]
+CASES = ["survey", "prepare", "fetch", "train_input", "scaling", "startup", "fetch_scale", "dvc_cache", "audit"]
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 

@@ -1,7 +1,8 @@
 """audit (issue 20): the audit stage's four targets, side by side in one run.
 
 Run:  python -m benchmarks audit            about 6 minutes on 2 cores
-      python -m benchmarks audit --quick    smaller: 2,000 images hashed, 100,000 hashes searched
+      python -m benchmarks audit --quick    smaller: 2,000 images hashed, 100,000 hashes searched,
+                                            label issues on 2 x 100 images after 1 epoch
 
 1. Planted near-duplicates. 2,000 JPEGs: 1,900 distinct pictures (half the embedded dataset's
    images, half random scenes of smooth colour fields and shapes) and 100 copies (5%) of random
@@ -140,9 +141,9 @@ def _brute_force(root: Path, planted: set[tuple[str, str]]) -> list[dict]:
     return rows
 
 
-def planted_rows(work: Path) -> list[dict]:
+def planted_rows(work: Path, images: int) -> list[dict]:
     root = work / "planted"
-    planted = planted_dataset(root)
+    planted = planted_dataset(root, images)
     start = time.perf_counter()
     report = audit(root, AuditParams()).report
     seconds = time.perf_counter() - start
@@ -237,17 +238,20 @@ def _pipeline(*args: str, cwd: Path) -> None:
     subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, check=True, timeout=TIMEOUT, capture_output=True)
 
 
-def label_rows(work: Path) -> list[dict]:
-    """Fetch, prepare and train the embedded default (its own params: the repository's params.yaml)."""
+def label_rows(work: Path, quick: bool) -> list[dict]:
+    """Fetch, prepare and train the embedded default (the repository's params.yaml; --quick: 2 x 100
+    images, 1 epoch)."""
     from pipeline.core.prepared import load_split
     from pipeline.train.runtime import load_model, predict_probs
 
     root = Path(__file__).resolve().parents[1]
     work.mkdir(parents=True, exist_ok=True)
     raw, data, models = work / "raw", work / "prepared", work / "models"
-    _pipeline("fetch", "--source", "synthetic", "--out", str(raw), cwd=root)
-    _pipeline("prepare", "--in", str(raw), "--out", str(data), cwd=root)
+    small = ("-S", "fetch.synthetic.per_class=100", "-S", "train.epochs=1") if quick else ()
+    _pipeline(*small, "fetch", "--source", "synthetic", "--out", str(raw), cwd=root)
+    _pipeline(*small, "prepare", "--in", str(raw), "--out", str(data), cwd=root)
     _pipeline(
+        *small,
         *("train", "--arch", "cnn", "--data", str(data)),
         *("--out", str(models / "cnn"), "--live", str(work / "live")),
         cwd=root,
@@ -282,11 +286,12 @@ def _row(measure: str, rate: float, unit: str, target: str, ratio: float | None 
 
 
 def run(work: Path, n: int, rounds: int) -> list[dict]:
-    """n: images hashed in the rate row (default 10,000 -> 20,000; --quick 1,000 -> 2,000)."""
+    """n: images hashed in the rate row, 2n (default 20,000); below 10,000 (--quick) every part is
+    smaller: at most 10n planted images, 100,000 hashes searched, the label part on 2 x 100 images."""
     work.mkdir(parents=True, exist_ok=True)
     quick = n < 10_000
-    rows = planted_rows(work)
+    rows = planted_rows(work, min(PLANTED_IMAGES, 10 * n) if quick else PLANTED_IMAGES)
     rows += rate_rows(work, 2 * n)
     rows += search_rows(100_000 if quick else 1_000_000)
-    rows += label_rows(work / "labels")
+    rows += label_rows(work / "labels", quick)
     return rows

@@ -91,6 +91,7 @@ def _row(sample: Sample, path: str, url: str) -> dict:
         "http_status": 200,
         "bytes": len(sample.data),
         "sha256": sample.sha256,
+        "dhash": "",  # (none recorded: the hashes are computed where needed)
         "width": sample.width or None,
         "height": sample.height or None,
         "format": {"jpg": "JPEG", "png": "PNG"}.get(sample.ext, ""),

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.audit.labels import rank
 from pipeline.core.images import dhash
-from tests.conftest import run_cli
+from tests.conftest import kill_at, run_cli
 from tests.shards import Sample, encode, write_folder_dataset, write_shard_dataset
 
 PARAMS = "prepare: {size: [16, 16]}\n"
@@ -264,6 +264,23 @@ def test_a_full_disk_leaves_no_report(tmp_path, monkeypatch):
     assert proc.returncode != 0 and "no space left on device" in proc.stderr.lower()
     assert not (tmp_path / "audit.json").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".audit")] == []
+
+
+@pytest.mark.slow
+def test_a_killed_audit_leaves_the_last_report_whole(tmp_path):
+    """kill -9 while the images are being hashed: the report of the last finished run stays, whole;
+    the next run completes."""
+    samples = [sample("ab"[i % 2], encode(picture(i), "png")) for i in range(8)]
+    root = write_folder_dataset(tmp_path / "data", samples)
+    args = ["audit", "--in", "data", "--out", "audit.json", "--plots", "plots"]
+    run_cli(*args, cwd=tmp_path)
+    before = (tmp_path / "audit.json").read_bytes()
+    (root / "a" / "copy.jpg").write_bytes(near_copy(picture(0)))  # a plain folder now: hashed from the files
+    (root / "manifest.csv").unlink()
+    assert kill_at(args, tmp_path, "hash.group", 1)
+    assert (tmp_path / "audit.json").read_bytes() == before
+    run_cli(*args, cwd=tmp_path)
+    assert json.loads((tmp_path / "audit.json").read_text())["summary"]["near_groups"] == 1
 
 
 # --- prepare.dedupe --------------------------------------------------------------------------------

@@ -396,6 +396,7 @@ def test_synthetic_manifest(synthetic):
         "http_status",
         "bytes",
         "sha256",
+        "dhash",
         "width",
         "height",
         "format",

@@ -23,7 +23,6 @@ The report (`reports/audit.json`) is derived from the files only: the same input
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,7 +150,8 @@ def _groups(
     for row in np.flatnonzero(group >= 0):
         members.setdefault(int(group[row]), []).append((int(row), _member(frame, row, splits[row])))
     if manifest is not None:  # the same bytes fetched again (kept once, as their owner's item)
-        owner = {d: row for row, d in enumerate(digests) if d and not hashes["error"].iat[row]}
+        errors = hashes["error"].to_numpy(object)
+        owner = {d: row for row, (d, e) in enumerate(zip(digests, errors)) if d and not e}
         fresh = int(group.max()) + 1 if len(group) else 0
         dups = manifest[(manifest["status"] == "duplicate") & manifest["sha256"].isin(owner.keys())]
         for path, cls, url, digest in dups[["path", "class", "url", "sha256"]].itertuples(index=False):
@@ -191,19 +191,24 @@ def _member(frame: pd.DataFrame, row: int, split: str) -> dict:
 
 
 def _balance(items: Items, manifest: pd.DataFrame | None) -> list[dict]:
-    """Items per class (and share), and from a manifest each class's statuses and commonest reasons."""
+    """Items per class (and share), and from a manifest each class's statuses and commonest reasons
+    (one pass over the manifest, grouped: a million rows of a thousand classes is seconds)."""
     counts = items.frame["class"].value_counts()
     total = max(1, len(items.frame))
     classes = list(items.classes) + sorted(set(counts.index) - set(items.classes))
+    if manifest is not None:
+        statuses = manifest.groupby(["class", "status"]).size()
+        failed = manifest[~manifest["status"].isin(["success", "duplicate"])]
+        kinds = failed.groupby([failed["class"], failed["error_message"].str.split(":", n=1).str[0]]).size()
     rows = []
     for cls in classes:
         row = {"class": cls, "items": int(counts.get(cls, 0)), "share": round(int(counts.get(cls, 0)) / total, 4)}
         if manifest is not None:
-            mine = manifest[manifest["class"] == cls]
-            row["statuses"] = {k: int(v) for k, v in mine["status"].value_counts().sort_index().items()}
-            failed = mine.loc[~mine["status"].isin(["success", "duplicate"]), "error_message"]
-            kinds = Counter(str(reason).split(":", 1)[0] for reason in failed)
-            row["reasons"] = dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:5])
+            mine = statuses[cls] if cls in statuses.index.get_level_values(0) else pd.Series(dtype=int)
+            row["statuses"] = {str(k): int(v) for k, v in mine.sort_index().items()}
+            reasons = kinds[cls] if cls in kinds.index.get_level_values(0) else pd.Series(dtype=int)
+            top = sorted(((str(k), int(v)) for k, v in reasons.items()), key=lambda kv: (-kv[1], kv[0]))[:5]
+            row["reasons"] = dict(top)
         rows.append(row)
     return rows
 

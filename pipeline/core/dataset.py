@@ -8,7 +8,10 @@ the images differs, and each shard's record is the same.
 candidate item whatever happened to it (COLUMNS, img2dataset's names wherever they mean the same:
 `url`, `key`, `status`, `error_message`, `width`, `height`, `sha256`): `status` is `success`,
 `duplicate`, `skipped`, `failed_to_download` (a URL that gave no body) or `failed` (an archive member
-that cannot be read), and `error_message` says why for anything but `success`; `key` is a URL's
+that cannot be read), and `error_message` says why for anything but `success`; `dhash` is the
+image's 64-bit difference hash (16 hex digits) from the decode that checked it ("" where none
+decoded it: `fetch.download.verify: header`, older fetches), which the audit and `prepare.dedupe:
+near` use instead of reading the image again; `key` is a URL's
 `<NNNNN><IIIII>` (its shard and place: its sample's key in the shard layout), "" for other sources;
 `dataset.json` (the source and its class order: label i = classes[i]); `summary.json` (counts by
 status and reason kind). Manifests written before these names (`reason`, status `ok`, no `key`)
@@ -65,8 +68,8 @@ SHARDS = "shards"  # shard layout: tars and the shards' records (parquet rows an
 MANIFEST_DIR = "manifest"  # shard layout: the settled manifest, one parquet file per shard
 SIDECARS = {MANIFEST, DATASET, SUMMARY}  # the dataset's own files, not items
 COLUMNS = [
-    "url", "key", "path", "class", "split", "status", "error_message", "http_status", "bytes", "sha256", "width",
-    "height", "format", "elapsed_ms",
+    "url", "key", "path", "class", "split", "status", "error_message", "http_status", "bytes", "sha256", "dhash",
+    "width", "height", "format", "elapsed_ms",
 ]  # fmt: skip
 NUMERIC = ["http_status", "bytes", "width", "height", "elapsed_ms"]
 SHARD_SUFFIX = ".tar"
@@ -92,19 +95,21 @@ def read_manifest(root: Path) -> pd.DataFrame | None:
     path = root / MANIFEST
     if not path.exists():
         return None
-    text = {name: str for name in ("url", "key", "path", "class", "split", "error_message", "reason")}
+    text = {name: str for name in ("url", "key", "path", "class", "split", "error_message", "reason", "dhash")}
     return current(pd.read_csv(path, dtype=text, keep_default_na=False))
 
 
 def current(frame: pd.DataFrame) -> pd.DataFrame:
     """A manifest written before the columns took img2dataset's names (`reason`, status `ok`; no
-    `key`), read as a current one: older datasets need no new fetch."""
-    if "reason" not in frame.columns:
-        return frame
-    frame = frame.rename(columns={"reason": "error_message"})
-    frame["status"] = frame["status"].replace({"ok": "success"})
+    `key`) or before `dhash`, read as a current one: older datasets need no new fetch (the hashes
+    they lack are computed where they are needed)."""
+    if "reason" in frame.columns:
+        frame = frame.rename(columns={"reason": "error_message"})
+        frame["status"] = frame["status"].replace({"ok": "success"})
     if "key" not in frame.columns:
         frame.insert(1, "key", "")
+    if "dhash" not in frame.columns and "sha256" in frame.columns:
+        frame.insert(frame.columns.get_loc("sha256") + 1, "dhash", "")
     return frame
 
 

@@ -65,6 +65,7 @@ class ImageInfo:
     format: str  # JPEG, PNG, GIF, BMP, TIFF or WEBP, from the magic bytes
     height: int  # as displayed (EXIF orientation applied)
     width: int
+    dhash: int = 0  # the 64-bit difference hash of the decoded pixels (`validate`); 0 = not decoded
 
 
 def sniff(data: bytes) -> str | None:
@@ -190,11 +191,12 @@ def _exif_orientation(tiff: bytes) -> int | None:
 
 def validate(data: bytes, max_pixels: int = 100_000_000, min_side: int = 16) -> ImageInfo:
     """Check that `data` is a whole, decodable image of sane size; raise ImageError(reason) if not.
+    The pixels decoded give the image's difference hash too (ImageInfo.dhash).
 
     Order matters: magic bytes first (HTML error pages served as 200 are common), then the pixel
     count from the header (a tiny file can claim gigapixels), and only then a full decode, at
-    reduced size for JPEG as fastai's verify_images does. Pillow's decoder reports truncated files,
-    which OpenCV 4.x silently returns with grey rows.
+    reduced size for JPEG as fastai's verify_images does (1/8, at least 32 pixels a side). Pillow's
+    decoder reports truncated files, which OpenCV 4.x silently returns with grey rows.
     """
     if not data:
         raise ImageError("empty file")
@@ -211,41 +213,34 @@ def validate(data: bytes, max_pixels: int = 100_000_000, min_side: int = 16) -> 
         if min(height, width) < min_side:
             raise ImageError(f"too small: {width}x{height}, minimum side {min_side}")
         if fmt == "JPEG":
-            im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+            im.draft("RGB", (max(32, im.size[0] // 8), max(32, im.size[1] // 8)))
         try:
             im.load()
+            bits = imagehash.dhash(ImageOps.exif_transpose(im)).hash
         except (OSError, SyntaxError, ValueError) as exc:
             reason = "truncated" if "truncated" in str(exc) else "corrupt"
             raise ImageError(f"{reason}: {str(exc).splitlines()[0][:120]}") from None
-    return ImageInfo(fmt, height, width)
+    return ImageInfo(fmt, height, width, int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big"))
 
 
 def dhash(data: bytes, max_pixels: int = 100_000_000) -> int:
     """The 64-bit difference hash of the image in `data` (imagehash's `dhash`, 8x8: the sign of each
-    horizontal step of a 9x8 greyscale thumbnail), as an int; ImageError for data that is not a
-    decodable image of at most `max_pixels`.
+    horizontal step of a 9x8 greyscale thumbnail), as an int, from the same decode as `validate`;
+    ImageError for data that is not a whole, decodable image of at most `max_pixels`.
 
     Chosen by measurement (benchmarks/RESULTS.md, "audit"): on copies resized 0.5-2x, re-encoded at
     JPEG quality 60-95, cropped up to 5% and brightened +-10%, dhash at 8 bits finds 96-97% of the
     copies with no false match, where pHash needs 10 bits (a search 7x costlier) and aHash and wHash
     match unrelated images. JPEGs are decoded at 1/8 size by libjpeg (at least 32 pixels a side): the
-    thumbnail is 9x8, and the hash is the same as from the full decode within a bit or two. EXIF
-    orientation is applied, so a rotated copy and its rotated-by-flag original hash alike.
+    thumbnail is 9x8. EXIF orientation is applied, so a copy rotated in its pixels and its original
+    rotated by the EXIF flag hash alike.
     """
-    if not data:
-        raise ImageError("empty file")
-    with _open(data) as im:
-        width, height = im.size
-        if height * width > max_pixels:
-            raise ImageError(f"too many pixels: {width}x{height} > {max_pixels}")
-        if im.format == "JPEG":
-            im.draft("RGB", (max(32, width // 8), max(32, height // 8)))
-        try:
-            im.load()
-            bits = imagehash.dhash(ImageOps.exif_transpose(im)).hash
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(f"cannot decode: {str(exc).splitlines()[0][:120]}") from None
-    return int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")
+    return validate(data, max_pixels, min_side=1).dhash
+
+
+def hex_hash(value: int) -> str:
+    """A 64-bit hash as the manifest records it: 16 hex digits."""
+    return f"{value:016x}"
 
 
 def _reduction(shape: tuple[int, int], size: tuple[int, int], aspect: Aspect) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 
 from pipeline.core.errors import ImageError
-from pipeline.core.images import ImageInfo, probe, sniff, validate
+from pipeline.core.images import ImageInfo, hex_hash, probe, sniff, validate
 from pipeline.fetch.http import Fetched
 from pipeline.fetch.params import DownloadSettings
 
@@ -56,7 +56,8 @@ def judge(got: Fetched, cls: str, settings: DownloadSettings) -> tuple[dict, byt
         )
     except ImageError as exc:
         return _row(url, cls, "skipped", str(exc), **fields), None, None
-    return _row(url, cls, "success", **fields, width=info.width, height=info.height, format=info.format), data, info
+    shape = {"width": info.width, "height": info.height, "format": info.format}
+    return _row(url, cls, "success", **fields, dhash=hex_hash(info.dhash) if info.dhash else "", **shape), data, info
 
 
 def check_header(data: bytes, max_pixels: int, min_side: int) -> ImageInfo:

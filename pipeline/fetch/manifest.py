@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from pipeline.core.dataset import COLUMNS, DATASET, MANIFEST, NUMERIC, SUMMARY
 from pipeline.core.files import printable, write_atomic, write_json
-from pipeline.core.images import EXTENSIONS, ImageInfo, validate
+from pipeline.core.images import EXTENSIONS, ImageInfo, hex_hash, validate
 
 # The columns of a parquet manifest: counts as int64 (null where there is none), the rest strings.
 SCHEMA = pa.schema([(name, pa.int64() if name in NUMERIC else pa.string()) for name in COLUMNS])
@@ -41,7 +41,8 @@ def store_image(out: Path, cls: str, data: bytes, digest: str, max_pixels: int, 
     bytes it did not make (archives, folders)."""
     info = validate(data, max_pixels, min_side)
     rel = write_image(out, cls, data, digest, info)
-    return {"path": rel, "width": info.width, "height": info.height, "format": info.format}
+    shape = {"width": info.width, "height": info.height, "format": info.format}
+    return {"path": rel, "dhash": hex_hash(info.dhash), **shape}
 
 
 def write_image(out: Path, cls: str, data: bytes, digest: str, info: ImageInfo) -> str:

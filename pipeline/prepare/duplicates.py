@@ -5,10 +5,12 @@ picture resized, re-encoded, slightly cropped or brightened, by a 64-bit percept
     group = duplicate_groups(hashes, distance)          # a group number per item; -1 for an item alone
     kept, dropped = dedupe(frame, hashes, "near", 8)    # prepare.dedupe: one item of each group
 
-`prepare` (with `prepare.dedupe`) and `audit` share them. The hash pass reads each group (a shard, or
-a slice of a folder's files) once, in one task on the engine: the SHA-256 of each item (checked
-against the manifest's where it recorded one) and its difference hash (`pipeline.core.images.dhash`).
-With `near=False` only the SHA-256 is needed, and where the manifest recorded it no byte is read.
+`prepare` (with `prepare.dedupe`) and `audit` share them. Fetch records both hashes in the manifest
+in the pass that checks each image (`sha256`, `dhash`), so a fetched dataset is not read again; the
+items without them (a plain folder, `fetch.download.verify: header`, an older fetch) are read once,
+a task per group (a shard, or a slice of a folder's files) on the engine: the SHA-256 of each
+(checked against the manifest's where it recorded one) and its difference hash
+(`pipeline.core.images.dhash`). With `near=False` only the SHA-256 is needed.
 Near pairs come from a multi-index search (`pipeline.core.hamming`), never from all pairs; groups
 are the connected components of the exact and near pairs.
 """
@@ -82,14 +84,23 @@ def item_hashes(items: Items, frame: pd.DataFrame, cfg: EngineParams, near: bool
     """(`cfg`: the stage's params: its engine, `max_file_bytes` and `max_pixels`.)
 
     `sha256`, `dhash` (uint64) and `error` ("" when read) for each row of `frame` (a subset of
-    `items.frame`, same index). Without `near`, the manifest's SHA-256 is used where it has one and
-    only the other items are read; `dhash` is then 0."""
-    out = pd.DataFrame({"sha256": frame["sha256"].astype(str), "dhash": np.zeros(len(frame), np.uint64), "error": ""})
-    out.index = frame.index
-    todo = frame if near else frame[frame["sha256"] == ""]
+    `items.frame`, same index). What the manifest recorded is used as it is (fetch hashed the pixels
+    it decoded to check them); only the other items are read, and without `near` only those without
+    a SHA-256 (their `dhash` is then 0)."""
+    known = frame["dhash"].str.fullmatch("[0-9a-f]{16}").to_numpy(bool)
+    out = pd.DataFrame(
+        {
+            "sha256": frame["sha256"].astype(str).to_numpy(object),
+            "dhash": np.array([int(h, 16) if k else 0 for h, k in zip(frame["dhash"], known)], np.uint64),
+            "error": "",
+        },
+        index=frame.index,
+    )
+    todo = frame[(frame["sha256"] == "").to_numpy() | (near & ~known)]
     if not len(todo):
         return out
     reader = replace(items.reader, root=items.root.resolve())  # (paths as every worker sees them)
+    groups = list(items.groups(todo))
     tasks = [
         HashTask(
             reader,
@@ -100,9 +111,9 @@ def item_hashes(items: Items, frame: pd.DataFrame, cfg: EngineParams, near: bool
             int(cfg.max_pixels),
             near,
         )
-        for group, rows in items.groups(todo)
+        for group, rows in groups
     ]
-    index = {group: rows.index.to_numpy() for group, rows in items.groups(todo)}
+    index = {group: rows.index.to_numpy() for group, rows in groups}
     sha = out["sha256"].to_numpy(object, copy=True)
     hashes, errors = out["dhash"].to_numpy(np.uint64, copy=True), out["error"].to_numpy(object, copy=True)
     at = {label: i for i, label in enumerate(out.index)}

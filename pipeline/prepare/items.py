@@ -16,8 +16,8 @@ Two readers, one per layout of pipeline.core.dataset (a new layout is one more):
 
 The table (`Items.frame`) has one row per item, in listing order: `path` (as index.csv and
 skipped.csv record it), `class`, `split` (train / val where the source fixed it, else ""),
-`group`, `member` (the item in its group), and `height`/`width` and `sha256` where the manifest
-recorded them (0 and "" where unknown: a plain folder). Readers are small frozen values, so a
+`group`, `member` (the item in its group), and `height`/`width`, `sha256` and `dhash` (hex) where the
+manifest recorded them (0 and "" where unknown: a plain folder). Readers are small frozen values, so a
 task on a process pool or a Dask worker gets its own.
 """
 
@@ -49,7 +49,7 @@ from pipeline.core.images import probe
 from pipeline.core.prepared import SPLITS
 
 FOLDER_GROUP = 256  # files per group of a folder dataset: a task's worth of decoding, a few hundred ms
-COLUMNS = ["path", "class", "split", "group", "member", "height", "width", "sha256"]
+COLUMNS = ["path", "class", "split", "group", "member", "height", "width", "sha256", "dhash"]
 
 
 def _probe_or_none(source: Path | bytes) -> tuple[int, int] | None:
@@ -177,6 +177,7 @@ def _folder_items(
             "height": np.zeros(n, np.int64),
             "width": np.zeros(n, np.int64),
             "sha256": "",
+            "dhash": "",
         }
     )
     return Items(root, FolderReader(root), frame, classes, digest, source, skipped)
@@ -212,6 +213,7 @@ def _shard_items(root: Path) -> Items:
             "height": 0,
             "width": 0,
             "sha256": "",
+            "dhash": "",
         }
     )
     classes = read_classes(root) or sorted(set(frame["class"]))
@@ -220,12 +222,15 @@ def _shard_items(root: Path) -> Items:
 
 
 def _with_shapes(items: Items, manifest: pd.DataFrame) -> Items:
-    """The manifest's measured (height, width) of each item, 0 where it has none, and the SHA-256 of
-    the bytes fetch stored ("" where it has none), which the reading of the item must match."""
+    """The manifest's measured (height, width) of each item, 0 where it has none, the SHA-256 of the
+    bytes fetch stored ("" where it has none), which the reading of the item must match, and the
+    difference hash of its pixels ("" where none was recorded)."""
     for column in ("height", "width"):
         values = pd.to_numeric(manifest[column], errors="coerce").fillna(0).clip(lower=0)
         items.frame[column] = values.astype(np.int64).to_numpy()
     items.frame["sha256"] = manifest["sha256"].fillna("").astype(str).str.lower().to_numpy()
+    if "dhash" in manifest.columns:
+        items.frame["dhash"] = manifest["dhash"].fillna("").astype(str).str.lower().to_numpy()
     return items
 
 

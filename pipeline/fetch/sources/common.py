@@ -33,6 +33,7 @@ from pipeline.core.checkpoint import checkpoint
 from pipeline.core.console import progress
 from pipeline.core.errors import ImageError
 from pipeline.core.files import write_atomic
+from pipeline.core.images import dhash, hex_hash
 from pipeline.fetch.manifest import store_image
 from pipeline.fetch.params import DownloadSettings
 
@@ -66,9 +67,8 @@ def system_file(name: str) -> bool:
 
 def _row(origin: str, cls: str, status: str, reason: str, **fields) -> dict:
     # Every field in every row: a column with gaps would be written as floats (700.0) by pandas.
-    empty = dict.fromkeys(
-        ("url", "path", "split", "http_status", "bytes", "sha256", "width", "height", "format", "elapsed_ms"), ""
-    )
+    names = ("url", "path", "split", "http_status", "bytes", "sha256", "dhash", "width", "height", "format")
+    empty = dict.fromkeys((*names, "elapsed_ms"), "")
     return {**empty, "origin": origin, "class": cls, "status": status, "error_message": reason, **fields}
 
 
@@ -128,7 +128,7 @@ def store_images(
             index, origin, cls = slot
             original = rows[index]
             if original["status"] == "success":
-                same = {key: original[key] for key in ("path", "bytes", "sha256", "width", "height", "format")}
+                same = {key: original[key] for key in ("path", "bytes", "sha256", "dhash", "width", "height", "format")}
                 rows.append(_row(origin, cls, "duplicate", f"duplicate of {original['origin']}", **same))
             else:  # the same bad bytes again: the same verdict
                 rows.append({**original, "origin": origin, "class": cls})
@@ -167,6 +167,7 @@ def write_split(
             split=split,
             bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
+            dhash=hex_hash(dhash(data)),
             width=width,
             height=height,
             format="PNG",

@@ -24,7 +24,7 @@ import numpy as np
 from pipeline.core.checkpoint import checkpoint
 from pipeline.core.console import progress
 from pipeline.core.files import write_atomic
-from pipeline.core.images import probe
+from pipeline.core.images import hex_hash, validate
 from pipeline.fetch.manifest import FetchResult, write_manifest
 from pipeline.fetch.params import FetchParams
 from pipeline.fetch.sources import SyntheticParams
@@ -87,7 +87,7 @@ def fetch(out: Path, params: SyntheticParams, cfg: FetchParams | None = None) ->
         data = make_image(label, index, params.seed)
         rel = f"{CLASSES[label]}/{index:05d}.jpg"
         write_atomic(out / rel, data)
-        height, width = probe(data)
+        info = validate(data)
         return {
             "url": "",
             "path": rel,
@@ -98,8 +98,9 @@ def fetch(out: Path, params: SyntheticParams, cfg: FetchParams | None = None) ->
             "http_status": "",
             "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
-            "width": width,
-            "height": height,
+            "dhash": hex_hash(info.dhash),
+            "width": info.width,
+            "height": info.height,
             "format": "JPEG",
             "elapsed_ms": "",
         }

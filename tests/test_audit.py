@@ -155,6 +155,19 @@ def test_a_dataset_with_nothing_to_find_gives_an_empty_valid_report(tmp_path):
     ) == first
 
 
+def test_a_large_group_keeps_every_member_and_draws_the_first(tmp_path):
+    """Ten near copies of one picture: one group of eleven in the report, its sheet drawn."""
+    img = picture(0)
+    copies = [_jpeg(cv2.resize(img, (80 - 2 * i, 60 - i)), 90 - 3 * i) for i in range(10)]
+    samples = [sample("a", encode(img, "png"))] + [sample("a", c) for c in copies]
+    samples += [sample("b", encode(picture(i), "png")) for i in range(1, 4)]
+    root = write_folder_dataset(tmp_path / "data", samples)
+    run_cli("audit", "--in", str(root), "--out", "audit.json", "--plots", "plots", cwd=tmp_path)
+    (group,) = json.loads((tmp_path / "audit.json").read_text())["duplicate_groups"]
+    assert len(group["members"]) == 11 and group["kind"] == "near"
+    assert (tmp_path / "plots/duplicates.png").stat().st_size > 10_000  # eight thumbnails and "+3 more"
+
+
 def test_plain_folder_and_unreadable_items(tmp_path):
     """A folder without a manifest: hashes from the files; a corrupt file is reported, not fatal."""
     root = tmp_path / "plain"

@@ -31,7 +31,7 @@ import pandas as pd
 
 from pipeline.audit.labels import label_issues
 from pipeline.audit.params import AuditParams
-from pipeline.audit.sheets import DUPLICATES, LABEL_ISSUES, write_groups_png, write_issues_png
+from pipeline.audit.sheets import DUPLICATES, LABEL_ISSUES, MAX_MEMBERS, write_groups_png, write_issues_png
 from pipeline.core.dataset import layout, read_manifest
 from pipeline.core.errors import ConfigError, ImageError, InputError
 from pipeline.core.files import printable, write_json
@@ -41,7 +41,6 @@ from pipeline.prepare.duplicates import duplicate_groups, item_hashes
 from pipeline.prepare.items import Items, list_items
 
 THUMB = (96, 96)
-MEMBERS_DRAWN = 8
 
 
 @dataclass(frozen=True)
@@ -214,8 +213,9 @@ def _balance(items: Items, manifest: pd.DataFrame | None) -> list[dict]:
 
 
 def _group_thumbs(items: Items, groups: list[dict], drawn: list[list[int]], max_bytes: int) -> list:
-    """Per group, (thumbnail, caption) of its first members, each image read once."""
-    wanted = sorted({row for rows in drawn[: len(groups)] for row in rows[:MEMBERS_DRAWN]})
+    """Per group, (thumbnail, caption) of its first MAX_MEMBERS members, each image read once (the
+    other members count only: the sheet says "+N more")."""
+    wanted = sorted({row for rows in drawn[: len(groups)] for row in rows[:MAX_MEMBERS]})
     images = {}
     for name, rows in items.groups(items.frame.iloc[wanted]):
         at = rows.index.to_numpy()
@@ -229,10 +229,10 @@ def _group_thumbs(items: Items, groups: list[dict], drawn: list[list[int]], max_
     sheets = []
     for group, rows in zip(groups, drawn):
         cells = []
-        for row, member in list(zip(rows, group["members"]))[:MEMBERS_DRAWN]:
+        for row, member in list(zip(rows, group["members"]))[:MAX_MEMBERS]:
             split = f" / {member['split']}" if member["split"] else ""
             cells.append((images[row], f"{member['class']}{split}\nd={member['distance']}"))
-        sheets.append(cells)
+        sheets.append(cells + [(None, "")] * (len(group["members"]) - len(cells)))
     return sheets
 
 

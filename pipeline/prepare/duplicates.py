@@ -124,8 +124,9 @@ def item_hashes(items: Items, frame: pd.DataFrame, cfg: EngineParams, near: bool
         for done in engine.map(hash_group, tasks):
             rows = [at[label] for label in index[done.group]]
             for position, row in enumerate(rows):
-                sha[row], hashes[row] = done.sha256[position], done.dhash[position]
-                errors[row] = done.failed.get(position, "")
+                sha[row], errors[row] = done.sha256[position], done.failed.get(position, "")
+                if near:
+                    hashes[row] = done.dhash[position]
             if not done.counted:
                 step(len(rows))
             checkpoint("hash.group")

@@ -2,7 +2,7 @@
 
 Run:  python -m benchmarks audit            about 6 minutes on 2 cores
       python -m benchmarks audit --quick    smaller: 2,000 images hashed, 100,000 hashes searched,
-                                            label issues on 2 x 100 images after 1 epoch
+                                            label issues on 2 x 500 images after 1 epoch
 
 1. Planted near-duplicates. 2,000 JPEGs: 1,900 distinct pictures (half the embedded dataset's
    images, half random scenes of smooth colour fields and shapes) and 100 copies (5%) of random
@@ -26,6 +26,7 @@ Run:  python -m benchmarks audit            about 6 minutes on 2 cores
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -200,12 +201,16 @@ def rate_rows(work: Path, n: int) -> list[dict]:
     root = work / "rate"
     imagededup_baseline.make_jpegs(root / "a", n)
     workers = 2
-    theirs = imagededup_baseline.rate(root / "a", workers)
     items = list_items(root)
     start = time.perf_counter()
     hashes = item_hashes(items, items.frame, AuditParams(workers=workers), near=True)
     ours = len(hashes) / (time.perf_counter() - start)
     assert (hashes["error"] == "").all(), "every generated image must hash"
+    measure = f"pipeline audit hash pass (SHA-256 + dhash), engine local, {workers} processes"
+    if "PYTEST_CURRENT_TEST" in os.environ:  # a test checks the harness: imagededup's venv alone takes 20 s to build
+        shutil.rmtree(root)
+        return [_row(f"{measure} (imagededup is not measured under pytest)", ours, "images/s", "", ratio=1.0)]
+    theirs = imagededup_baseline.rate(root / "a", workers)
     shutil.rmtree(root)
     return [
         _row(
@@ -215,13 +220,7 @@ def rate_rows(work: Path, n: int) -> list[dict]:
             "",
             ratio=1.0,
         ),
-        _row(
-            f"pipeline audit hash pass (SHA-256 + dhash), engine local, {workers} processes, vs imagededup",
-            ours,
-            "images/s",
-            ">= 1.0x",
-            ratio=ours / theirs["img_per_s"],
-        ),
+        _row(f"{measure}, vs imagededup", ours, "images/s", ">= 1.0x", ratio=ours / theirs["img_per_s"]),
     ]
 
 
@@ -229,8 +228,8 @@ def rate_rows(work: Path, n: int) -> list[dict]:
 
 
 def search_rows(n: int) -> list[dict]:
-    result = audit_search.search(n)
-    missed = result["planted"] - result["planted_found"] if "planted" in result else 0
+    result = audit_search.search(n, planted=min(1000, n // 10))
+    missed = result["planted"] - result["planted_found"]
     return [
         _row(
             f"near-duplicate search + groups, {result['hashes']:,} hashes at 8 bits ({result['pairs']} pairs, "
@@ -258,16 +257,16 @@ def _pipeline(*args: str, cwd: Path) -> None:
     subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, check=True, timeout=TIMEOUT, capture_output=True)
 
 
-def label_rows(work: Path, quick: bool) -> list[dict]:
-    """Fetch, prepare and train the embedded default (the repository's params.yaml; --quick: 2 x 100
-    images, 1 epoch)."""
+def label_rows(work: Path, per_class: int | None) -> list[dict]:
+    """Fetch, prepare and train the embedded default (the repository's params.yaml; with `per_class`,
+    that many images per class and 1 epoch)."""
     from pipeline.core.prepared import load_split
     from pipeline.train.runtime import load_model, predict_probs
 
     root = Path(__file__).resolve().parents[1]
     work.mkdir(parents=True, exist_ok=True)
     raw, data, models = work / "raw", work / "prepared", work / "models"
-    small = ("-S", "fetch.synthetic.per_class=100", "-S", "train.epochs=1") if quick else ()
+    small = ("-S", f"fetch.synthetic.per_class={per_class}", "-S", "train.epochs=1") if per_class else ()
     _pipeline(*small, "fetch", "--source", "synthetic", "--out", str(raw), cwd=root)
     _pipeline(*small, "prepare", "--in", str(raw), "--out", str(data), cwd=root)
     _pipeline(
@@ -316,11 +315,12 @@ def _row(measure: str, rate: float, unit: str, target: str, ratio: float | None 
 
 def run(work: Path, n: int, rounds: int) -> list[dict]:
     """n: images hashed in the rate row, 2n (default 20,000); below 10,000 (--quick) every part is
-    smaller: at most 10n planted images, 100,000 hashes searched, the label part on 2 x 100 images."""
+    smaller: at most 5n planted images, at most 100n hashes searched (100,000), the label part on
+    2 x n/2 images (at least 20) after 1 epoch."""
     work.mkdir(parents=True, exist_ok=True)
     quick = n < 10_000
-    rows = planted_rows(work, min(PLANTED_IMAGES, 10 * n) if quick else PLANTED_IMAGES)
+    rows = planted_rows(work, min(PLANTED_IMAGES, max(100, 5 * n)) if quick else PLANTED_IMAGES)
     rows += rate_rows(work, 2 * n)
-    rows += search_rows(100_000 if quick else 1_000_000)
-    rows += label_rows(work / "labels", quick)
+    rows += search_rows(min(100_000, 100 * n) if quick else 1_000_000)
+    rows += label_rows(work / "labels", max(20, n // 2) if quick else None)
     return rows

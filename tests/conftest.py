@@ -39,6 +39,7 @@ train:
   mlp: {hidden: [16]}
   cnn: {filters: [4, 8], dense: [16]}
 evaluate: {thresholds: 10}
+audit: {near_distance: 8, top: 8}
 compare: {sort: best_threshold_accuracy}
 """
 

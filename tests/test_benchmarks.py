@@ -14,7 +14,9 @@ def test_quick_harness_produces_a_table(tmp_path):
     out = tmp_path / "RESULTS.md"
     rows = main(["--quick", "--n", "40", "--out", str(out)])
     assert {row["case"] for row in rows} == set(CASES)
-    assert all(row["rate"] > 0 and row["ratio"] > 0 for row in rows)
+    # (a share, e.g. label issues found by a model trained 1 epoch on 200 images, may be 0 on data this small)
+    assert all(row["rate"] > 0 and row["ratio"] > 0 for row in rows if row["unit"] != "%")
+    assert all(0 <= row["ratio"] <= 1 for row in rows if row["unit"] == "%")
     text = out.read_text()
     assert "| case | measure | rate | ratio | target | met | peak RSS |" in text
     assert text.count("\n| ") == len(rows) + 1

@@ -111,7 +111,8 @@ def test_repro_then_up_to_date_then_experiment(reproduced, project, two_epochs):
     # Every stage again: every output git keeps, and dvc.lock's hashes of what DVC keeps, are the same
     # bytes (no TensorBoard file names, zip times or run times among them), so git sees no change.
     forced = dvc(project, "repro", "--force")
-    assert forced.stdout.count("Running stage") == 10
+    # check-params, fetch, survey, prepare, train and evaluate for each of 2 archs, audit, compare, report
+    assert forced.stdout.count("Running stage") == 11
     assert git(project, "status", "--porcelain") == ""
     assert (project / "runs/cnn/run.json").exists() and list(
         (project / "runs/cnn/tensorboard").iterdir()

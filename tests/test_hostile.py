@@ -199,7 +199,7 @@ def test_03_a_scheduler_address_that_is_no_scheduler_is_one_line(server, tmp_pat
     address = f"tcp://127.0.0.1:{listener.port}" if listener else f"tcp://{server.url.split('//')[1]}"
     try:
         start = time.monotonic()
-        args = [*fetch_args(2, "shards"), "--engine", "dask", "--scheduler", address]
+        args = [*fetch_args(2, "shards", "-S", "fetch.connect_timeout=2"), "--engine", "dask", "--scheduler", address]
         proc = run_cli(*args, cwd=tmp_path, check=False)
         assert time.monotonic() - start < 30
     finally:

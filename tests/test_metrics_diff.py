@@ -204,14 +204,14 @@ def test_pipeline_plots_and_diff_between_two_commits(two_epochs, tmp_path):
     dvc(project, "plots", "show", "-o", str(tmp_path / "html"))
     html = (tmp_path / "html/index.html").read_text()
     declared = json.loads(dvc(project, "plots", "show", "--json"))["data"]
-    assert len(declared) == 11  # per arch: curves, thresholds, ROC, confusion, predictions; and the shapes
+    assert len(declared) == 13  # per arch: curves, thresholds, ROC, confusion, predictions; the shapes; the audit's 2
     for plot_id in declared:
         assert re.sub(r"[^a-zA-Z0-9]", "_", plot_id) in html, plot_id
     for arch in ("mlp", "cnn"):
         for name in ("curves.json", "thresholds.json", "roc.json", "confusion.json", "predictions.png"):
             assert f"plots/{arch}/{name}" in declared
         assert (tmp_path / f"html/static/workspace_plots_{arch}_predictions.png").stat().st_size > 10_000
-    assert "plots/shapes.json" in declared
+    assert {"plots/shapes.json", "plots/audit/duplicates.png", "plots/audit/label_issues.png"} <= set(declared)
     assert not any(plot_id.startswith("dvclive/") for plot_id in declared)  # the curves are drawn once, overlaid:
     curves = declared["plots/cnn/curves.json"][0]["content"]
     assert curves["facet"]["column"]["field"] == "metric" and curves["spec"]["encoding"]["color"]["field"] == "split"

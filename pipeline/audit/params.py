@@ -12,7 +12,6 @@ class AuditParams(EngineParams):
 
     NAME = "audit"
 
-    arch: str = "cnn"  # the trained model (models/<arch>/model.keras) whose probabilities find label issues
     near_distance: between(0, 32, low_inclusive=True) = 8  # bits of the 64-bit difference hash
     top: between(0, 1000, low_inclusive=True) = 8  # groups and label issues drawn on the page
     max_pixels: Pixels = MAX_PIXELS

@@ -12,7 +12,7 @@ system). On the local engine a map of one task runs it in the calling process (n
 for a small list). `fetch` runs its shards on it, `prepare` its groups of images.
 
 Nothing waits without end. Reaching a scheduler includes Dask's handshake, within
-CONNECT_TIMEOUT (an address that answers but is no Dask scheduler is one error line). While a
+`<stage>.connect_timeout` seconds (an address that answers but is no Dask scheduler is one error line). While a
 cluster has no worker (none started yet, or all of them lost), the run says so on the terminal and
 fails with one line after `<stage>.wait_for_workers` seconds; a task whose worker died runs again
 on another (Dask's own rule, up to its `allowed-failures`). A local worker process that dies (out of
@@ -39,7 +39,6 @@ from pipeline.core.config import Seconds, Section, between
 from pipeline.core.console import console, report_to, shared_counter
 from pipeline.core.errors import ConfigError, PipelineError
 
-CONNECT_TIMEOUT = 10  # seconds to reach a Dask scheduler and complete its handshake
 POLL = 1.0  # seconds between looks at a cluster's workers while waiting for a task
 
 
@@ -58,6 +57,7 @@ class EngineParams(Section):
     scheduler: str = ""
     workers: between(0, 1024, low_inclusive=True) = 0  # local processes (and local Dask workers); 0 = one per core
     wait_for_workers: Seconds = 120.0  # how long a cluster may have no worker before the run fails
+    connect_timeout: Seconds = 10.0  # to reach a scheduler and complete Dask's handshake
 
     @model_validator(mode="after")
     def _scheduler(self) -> EngineParams:
@@ -287,24 +287,26 @@ def _probe(params: EngineParams) -> None:
     if parts.scheme != "tcp" or not parts.hostname:
         return
     try:
-        socket.create_connection((parts.hostname, parts.port or 8786), timeout=CONNECT_TIMEOUT).close()
+        socket.create_connection((parts.hostname, parts.port or 8786), timeout=params.connect_timeout).close()
     except OSError as exc:
         raise _unreachable(params, exc.strerror or type(exc).__name__) from None
 
 
 def _handshake(params: EngineParams) -> None:
-    """Dask's own connect, handshake included, within CONNECT_TIMEOUT (its handshake alone has no
+    """Dask's own connect, handshake included, within `connect_timeout` (its handshake alone has no
     timeout: an HTTP server or a silent listener at the address would hold it forever)."""
     from distributed.comm import connect
 
     async def shake() -> None:
-        comm = await asyncio.wait_for(connect(params.scheduler, timeout=CONNECT_TIMEOUT), CONNECT_TIMEOUT)
+        timeout = params.connect_timeout
+        comm = await asyncio.wait_for(connect(params.scheduler, timeout=timeout), timeout)
         await comm.close()
 
     try:
         asyncio.run(shake())
     except (TimeoutError, asyncio.TimeoutError):
-        raise _unreachable(params, f"no Dask handshake within {CONNECT_TIMEOUT} s: is it a Dask scheduler?") from None
+        why = f"no Dask handshake within {params.connect_timeout:g} s: is it a Dask scheduler?"
+        raise _unreachable(params, why) from None
     except (OSError, ValueError) as exc:
         raise _unreachable(params, str(exc).splitlines()[0][:120] or type(exc).__name__) from None
     except Exception as exc:  # anything Dask raises when the peer speaks another protocol
@@ -319,7 +321,7 @@ def _client(params: EngineParams):
         _probe(params)
         _handshake(params)
         try:
-            client = Client(params.scheduler, timeout=CONNECT_TIMEOUT)
+            client = Client(params.scheduler, timeout=params.connect_timeout)
         except (OSError, TimeoutError, ValueError) as exc:
             raise _unreachable(params, type(exc).__name__) from None
         with client:

@@ -49,8 +49,11 @@ class Audit:
     thumbs: dict[str, list] = field(default_factory=dict)  # "groups" / "issues": what the sheets draw
 
 
-def audit(root: Path, cfg: AuditParams, prepared: Path | None = None, model: Path | None = None) -> Audit:
-    """The audit of the fetched dataset at `root` (see the module docstring)."""
+def audit(
+    root: Path, cfg: AuditParams, prepared: Path | None = None, model: Path | None = None, thumbnails: bool = False
+) -> Audit:
+    """The audit of the fetched dataset at `root` (see the module docstring); with `thumbnails`, the
+    images of the top groups and candidates too (read only then)."""
     if (prepared is None) != (model is None):
         raise ConfigError(
             "--prepared and --model go together: label issues need the prepared data and the model trained on it"
@@ -93,6 +96,8 @@ def audit(root: Path, cfg: AuditParams, prepared: Path | None = None, model: Pat
         "label_issues_computed": model is not None,
         "unreadable": unreadable,
     }
+    if not thumbnails:
+        return Audit(report)
     thumbs = {
         "groups": _group_thumbs(items, groups[: cfg.top], drawn, cfg.max_file_bytes),
         "issues": [
@@ -112,7 +117,7 @@ def run(
     plots: Path | None = None,
 ) -> Audit:
     """`audit`, then its report to `out` and its thumbnails to `plots` (each where given)."""
-    result = audit(root, cfg, prepared, model)
+    result = audit(root, cfg, prepared, model, thumbnails=plots is not None)
     if out is not None:
         write_json(out, result.report)
     if plots is not None:

@@ -57,7 +57,7 @@ def judge(got: Fetched, cls: str, settings: DownloadSettings) -> tuple[dict, byt
     except ImageError as exc:
         return _row(url, cls, "skipped", str(exc), **fields), None, None
     shape = {"width": info.width, "height": info.height, "format": info.format}
-    return _row(url, cls, "success", **fields, dhash=hex_hash(info.dhash) if info.dhash else "", **shape), data, info
+    return _row(url, cls, "success", **fields, dhash=hex_hash(info.dhash), **shape), data, info
 
 
 def check_header(data: bytes, max_pixels: int, min_side: int) -> ImageInfo:

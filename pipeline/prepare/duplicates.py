@@ -17,7 +17,6 @@ are the connected components of the exact and near pairs.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -30,7 +29,7 @@ from pipeline.core.engine import Engine, EngineParams
 from pipeline.core.errors import ImageError
 from pipeline.core.hamming import components, near_pairs
 from pipeline.core.images import dhash
-from pipeline.prepare.items import Items, Reader
+from pipeline.prepare.items import Items, Reader, checked_digest
 
 Dedupe = Literal["none", "exact", "near"]
 
@@ -63,14 +62,7 @@ def hash_group(task: HashTask) -> HashDone:
         try:
             if isinstance(data, ImageError):
                 raise data
-            digest = hashlib.sha256(data).hexdigest()
-            expected = task.digests[position]
-            if expected and digest != expected:
-                raise ImageError(
-                    f"damaged: its SHA-256 is not the manifest's {expected[:12]}...; "
-                    "`pipeline fetch --verify` fetches damaged shards again"
-                )
-            digests[position] = digest
+            digests[position] = checked_digest(data, task.digests[position])
             if task.near:
                 hashes[position] = dhash(data, task.max_pixels)
         except ImageError as exc:
@@ -113,16 +105,15 @@ def item_hashes(items: Items, frame: pd.DataFrame, cfg: EngineParams, near: bool
         )
         for group, rows in groups
     ]
-    index = {group: rows.index.to_numpy() for group, rows in groups}
+    positions = {group: out.index.get_indexer(rows.index) for group, rows in groups}
     sha = out["sha256"].to_numpy(object, copy=True)
     hashes, errors = out["dhash"].to_numpy(np.uint64, copy=True), out["error"].to_numpy(object, copy=True)
-    at = {label: i for i, label in enumerate(out.index)}
     with (
         Engine(cfg, ("pipeline.prepare.duplicates",)) as engine,
         bar(f"Hashing {len(todo):,} images", len(todo)) as step,
     ):
         for done in engine.map(hash_group, tasks):
-            rows = [at[label] for label in index[done.group]]
+            rows = positions[done.group]
             for position, row in enumerate(rows):
                 sha[row], errors[row] = done.sha256[position], done.failed.get(position, "")
                 if near:

@@ -52,6 +52,18 @@ FOLDER_GROUP = 256  # files per group of a folder dataset: a task's worth of dec
 COLUMNS = ["path", "class", "split", "group", "member", "height", "width", "sha256", "dhash"]
 
 
+def checked_digest(data: bytes, expected: str) -> str:
+    """The SHA-256 of bytes read from a dataset, which must be `expected`, the one fetch recorded
+    when there is one (a flipped bit in a shard is never trained on nor hashed); ImageError if not."""
+    digest = hashlib.sha256(data).hexdigest()
+    if expected and digest != expected:
+        raise ImageError(
+            f"damaged: its SHA-256 is not the manifest's {expected[:12]}...; "
+            "`pipeline fetch --verify` fetches damaged shards again"
+        )
+    return digest
+
+
 def _probe_or_none(source: Path | bytes) -> tuple[int, int] | None:
     try:
         return probe(source)

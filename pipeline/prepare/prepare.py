@@ -17,7 +17,6 @@ trust next to metadata that does not describe them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import multiprocessing
@@ -50,7 +49,7 @@ from pipeline.core.prepared import (
     write_meta,
 )
 from pipeline.prepare.duplicates import dedupe, item_hashes
-from pipeline.prepare.items import Items, Reader, list_items
+from pipeline.prepare.items import Items, Reader, checked_digest, list_items
 from pipeline.prepare.params import PrepareParams
 from pipeline.prepare.survey import summarise
 
@@ -209,7 +208,8 @@ def prepare_group(task: GroupTask) -> GroupDone:
             try:
                 if isinstance(data, ImageError):
                     raise data
-                _check_digest(data, task.digests[position])
+                if task.digests[position]:
+                    checked_digest(data, task.digests[position])
                 img = load(data, task.size, task.aspect, task.color, task.shapes[position])
             except ImageError as exc:
                 failed[position] = str(exc)
@@ -227,15 +227,6 @@ def prepare_group(task: GroupTask) -> GroupDone:
         for fd in fds:
             os.close(fd)
     return GroupDone(task.group, failed, counted)
-
-
-def _check_digest(data: bytes, expected: str) -> None:
-    """The bytes read are the ones fetch stored (a flipped bit in a shard is never trained on)."""
-    if expected and hashlib.sha256(data).hexdigest() != expected:
-        raise ImageError(
-            f"damaged: its SHA-256 is not the manifest's {expected[:12]}...; "
-            "`pipeline fetch --verify` fetches damaged shards again"
-        )
 
 
 # --- The stage -----------------------------------------------------------------------------------
